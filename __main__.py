@@ -1,0 +1,50 @@
+"""The stack program: read and validate config, compose the components, export the endpoint."""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from components.vllm_server import PORT, PORT_NAME
+from stack.component_args import (
+    autoscaler_args,
+    exposure_args,
+    gpu_claim_args,
+    model_store_args,
+    vllm_server_args,
+)
+from stack.config import load_stack_config
+
+config = load_stack_config()
+name = config.name
+
+namespace: pulumi.Input[str] = config.namespace
+if config.create_namespace:
+    namespace = k8s.core.v1.Namespace(config.namespace, metadata={"name": config.namespace}).metadata.name
+
+gpu = GpuClaim(f"{name}-gpu", gpu_claim_args(config))
+store = ModelStore(name, model_store_args(config, namespace))
+server = VLLMServer(
+    name,
+    vllm_server_args(
+        config,
+        namespace,
+        gpu.pod_fragment,
+        {
+            "claim_name": store.claim_name,
+            "mount_path": store.mount_path,
+            "model_path": store.model_path,
+            "marker_name": store.marker_name,
+        },
+    ),
+)
+exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME))
+if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
+    Autoscaler(name, scaling, opts=pulumi.ResourceOptions(depends_on=[server]))
+
+pulumi.export("endpoint", exposure.endpoint)
+pulumi.export("inClusterEndpoint", exposure.in_cluster_endpoint)
+pulumi.export("servedModelName", config.served_model_name)
+pulumi.export("namespace", namespace)
+pulumi.export("modelPath", store.model_path)
+pulumi.export("claimName", store.claim_name)
+pulumi.export("deploymentName", server.deployment_name)

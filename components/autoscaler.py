@@ -1,0 +1,147 @@
+"""Autoscaler: scales the server with KEDA on the queue depth vLLM itself reports."""
+
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .labels import object_labels
+from .problems import raise_for_problems
+
+COMPONENT = "autoscaler"
+QUEUE_METRIC = "vllm:num_requests_waiting"
+SCALE_STEP_PERIOD_SECONDS = 300
+MAX_STABILIZATION_SECONDS = 3600
+
+
+class AutoscalerArgs(TypedDict, total=False):
+    """Arguments of Autoscaler."""
+
+    namespace: str
+    """Namespace of the server; also the Prometheus label that scopes the query. Required."""
+    deployment_name: pulumi.Input[str]
+    """The Deployment to scale (VLLMServer.deployment_name). Required."""
+    served_model_name: str
+    """vLLM's model_name metric label, which scopes the query to this model. Required."""
+    min_replicas: int
+    """Fewest replicas, at least 1. Default 1."""
+    max_replicas: int
+    """Most replicas. Required."""
+    queue_depth_target: int
+    """Waiting requests per replica to aim for. Default 5."""
+    prometheus_address: str
+    """URL of the Prometheus that KEDA queries. Required."""
+    scale_down_stabilization_seconds: int
+    """How long load must stay low before a replica is removed. Default 600."""
+    pod_monitor: bool
+    """Create a Prometheus Operator PodMonitor for the server's /metrics. Default true."""
+    pod_selector: pulumi.Input[dict]
+    """Labels of the server pods (VLLMServer.selector_labels); needed with pod_monitor."""
+    metrics_port_name: str
+    """Name of the container port serving /metrics (VLLMServer.port_name); needed with pod_monitor."""
+    pod_monitor_labels: dict[str, str]
+    """Labels the Prometheus podMonitorSelector wants on the PodMonitor."""
+
+
+def autoscaler_problems(args: AutoscalerArgs) -> dict[str, str]:
+    """What is wrong with the arguments, keyed by argument name."""
+    problems: dict[str, str] = {}
+    low, high = args.get("min_replicas", 1), args.get("max_replicas", 0)
+    if low < 1:
+        problems["min_replicas"] = (
+            "must be at least 1: at zero replicas vLLM exports no metrics and nothing buffers requests"
+        )
+    if high < low:
+        problems["max_replicas"] = f"must be at least min_replicas ({low})"
+    if args.get("queue_depth_target", 5) < 1:
+        problems["queue_depth_target"] = "must be at least 1"
+    if not 0 <= args.get("scale_down_stabilization_seconds", 600) <= MAX_STABILIZATION_SECONDS:
+        problems["scale_down_stabilization_seconds"] = f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
+    if not args.get("prometheus_address", "").startswith(("http://", "https://")):
+        problems["prometheus_address"] = "must be an http:// or https:// URL"
+    return problems
+
+
+def queue_depth_query(namespace: str, served_model_name: str) -> str:
+    """Requests waiting across the server's pods; KEDA divides it by the target per replica."""
+    return f'sum({QUEUE_METRIC}{{namespace="{namespace}",model_name="{served_model_name}"}})'
+
+
+def scaling_behavior(scale_down_stabilization_seconds: int) -> dict:
+    """HPA behaviour for pods that take minutes to start: one replica per step each way.
+
+    Adding one replica at a time keeps a burst from claiming every free GPU before the first
+    new replica has even loaded; removal waits for sustained low load.
+    """
+    one_at_a_time = [{"type": "Pods", "value": 1, "periodSeconds": SCALE_STEP_PERIOD_SECONDS}]
+    return {
+        "scaleUp": {"stabilizationWindowSeconds": 60, "policies": one_at_a_time},
+        "scaleDown": {"stabilizationWindowSeconds": scale_down_stabilization_seconds, "policies": one_at_a_time},
+    }
+
+
+def scaled_object_spec(args: AutoscalerArgs) -> dict:
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args["deployment_name"]},
+        "minReplicaCount": args.get("min_replicas", 1),
+        "maxReplicaCount": args["max_replicas"],
+        "pollingInterval": 30,
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": scaling_behavior(args.get("scale_down_stabilization_seconds", 600))
+            }
+        },
+        "triggers": [
+            {
+                "type": "prometheus",
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": args["prometheus_address"],
+                    "query": queue_depth_query(args["namespace"], args["served_model_name"]),
+                    "threshold": str(args.get("queue_depth_target", 5)),
+                },
+            }
+        ],
+    }
+
+
+class Autoscaler(pulumi.ComponentResource):
+    """A KEDA ScaledObject on vLLM's queue depth, and a PodMonitor so Prometheus has the metric."""
+
+    scaled_object_name: pulumi.Output[str]
+    """Name of the ScaledObject."""
+    query: pulumi.Output[str]
+    """The PromQL query KEDA scales on."""
+
+    def __init__(self, name: str, args: AutoscalerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        raise_for_problems("Autoscaler", name, autoscaler_problems(args))
+        super().__init__("vllm-serving:index:Autoscaler", name, None, opts)
+        labels = object_labels(name, COMPONENT)
+        namespace = args["namespace"]
+        scaled_object = k8s.apiextensions.CustomResource(
+            name,
+            api_version="keda.sh/v1alpha1",
+            kind="ScaledObject",
+            metadata={"name": name, "namespace": namespace, "labels": labels},
+            spec=scaled_object_spec(args),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        if args.get("pod_monitor", True):
+            k8s.apiextensions.CustomResource(
+                f"{name}-metrics",
+                api_version="monitoring.coreos.com/v1",
+                kind="PodMonitor",
+                metadata={
+                    "name": f"{name}-metrics",
+                    "namespace": namespace,
+                    "labels": {**labels, **args.get("pod_monitor_labels", {})},
+                },
+                spec={
+                    "selector": {"matchLabels": args["pod_selector"]},
+                    "podMetricsEndpoints": [{"port": args["metrics_port_name"], "path": "/metrics", "interval": "15s"}],
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.scaled_object_name = scaled_object.metadata.apply(lambda metadata: metadata["name"])
+        self.query = pulumi.Output.from_input(queue_depth_query(namespace, args["served_model_name"]))
+        self.register_outputs({"scaledObjectName": self.scaled_object_name, "query": self.query})

@@ -1,0 +1,168 @@
+"""Exposure: the Service in front of the server and, with a host, an Ingress; the endpoint URL."""
+
+import re
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .labels import object_labels
+from .problems import raise_for_problems
+
+COMPONENT = "api"
+NGINX_PREFIX = "nginx.ingress.kubernetes.io"
+DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
+
+
+class ExposureArgs(TypedDict, total=False):
+    """Arguments of Exposure."""
+
+    namespace: pulumi.Input[str]
+    """Namespace of the Service and Ingress. Required."""
+    selector: pulumi.Input[dict]
+    """Labels that select the server pods (VLLMServer.selector_labels). Required."""
+    port: int
+    """Port of the Service; the same as the container's. Required."""
+    target_port_name: str
+    """Name of the container port (VLLMServer.port_name). Required."""
+    host: Optional[str]
+    """Public host name; with it an Ingress is created, without it the service stays in-cluster."""
+    ingress_class: str
+    """ingressClassName of the Ingress. Default nginx."""
+    tls: bool
+    """Serve the host over HTTPS. Default false."""
+    tls_secret_name: Optional[str]
+    """Secret with (or to receive) the certificate; None uses <name>-tls."""
+    cluster_issuer: Optional[str]
+    """cert-manager ClusterIssuer that issues the certificate; None expects the Secret to exist."""
+    stream_timeout_seconds: int
+    """How long the ingress keeps a request open (streamed completions). Default 3600."""
+    max_body_size: str
+    """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
+
+
+def exposure_problems(args: ExposureArgs) -> dict[str, str]:
+    """What is wrong with the arguments, keyed by argument name."""
+    problems: dict[str, str] = {}
+    host = args.get("host")
+    if host and not DNS_NAME.match(host):
+        problems["host"] = "must be a lowercase DNS name such as vllm.example.com (no scheme, port or path)"
+    if args.get("tls") and not host:
+        problems["tls"] = "needs a host: a certificate is issued for a host name"
+    if args.get("stream_timeout_seconds", 3600) < 1:
+        problems["stream_timeout_seconds"] = "must be at least 1"
+    if not NGINX_SIZE.match(args.get("max_body_size", "64m")):
+        problems["max_body_size"] = "must be an nginx size such as 64m or 1g"
+    return problems
+
+
+def ingress_annotations(args: ExposureArgs) -> dict[str, str]:
+    """Annotations that keep long streamed completions alive, and cert-manager's issuer.
+
+    No rewrite-target: for path / it does nothing, for any other path it breaks /v1.
+    """
+    annotations: dict[str, str] = {}
+    if args.get("ingress_class", "nginx") == "nginx":
+        timeout = str(args.get("stream_timeout_seconds", 3600))
+        annotations.update(
+            {
+                f"{NGINX_PREFIX}/proxy-read-timeout": timeout,
+                f"{NGINX_PREFIX}/proxy-send-timeout": timeout,
+                f"{NGINX_PREFIX}/proxy-buffering": "off",
+                f"{NGINX_PREFIX}/proxy-body-size": args.get("max_body_size", "64m"),
+            }
+        )
+    if args.get("tls") and args.get("cluster_issuer"):
+        annotations["cert-manager.io/cluster-issuer"] = args["cluster_issuer"]
+    return annotations
+
+
+def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
+    host = args["host"]
+    spec: dict = {
+        "ingressClassName": args.get("ingress_class", "nginx"),
+        "rules": [
+            {
+                "host": host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": service_name, "port": {"number": args["port"]}}},
+                        }
+                    ]
+                },
+            }
+        ],
+    }
+    if args.get("tls"):
+        spec["tls"] = [{"hosts": [host], "secretName": args.get("tls_secret_name") or f"{name}-tls"}]
+    return spec
+
+
+def public_endpoint(host: str, tls: bool) -> str:
+    """The base_url an OpenAI client uses for a public host."""
+    return f"{'https' if tls else 'http'}://{host}/v1"
+
+
+class Exposure(pulumi.ComponentResource):
+    """A ClusterIP Service for the server and, when a host is given, an Ingress."""
+
+    service_name: pulumi.Output[str]
+    """Name of the Service."""
+    in_cluster_endpoint: pulumi.Output[str]
+    """base_url for clients inside the cluster."""
+    endpoint: pulumi.Output[str]
+    """base_url for clients: the public URL with a host, else the in-cluster one."""
+
+    def __init__(self, name: str, args: ExposureArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        raise_for_problems("Exposure", name, exposure_problems(args))
+        super().__init__("vllm-serving:index:Exposure", name, None, opts)
+        labels = object_labels(name, COMPONENT)
+        namespace = args["namespace"]
+        service = k8s.core.v1.Service(
+            name,
+            metadata={"name": name, "namespace": namespace, "labels": labels},
+            spec={
+                "type": "ClusterIP",
+                "selector": args["selector"],
+                "ports": [
+                    {
+                        "name": args["target_port_name"],
+                        "port": args["port"],
+                        "targetPort": args["target_port_name"],
+                        "protocol": "TCP",
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.service_name = service.metadata.name
+        self.in_cluster_endpoint = pulumi.Output.concat(
+            "http://", self.service_name, ".", namespace, ".svc.cluster.local:", str(args["port"]), "/v1"
+        )
+        if args.get("host"):
+            ingress = k8s.networking.v1.Ingress(
+                name,
+                metadata={
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": labels,
+                    "annotations": ingress_annotations(args),
+                },
+                spec=ingress_spec(name, name, args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[service]),
+            )
+            url = public_endpoint(args["host"], args.get("tls", False))
+            self.endpoint = ingress.metadata.apply(lambda _: url)
+        else:
+            self.endpoint = self.in_cluster_endpoint
+        self.register_outputs(
+            {
+                "serviceName": self.service_name,
+                "inClusterEndpoint": self.in_cluster_endpoint,
+                "endpoint": self.endpoint,
+            }
+        )

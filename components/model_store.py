@@ -1,0 +1,219 @@
+"""ModelStore: model weights staged once from ModelScope onto a shared volume.
+
+One Job per model revision runs ``stage_model.py`` (shipped in a ConfigMap) which downloads
+into ``<mount>/<model id>/<revision>`` and writes a completion marker last. Pulumi waits for
+the Job to complete, and ``model_path`` resolves only then, so a server that consumes it is
+created after the weights are in place. Pods never download, so they never race.
+"""
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .labels import object_labels
+from .problems import raise_for_problems
+from .stage_model import MARKER_NAME
+
+STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
+SCRIPT_MOUNT = "/opt/model-store"
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+COMPONENT = "model-store"
+MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelStoreArgs(TypedDict, total=False):
+    """Arguments of ModelStore."""
+
+    namespace: pulumi.Input[str]
+    """Namespace of the claim and the Job. Required."""
+    model_id: str
+    """ModelScope model id, owner/name. Required."""
+    revision: str
+    """ModelScope revision to stage. Default master."""
+    endpoint: Optional[str]
+    """ModelScope hub URL, for a mirror; None uses the client's default."""
+    allow_patterns: list[str]
+    """Glob patterns of files to download; empty downloads every file."""
+    image: str
+    """Image of the Job; needs python3 and modelscope (the vLLM image has both). Required."""
+    size: Optional[str]
+    """Size of the claim to create, a Kubernetes quantity. Required without existing_claim."""
+    storage_class: Optional[str]
+    """Storage class of the claim to create; None uses the cluster default."""
+    access_mode: str
+    """Access mode of the claim to create. Default ReadWriteOnce."""
+    existing_claim: Optional[str]
+    """Stage onto this existing PersistentVolumeClaim instead of creating one."""
+    mount_path: str
+    """Where the claim is mounted, in the Job and in server pods. Default /models."""
+    timeout_minutes: int
+    """How long the Job may run before it is failed. Default 240."""
+    max_workers: int
+    """Files downloaded in parallel. Default 4."""
+
+
+def model_dir(mount_path: str, model_id: str, revision: str) -> str:
+    """The directory one revision of a model is staged in."""
+    return f"{mount_path.rstrip('/')}/{model_id}/{revision}"
+
+
+def revision_key(args: ModelStoreArgs) -> str:
+    """A short digest of what is downloaded; names the Job, so each revision gets its own."""
+    what = "\n".join(
+        [args["model_id"], args.get("revision", "master"), args.get("endpoint") or "", *args.get("allow_patterns", [])]
+    )
+    return hashlib.sha256(what.encode()).hexdigest()[:8]
+
+
+def model_store_problems(args: ModelStoreArgs) -> dict[str, str]:
+    """What is wrong with the arguments, keyed by argument name."""
+    problems: dict[str, str] = {}
+    if not MODEL_ID.match(args.get("model_id", "")):
+        problems["model_id"] = "must be owner/name, e.g. Qwen/Qwen3-0.6B"
+    if args.get("existing_claim"):
+        for field in ("size", "storage_class"):
+            if args.get(field):
+                problems[field] = "has no effect with existing_claim; remove it"
+    elif not args.get("size"):
+        problems["size"] = "is required to create a claim (or name an existing_claim)"
+    if args.get("access_mode", "ReadWriteOnce") not in ACCESS_MODES:
+        problems["access_mode"] = f"must be one of {', '.join(ACCESS_MODES)}"
+    if args.get("timeout_minutes", 240) < 1:
+        problems["timeout_minutes"] = "must be at least 1"
+    if args.get("max_workers", 4) < 1:
+        problems["max_workers"] = "must be at least 1"
+    return problems
+
+
+def stage_command(args: ModelStoreArgs, target: str) -> list[str]:
+    """The Job's command line."""
+    command = [
+        "python3", f"{SCRIPT_MOUNT}/{STAGE_SCRIPT.name}",
+        "--model-id", args["model_id"],
+        "--revision", args.get("revision", "master"),
+        "--target", target,
+        "--max-workers", str(args.get("max_workers", 4)),
+    ]
+    if args.get("endpoint"):
+        command += ["--endpoint", args["endpoint"]]
+    for pattern in args.get("allow_patterns", []):
+        command += ["--allow-pattern", pattern]
+    return command
+
+
+def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
+    """The download Job's spec: one pod, retried with resume, bounded in time."""
+    mount_path = args.get("mount_path", "/models")
+    target = model_dir(mount_path, args["model_id"], args.get("revision", "master"))
+    return {
+        "backoffLimit": 4,
+        "activeDeadlineSeconds": args.get("timeout_minutes", 240) * 60,
+        "template": {
+            "metadata": {"labels": object_labels(name, COMPONENT)},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "stage-model",
+                        "image": args["image"],
+                        "command": stage_command(args, target),
+                        "env": [
+                            # modelscope keeps lock and session files here even with local_dir.
+                            {"name": "MODELSCOPE_CACHE", "value": "/tmp/modelscope/cache"},
+                            {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
+                            {"name": "PYTHONUNBUFFERED", "value": "1"},
+                        ],
+                        # Large downloads are killed by tight memory limits (kserve #5326).
+                        "resources": {
+                            "requests": {"cpu": "1", "memory": "2Gi"},
+                            "limits": {"cpu": "4", "memory": "8Gi"},
+                        },
+                        "volumeMounts": [
+                            {"name": "models", "mountPath": mount_path},
+                            {"name": "script", "mountPath": SCRIPT_MOUNT, "readOnly": True},
+                            {"name": "tmp", "mountPath": "/tmp"},
+                        ],
+                    }
+                ],
+                "volumes": [
+                    {"name": "models", "persistentVolumeClaim": {"claimName": claim_name}},
+                    {"name": "script", "configMap": {"name": script_config_map}},
+                    {"name": "tmp", "emptyDir": {}},
+                ],
+            },
+        },
+    }
+
+
+class ModelStore(pulumi.ComponentResource):
+    """A claim holding one model revision, and the Job that stages it there once."""
+
+    claim_name: pulumi.Output[str]
+    """The PersistentVolumeClaim the model is on."""
+    mount_path: pulumi.Output[str]
+    """Where pods mount the claim."""
+    model_path: pulumi.Output[str]
+    """The model directory; resolves once the download Job has completed."""
+    marker_name: pulumi.Output[str]
+    """File name, inside model_path, whose presence means the store is complete."""
+
+    def __init__(self, name: str, args: ModelStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        raise_for_problems("ModelStore", name, model_store_problems(args))
+        super().__init__("vllm-serving:index:ModelStore", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = args["namespace"]
+        labels = object_labels(name, COMPONENT)
+        mount_path = args.get("mount_path", "/models")
+
+        if args.get("existing_claim"):
+            claim_name: pulumi.Input[str] = args["existing_claim"]
+        else:
+            claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-models",
+                metadata={"name": f"{name}-models", "namespace": namespace, "labels": labels},
+                spec={
+                    "accessModes": [args.get("access_mode", "ReadWriteOnce")],
+                    "resources": {"requests": {"storage": args["size"]}},
+                    **({"storageClassName": args["storage_class"]} if args.get("storage_class") else {}),
+                },
+                opts=child,
+            )
+            claim_name = claim.metadata.name
+
+        script = k8s.core.v1.ConfigMap(
+            f"{name}-stage-script",
+            metadata={"name": f"{name}-stage-script", "namespace": namespace, "labels": labels},
+            data={STAGE_SCRIPT.name: STAGE_SCRIPT.read_text()},
+            opts=child,
+        )
+        job_name = f"{name}-stage-{revision_key(args)}"
+        timeout = f"{args.get('timeout_minutes', 240) + 5}m"
+        job = k8s.batch.v1.Job(
+            job_name,
+            metadata={"name": job_name, "namespace": namespace, "labels": labels},
+            spec=job_spec(args, name, claim_name, f"{name}-stage-script"),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[script],
+                delete_before_replace=True,
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+            ),
+        )
+
+        path = model_dir(mount_path, args["model_id"], args.get("revision", "master"))
+        self.claim_name = pulumi.Output.from_input(claim_name)
+        self.mount_path = pulumi.Output.from_input(mount_path)
+        self.model_path = job.metadata.apply(lambda _: path)
+        self.marker_name = pulumi.Output.from_input(MARKER_NAME)
+        self.register_outputs(
+            {
+                "claimName": self.claim_name,
+                "mountPath": self.mount_path,
+                "modelPath": self.model_path,
+                "markerName": self.marker_name,
+            }
+        )

@@ -1,0 +1,35 @@
+"""Health probes for a server that may take most of an hour to load its model."""
+
+import math
+
+HEALTH_PATH = "/health"
+STARTUP_PERIOD_SECONDS = 10
+
+
+def health_probes(port_name: str, startup_timeout_minutes: int) -> dict[str, dict]:
+    """startupProbe, readinessProbe and livenessProbe on vLLM's /health.
+
+    The startup probe holds the other two back until the model has loaded, so liveness never
+    kills a pod that is still loading; its budget is the startup timeout.
+    """
+    http_get = {"path": HEALTH_PATH, "port": port_name}
+    return {
+        "startupProbe": {
+            "httpGet": http_get,
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(startup_timeout_minutes * 60 / STARTUP_PERIOD_SECONDS),
+        },
+        "readinessProbe": {
+            "httpGet": http_get,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": http_get,
+            "periodSeconds": 15,
+            "timeoutSeconds": 10,
+            "failureThreshold": 4,
+        },
+    }

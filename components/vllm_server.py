@@ -1,0 +1,243 @@
+"""VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
+
+from typing import Optional, TypedDict
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .gpu_claim import GpuPodFragment
+from .labels import object_labels, selector_labels
+from .probes import health_probes
+from .problems import raise_for_problems
+from .vllm_args import SERVE_COMMAND, extra_args_problems, serve_args
+
+COMPONENT = "server"
+PORT = 8000
+PORT_NAME = "http"
+PARALLEL_SHM_SIZE = "20Gi"
+SINGLE_GPU_SHM_SIZE = "2Gi"
+
+
+class ApiKeySecretArgs(TypedDict):
+    """An existing Secret key holding the API key clients must send."""
+
+    name: str
+    """Name of the Secret."""
+    key: str
+    """Key inside the Secret."""
+
+
+class VLLMServerArgs(TypedDict, total=False):
+    """Arguments of VLLMServer."""
+
+    namespace: pulumi.Input[str]
+    """Namespace of the Deployment. Required."""
+    image: str
+    """vLLM OpenAI server image, pinned by tag or digest. Required."""
+    claim_name: pulumi.Input[str]
+    """PersistentVolumeClaim holding the model (ModelStore.claim_name). Required."""
+    mount_path: pulumi.Input[str]
+    """Where the claim is mounted (ModelStore.mount_path). Required."""
+    model_path: pulumi.Input[str]
+    """The model directory to serve (ModelStore.model_path). Required."""
+    marker_name: pulumi.Input[str]
+    """File in model_path that marks the store complete (ModelStore.marker_name). Required."""
+    served_model_name: str
+    """The name clients pass as `model`. Required."""
+    tensor_parallel_size: int
+    """vllm --tensor-parallel-size. Default 1."""
+    pipeline_parallel_size: int
+    """vllm --pipeline-parallel-size. Default 1."""
+    gpu_memory_utilization: float
+    """vllm --gpu-memory-utilization, in (0, 1]. Default 0.9."""
+    max_model_len: int
+    """vllm --max-model-len. Required."""
+    extra_args: list[str]
+    """Further vllm serve arguments."""
+    gpu: GpuPodFragment
+    """How the pod gets GPUs (GpuClaim.pod_fragment). Required."""
+    cpu: str
+    """CPU request and limit. Required."""
+    memory: str
+    """Memory request and limit; includes /dev/shm. Required."""
+    shm_size: Optional[str]
+    """Size of the memory-backed /dev/shm; None picks one from the parallelism."""
+    replicas: Optional[int]
+    """Replica count; None leaves it to an autoscaler."""
+    api_key_secret: Optional[ApiKeySecretArgs]
+    """Secret key with the API key; None serves without one."""
+    startup_timeout_minutes: int
+    """How long a pod may take to load the model. Default 30."""
+    max_surge: int
+    """Extra pods during a rolling update. Default 0: GPUs are scarce."""
+    max_unavailable: int
+    """Pods that may be down during a rolling update. Default 1."""
+
+
+def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> str:
+    """NCCL between GPUs of one pod needs far more than the container's 64 MB /dev/shm."""
+    return PARALLEL_SHM_SIZE if tensor_parallel_size * pipeline_parallel_size > 1 else SINGLE_GPU_SHM_SIZE
+
+
+def vllm_server_problems(args: VLLMServerArgs) -> dict[str, str]:
+    """What is wrong with the arguments, keyed by argument name."""
+    problems: dict[str, str] = {}
+    parallel = args.get("tensor_parallel_size", 1) * args.get("pipeline_parallel_size", 1)
+    gpus = int(args["gpu"]["limits"].get("nvidia.com/gpu", "0"))
+    if parallel != gpus:
+        problems["tensor_parallel_size"] = (
+            f"x pipeline_parallel_size is {parallel} but the pod has {gpus} GPUs; they must be equal"
+        )
+    if not 0 < args.get("gpu_memory_utilization", 0.9) <= 1:
+        problems["gpu_memory_utilization"] = "must be greater than 0 and at most 1"
+    if args.get("max_model_len", 0) < 1:
+        problems["max_model_len"] = "must be a positive number of tokens"
+    if args.get("max_surge", 0) == 0 and args.get("max_unavailable", 1) == 0:
+        problems["max_unavailable"] = "and max_surge are both 0, so a rollout could never start; set one above 0"
+    if args.get("startup_timeout_minutes", 30) < 1:
+        problems["startup_timeout_minutes"] = "must be at least 1"
+    if extra := extra_args_problems(args.get("extra_args", [])):
+        problems["extra_args"] = "; ".join(extra)
+    return problems
+
+
+def container_env(args: VLLMServerArgs) -> list[dict]:
+    env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
+    if secret := args.get("api_key_secret"):
+        env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}})
+    return env
+
+
+def store_check_container(args: VLLMServerArgs) -> dict:
+    """An init container that refuses to start vLLM on an incomplete model store."""
+    script = (
+        'if [ -f "$MODEL_PATH/$MARKER" ]; then echo "model store complete: $MODEL_PATH"; '
+        'else echo "model store incomplete: $MODEL_PATH/$MARKER is missing; '
+        'the model download Job has not completed" >&2; exit 1; fi'
+    )
+    return {
+        "name": "check-model-store",
+        "image": args["image"],
+        "command": ["sh", "-c", script],
+        "env": [
+            {"name": "MODEL_PATH", "value": args["model_path"]},
+            {"name": "MARKER", "value": args["marker_name"]},
+        ],
+        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+        "volumeMounts": [{"name": "models", "mountPath": args["mount_path"], "readOnly": True}],
+    }
+
+
+def server_container(args: VLLMServerArgs) -> dict:
+    gpu = args["gpu"]
+    resources = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
+    return {
+        "name": "vllm",
+        "image": args["image"],
+        "command": SERVE_COMMAND,
+        "args": serve_args(
+            model_path=args["model_path"],
+            served_model_name=args["served_model_name"],
+            port=PORT,
+            tensor_parallel_size=args.get("tensor_parallel_size", 1),
+            pipeline_parallel_size=args.get("pipeline_parallel_size", 1),
+            gpu_memory_utilization=args.get("gpu_memory_utilization", 0.9),
+            max_model_len=args["max_model_len"],
+            backend_args=gpu["vllm_args"],
+            extra_args=args.get("extra_args", []),
+        ),
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": container_env(args),
+        "resources": {"requests": resources, "limits": resources},
+        "volumeMounts": [
+            {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        **health_probes(PORT_NAME, args.get("startup_timeout_minutes", 30)),
+    }
+
+
+def pod_spec(args: VLLMServerArgs) -> dict:
+    gpu = args["gpu"]
+    shm = args.get("shm_size") or default_shm_size(
+        args.get("tensor_parallel_size", 1), args.get("pipeline_parallel_size", 1)
+    )
+    spec: dict = {
+        "initContainers": [store_check_container(args)],
+        "containers": [server_container(args)],
+        "volumes": [
+            {"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+        ],
+        "tolerations": gpu["tolerations"],
+    }
+    optional = {
+        "schedulerName": gpu["scheduler_name"],
+        "affinity": gpu["affinity"],
+        "runtimeClassName": gpu["runtime_class_name"],
+    }
+    spec.update({key: value for key, value in optional.items() if value})
+    return spec
+
+
+def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
+    """The Deployment spec. Rolling updates default to no surge: a full GPU pool has no spare."""
+    spec: dict = {
+        "selector": {"matchLabels": selector_labels(name, COMPONENT)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {
+                "maxSurge": args.get("max_surge", 0),
+                "maxUnavailable": args.get("max_unavailable", 1),
+            },
+        },
+        "template": {
+            "metadata": {
+                "labels": object_labels(name, COMPONENT),
+                **({"annotations": args["gpu"]["annotations"]} if args["gpu"]["annotations"] else {}),
+            },
+            "spec": pod_spec(args),
+        },
+    }
+    if args.get("replicas") is not None:
+        spec["replicas"] = args["replicas"]
+    return spec
+
+
+class VLLMServer(pulumi.ComponentResource):
+    """vLLM's OpenAI-compatible server as a Deployment, serving the staged model path."""
+
+    deployment_name: pulumi.Output[str]
+    """Name of the Deployment."""
+    selector_labels: pulumi.Output[dict]
+    """Labels that select the server's pods."""
+    port: pulumi.Output[int]
+    """Container port of the OpenAI API and /metrics."""
+    port_name: pulumi.Output[str]
+    """Name of that container port."""
+
+    def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        raise_for_problems("VLLMServer", name, vllm_server_problems(args))
+        super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
+        # Pulumi waits for the pods to become ready; a large model needs the whole startup budget.
+        timeout = f"{args.get('startup_timeout_minutes', 30) + 10}m"
+        deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata={"name": name, "namespace": args["namespace"], "labels": object_labels(name, COMPONENT)},
+            spec=deployment_spec(name, args),
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout)
+            ),
+        )
+        self.deployment_name = deployment.metadata.name
+        self.selector_labels = pulumi.Output.from_input(selector_labels(name, COMPONENT))
+        self.port = pulumi.Output.from_input(PORT)
+        self.port_name = pulumi.Output.from_input(PORT_NAME)
+        self.register_outputs(
+            {
+                "deploymentName": self.deployment_name,
+                "selectorLabels": self.selector_labels,
+                "port": self.port,
+                "portName": self.port_name,
+            }
+        )

@@ -1,0 +1,1 @@
+"""What belongs to this program rather than to the component library: config, rendering."""

@@ -1,0 +1,202 @@
+"""Offline render: run the stack program under Pulumi's mock runtime and write what it creates.
+
+    python -m stack.render dev [--out rendered/dev]
+
+No cluster, credentials or Pulumi CLI are needed. The program and components run exactly as
+under ``pulumi up``; every Kubernetes object they register is written as YAML that
+``kubectl apply`` accepts, one file per object plus ``all.yaml``, with the stack outputs in
+``outputs.json``. Secret values are never written.
+"""
+
+import argparse
+import asyncio
+import json
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from .config import ConfigError
+from .project import StackFileError, read_project, stack_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+REDACTED = "<redacted>"
+APPLY_ORDER = [
+    "Namespace",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "Job",
+    "Deployment",
+    "Service",
+    "Ingress",
+    "ScaledObject",
+    "PodMonitor",
+]
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    manifest: dict
+    """The object as kubectl would apply it."""
+    component: str
+    """Type token of the component that created it, or "" for the stack itself."""
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["metadata"]["name"]
+
+    @property
+    def namespace(self) -> str:
+        return self.manifest["metadata"].get("namespace", "")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    stack: str
+    objects: list[RenderedObject]
+    outputs: dict[str, Any]
+
+    def find(self, kind: str, name: str) -> dict:
+        """The manifest of one object; KeyError if the stack does not create it."""
+        for obj in self.objects:
+            if obj.kind == kind and obj.name == name:
+                return obj.manifest
+        raise KeyError(f"{kind}/{name}")
+
+
+class _EchoMocks(mocks.Mocks):
+    """Every resource's state is its inputs, as a provider would return for these objects."""
+
+    def new_resource(self, args: mocks.MockResourceArgs):
+        return f"{args.name}-id", args.inputs
+
+    def call(self, args: mocks.MockCallArgs):
+        return {}, None
+
+
+def plain(value: Any) -> Any:
+    """The mock runtime returns every number as a float; Kubernetes wants integers as integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def redact(manifest: dict) -> dict:
+    """The manifest with every Secret value replaced."""
+    if manifest.get("kind") != "Secret":
+        return manifest
+    redacted = dict(manifest)
+    for field in ("data", "stringData"):
+        if field in redacted:
+            redacted[field] = {key: REDACTED for key in redacted[field]}
+    return redacted
+
+
+def _component_of(urn: str) -> str:
+    types = urn.split("::")[2].split("$")
+    parent = types[-2] if len(types) > 1 else ""
+    return "" if parent == "pulumi:pulumi:Stack" else parent
+
+
+def _apply_rank(obj: RenderedObject) -> tuple:
+    kind_rank = APPLY_ORDER.index(obj.kind) if obj.kind in APPLY_ORDER else len(APPLY_ORDER)
+    return kind_rank, obj.kind, obj.namespace, obj.name
+
+
+async def _stack_outputs() -> dict[str, Any]:
+    root = settings.get_root_resource()
+    outputs = {}
+    for key, value in root.outputs.items():
+        output = pulumi.Output.from_input(value)
+        outputs[key] = REDACTED if await output.is_secret() else plain(await output.future())
+    return outputs
+
+
+def render_stack(stack: str, project_dir: Path = PROJECT_DIR) -> Rendering:
+    """Run the stack's program under mocks and collect its Kubernetes objects and outputs.
+
+    Raises ConfigError (invalid config, nothing registered) or StackFileError.
+    """
+    project = read_project(project_dir)
+    config = stack_config(project, stack)
+    monitor = mocks.MockMonitor(_EchoMocks())
+    settings.ROOT.set(None)
+    mocks.set_mocks(monitor.mocks, project=project.name, stack=stack, preview=False, monitor=monitor)
+    set_all_config(config)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+    program = str(project_dir / "__main__.py")
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(program, run_name="__main__")))
+    outputs = asyncio.get_event_loop().run_until_complete(_stack_outputs())
+    objects = [
+        RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn))
+        for urn, registration in monitor.resources.items()
+        if urn.split("::")[2].split("$")[-1].startswith("kubernetes:")
+    ]
+    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
+
+
+def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:
+    """Write one YAML file per object, all.yaml and outputs.json; return the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.yaml"):
+        stale.unlink()
+    written = []
+    for index, obj in enumerate(rendering.objects, start=1):
+        path = out_dir / f"{index:02d}-{obj.kind.lower()}-{obj.name}.yaml"
+        path.write_text(yaml.safe_dump(obj.manifest, sort_keys=True))
+        written.append(path)
+    combined = out_dir / "all.yaml"
+    combined.write_text(yaml.safe_dump_all([obj.manifest for obj in rendering.objects], sort_keys=True))
+    outputs = out_dir / "outputs.json"
+    outputs.write_text(json.dumps(rendering.outputs, indent=2, sort_keys=True) + "\n")
+    return [*written, combined, outputs]
+
+
+def summary(rendering: Rendering) -> str:
+    """A table of the objects and the stack outputs."""
+    rows = [("KIND", "NAMESPACE", "NAME", "COMPONENT")]
+    rows += [(o.kind, o.namespace or "-", o.name, o.component.rsplit(":", 1)[-1] or "-") for o in rendering.objects]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"\n{len(rendering.objects)} objects for stack {rendering.stack}. Outputs:")
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(rendering.outputs.items())]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.render", description=__doc__.split("\n")[0])
+    parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, help="output directory (default rendered/<stack>)")
+    args = parser.parse_args(argv)
+    try:
+        rendering = render_stack(args.stack)
+    except (ConfigError, StackFileError) as error:
+        print(f"error: stack {args.stack}: {error}", file=sys.stderr)
+        return 2
+    out_dir = args.out or PROJECT_DIR / "rendered" / args.stack
+    write_rendering(rendering, out_dir)
+    print(summary(rendering))
+    print(f"\nWritten to {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

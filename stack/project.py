@@ -7,6 +7,9 @@ from typing import Any
 
 import yaml
 
+# libyaml's parser: Pulumi.yaml is read on every run and pure-Python parsing is slow.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class StackFileError(Exception):
     """A project or stack file cannot be read as the Pulumi CLI would."""
@@ -22,7 +25,7 @@ class Project:
 
 def read_project(directory: Path) -> Project:
     path = directory / "Pulumi.yaml"
-    document = yaml.safe_load(path.read_text())
+    document = yaml.load(path.read_text(), Loader=LOADER)
     return Project(name=document["name"], directory=directory, declarations=document.get("config") or {})
 
 
@@ -36,7 +39,7 @@ def stack_config(project: Project, stack: str) -> dict[str, str]:
     path = project.directory / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise StackFileError(f"no stack file {path.name} in {project.directory}")
-    settings = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    settings = (yaml.load(path.read_text(), Loader=LOADER) or {}).get("config") or {}
     values = {
         f"{project.name}:{key}": encode(declaration["default"])
         for key, declaration in project.declarations.items()

@@ -9,13 +9,12 @@ under ``pulumi up``; every Kubernetes object they register is written as YAML th
 """
 
 import argparse
-import asyncio
 import json
 import runpy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pulumi
 import yaml
@@ -29,6 +28,7 @@ from .project import StackFileError, read_project, stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 REDACTED = "<redacted>"
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 APPLY_ORDER = [
     "Namespace",
     "ConfigMap",
@@ -76,8 +76,13 @@ class Rendering:
                 return obj.manifest
         raise KeyError(f"{kind}/{name}")
 
+    def only(self, kind: str) -> dict:
+        """The manifest of the one object of a kind; ValueError unless there is exactly one."""
+        (manifest,) = [obj.manifest for obj in self.objects if obj.kind == kind]
+        return manifest
 
-class _EchoMocks(mocks.Mocks):
+
+class EchoMocks(mocks.Mocks):
     """Every resource's state is its inputs, as a provider would return for these objects."""
 
     def new_resource(self, args: mocks.MockResourceArgs):
@@ -129,28 +134,45 @@ async def _stack_outputs() -> dict[str, Any]:
     return outputs
 
 
-def render_stack(stack: str, project_dir: Path = PROJECT_DIR) -> Rendering:
-    """Run the stack's program under mocks and collect its Kubernetes objects and outputs.
+def run_under_mocks(
+    program: Callable[[], Any],
+    project: str,
+    stack: str,
+    config: dict[str, str],
+    monitor: Optional[mocks.MockMonitor] = None,
+) -> Rendering:
+    """Run a Pulumi program under the mock runtime until every registration has finished.
+
+    Pass a monitor to see what was registered even when the program raises.
+    """
+    monitor = monitor or mocks.MockMonitor(EchoMocks())
+    settings.ROOT.set(None)
+    mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    set_all_config(config)
+    _sync_await(run_pulumi_func(program))
+    registered = list(monitor.resources.items())
+    outputs = _sync_await(_stack_outputs())
+    objects = [
+        RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn))
+        for urn, registration in registered
+        if urn.split("::")[2].split("$")[-1].startswith("kubernetes:")
+    ]
+    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
+
+
+def render_stack(
+    stack: str, project_dir: Path = PROJECT_DIR, monitor: Optional[mocks.MockMonitor] = None
+) -> Rendering:
+    """Run the stack's own __main__.py under mocks and collect its Kubernetes objects and outputs.
 
     Raises ConfigError (invalid config, nothing registered) or StackFileError.
     """
     project = read_project(project_dir)
     config = stack_config(project, stack)
-    monitor = mocks.MockMonitor(_EchoMocks())
-    settings.ROOT.set(None)
-    mocks.set_mocks(monitor.mocks, project=project.name, stack=stack, preview=False, monitor=monitor)
-    set_all_config(config)
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
     program = str(project_dir / "__main__.py")
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(program, run_name="__main__")))
-    outputs = asyncio.get_event_loop().run_until_complete(_stack_outputs())
-    objects = [
-        RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn))
-        for urn, registration in monitor.resources.items()
-        if urn.split("::")[2].split("$")[-1].startswith("kubernetes:")
-    ]
-    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
+    return run_under_mocks(lambda: runpy.run_path(program, run_name="__main__"), project.name, stack, config, monitor)
 
 
 def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:
@@ -161,10 +183,10 @@ def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:
     written = []
     for index, obj in enumerate(rendering.objects, start=1):
         path = out_dir / f"{index:02d}-{obj.kind.lower()}-{obj.name}.yaml"
-        path.write_text(yaml.safe_dump(obj.manifest, sort_keys=True))
+        path.write_text(yaml.dump(obj.manifest, Dumper=DUMPER, sort_keys=True))
         written.append(path)
     combined = out_dir / "all.yaml"
-    combined.write_text(yaml.safe_dump_all([obj.manifest for obj in rendering.objects], sort_keys=True))
+    combined.write_text(yaml.dump_all([obj.manifest for obj in rendering.objects], Dumper=DUMPER, sort_keys=True))
     outputs = out_dir / "outputs.json"
     outputs.write_text(json.dumps(rendering.outputs, indent=2, sort_keys=True) + "\n")
     return [*written, combined, outputs]
@@ -181,17 +203,18 @@ def summary(rendering: Rendering) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.render", description=__doc__.split("\n")[0])
     parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
-    parser.add_argument("--out", type=Path, help="output directory (default rendered/<stack>)")
+    parser.add_argument("--out", type=Path, help="output directory (default <project dir>/rendered/<stack>)")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml (default: this project)")
     args = parser.parse_args(argv)
     try:
-        rendering = render_stack(args.stack)
+        rendering = render_stack(args.stack, args.project_dir.resolve())
     except (ConfigError, StackFileError) as error:
         print(f"error: stack {args.stack}: {error}", file=sys.stderr)
         return 2
-    out_dir = args.out or PROJECT_DIR / "rendered" / args.stack
+    out_dir = args.out or args.project_dir / "rendered" / args.stack
     write_rendering(rendering, out_dir)
     print(summary(rendering))
     print(f"\nWritten to {out_dir}")

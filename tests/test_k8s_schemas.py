@@ -64,14 +64,14 @@ def scaled_object() -> dict:
     }
 
 
-def service_monitor() -> dict:
+def pod_monitor() -> dict:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
+        "kind": "PodMonitor",
         "metadata": {"name": "vllm"},
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": "vllm"}},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
+            "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "30s"}],
         },
     }
 
@@ -239,31 +239,31 @@ def test_custom_resource_with_unserved_version_fails():
     ]
 
 
-def test_valid_service_monitor_passes():
-    assert schema_errors(service_monitor(), OLDEST) == []
+def test_valid_pod_monitor_passes():
+    assert schema_errors(pod_monitor(), OLDEST) == []
 
 
-def test_service_monitor_bad_endpoint_fails():
-    obj = service_monitor()
-    obj["spec"]["endpoints"] = [{"port": 8000, "interval": "30s"}]
+def test_pod_monitor_bad_endpoint_fails():
+    obj = pod_monitor()
+    obj["spec"]["podMetricsEndpoints"] = [{"port": 8000, "interval": "30s"}]
 
-    assert schema_errors(obj, OLDEST) == ["$.spec.endpoints[0].port: 8000 is not of type 'string'"]
+    assert schema_errors(obj, OLDEST) == ["$.spec.podMetricsEndpoints[0].port: 8000 is not of type 'string'"]
 
 
 @pytest.mark.parametrize("target_port", [8000, "http"])
-def test_service_monitor_int_or_string_accepts_both(target_port):
-    obj = service_monitor()
-    obj["spec"]["endpoints"] = [{"targetPort": target_port}]
+def test_pod_monitor_int_or_string_accepts_both(target_port):
+    obj = pod_monitor()
+    obj["spec"]["podMetricsEndpoints"] = [{"targetPort": target_port}]
 
     assert schema_errors(obj, OLDEST) == []
 
 
-def test_service_monitor_int_or_string_rejects_other_types():
-    obj = service_monitor()
-    obj["spec"]["endpoints"] = [{"targetPort": [8000]}]
+def test_pod_monitor_int_or_string_rejects_other_types():
+    obj = pod_monitor()
+    obj["spec"]["podMetricsEndpoints"] = [{"targetPort": [8000]}]
 
     assert schema_errors(obj, OLDEST) == [
-        "$.spec.endpoints[0].targetPort: [8000] is not of type 'integer', 'string'"
+        "$.spec.podMetricsEndpoints[0].targetPort: [8000] is not of type 'integer', 'string'"
     ]
 
 

@@ -1,0 +1,428 @@
+"""Each component on its own: the objects it creates, their wiring, its outputs and its checks."""
+
+import pulumi
+import pytest
+from conftest import run_component
+from pulumi.runtime import mocks
+
+from components import (
+    Autoscaler,
+    ComponentArgsError,
+    Exposure,
+    GpuClaim,
+    ModelStore,
+    VLLMServer,
+)
+from components.gpu_claim import gpu_claim_problems, pod_fragment
+from components.model_store import STAGE_SCRIPT, revision_key
+from components.stage_model import MARKER_NAME
+from stack.render import EchoMocks, run_under_mocks
+
+
+def gpu_args(**changes):
+    return {"backend": "nvidia", "count": 1, **changes}
+
+
+def store_args(**changes):
+    return {
+        "namespace": "ns",
+        "model_id": "Qwen/Qwen3-0.6B",
+        "revision": "master",
+        "image": "vllm/vllm-openai:v0.11.0",
+        "size": "20Gi",
+        **changes,
+    }
+
+
+def server_args(**changes):
+    return {
+        "namespace": "ns",
+        "image": "vllm/vllm-openai:v0.11.0",
+        "claim_name": "models",
+        "mount_path": "/models",
+        "model_path": "/models/Qwen/Qwen3-0.6B/master",
+        "marker_name": MARKER_NAME,
+        "served_model_name": "qwen3",
+        "max_model_len": 8192,
+        "gpu": pod_fragment(gpu_args()),
+        "cpu": "4",
+        "memory": "16Gi",
+        "replicas": 1,
+        **changes,
+    }
+
+
+def exposure_args(**changes):
+    return {"namespace": "ns", "selector": {"app": "x"}, "port": 8000, "target_port_name": "http", **changes}
+
+
+def autoscaler_args(**changes):
+    return {
+        "namespace": "ns",
+        "deployment_name": "srv",
+        "served_model_name": "qwen3",
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "prometheus_address": "http://prometheus:9090",
+        "pod_selector": {"app": "x"},
+        "metrics_port_name": "http",
+        **changes,
+    }
+
+
+def assert_refused(component, args, problem_keys):
+    """The component raises before registering anything, naming exactly these arguments."""
+    monitor = mocks.MockMonitor(EchoMocks())
+    with pytest.raises(ComponentArgsError) as raised:
+        run_under_mocks(lambda: component("c", args), "test", "test", {}, monitor)
+    assert sorted(raised.value.problems) == sorted(problem_keys)
+    assert monitor.resources == {}
+    return raised.value
+
+
+# --- GpuClaim -----------------------------------------------------------------------------
+
+
+def test_whole_gpus_fragment():
+    fragment = pod_fragment(gpu_args(count=8, product="NVIDIA-H100-80GB-HBM3", runtime_class_name="nvidia"))
+    assert fragment["limits"] == {"nvidia.com/gpu": "8"}
+    assert fragment["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    terms = fragment["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}]}
+    ]
+    assert fragment["runtime_class_name"] == "nvidia"
+    assert fragment["scheduler_name"] is None
+    assert fragment["annotations"] == {} and fragment["vllm_args"] == []
+
+
+def test_whole_gpus_without_taint_toleration_or_product():
+    fragment = pod_fragment(gpu_args(tolerate_gpu_taint=False))
+    assert fragment["tolerations"] == [] and fragment["affinity"] is None
+
+
+def test_hami_slice_fragment():
+    hami = {
+        "memory_mib": 20000, "cores": 30, "gpu_types": ["A100", "H100"], "exclude_gpu_types": ["T4"],
+        "node_policy": "binpack", "gpu_policy": "spread",
+    }
+    fragment = pod_fragment(gpu_args(backend="hami", count=2, hami=hami))
+    assert fragment["limits"] == {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "20000", "nvidia.com/gpucores": "30"}
+    assert fragment["annotations"] == {
+        "nvidia.com/use-gputype": "A100,H100",
+        "nvidia.com/nouse-gputype": "T4",
+        "hami.io/node-scheduler-policy": "binpack",
+        "hami.io/gpu-scheduler-policy": "spread",
+    }
+    assert fragment["scheduler_name"] == "hami-scheduler"
+    assert fragment["vllm_args"] == ["--enforce-eager", "--disable-custom-all-reduce"]
+
+
+def test_hami_percentage_slice_on_one_gpu():
+    fragment = pod_fragment(gpu_args(backend="hami", hami={"memory_percent": 50}))
+    assert fragment["limits"] == {"nvidia.com/gpu": "1", "nvidia.com/gpumem-percentage": "50"}
+    assert fragment["vllm_args"] == ["--enforce-eager"]
+
+
+def test_hami_cores_only_keeps_cuda_graphs():
+    assert pod_fragment(gpu_args(backend="hami", hami={"cores": 50}))["vllm_args"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "keys"),
+    [
+        (gpu_args(backend="amd"), ["backend"]),
+        (gpu_args(count=0), ["count"]),
+        (gpu_args(hami={"cores": 50}), ["hami.cores"]),
+        (gpu_args(backend="hami", hami={"memory_mib": 1000, "memory_percent": 50}), ["hami.memory_percent"]),
+        (gpu_args(backend="hami", hami={"memory_percent": 101, "cores": -1}), ["hami.cores", "hami.memory_percent"]),
+        (gpu_args(backend="hami", hami={"node_policy": "fast"}), ["hami.node_policy"]),
+    ],
+)
+def test_gpu_claim_refuses_bad_args(args, keys):
+    assert sorted(gpu_claim_problems(args)) == keys
+    assert_refused(GpuClaim, args, keys)
+
+
+@pulumi.runtime.test
+def test_gpu_claim_outputs(pulumi_mocks):
+    claim = GpuClaim("gpu", gpu_args(count=4))
+    assert claim.pod_fragment["limits"] == {"nvidia.com/gpu": "4"}
+    return pulumi.Output.all(claim.gpu_count, claim.backend).apply(lambda v: assert_equal(v, [4, "nvidia"]))
+
+
+def assert_equal(actual, expected):
+    assert actual == expected
+
+
+# --- ModelStore ---------------------------------------------------------------------------
+
+
+def test_model_store_creates_claim_script_and_one_job_per_revision():
+    rendering = run_component(lambda: ModelStore("m", store_args(storage_class="nfs-client", access_mode="ReadWriteMany")))
+    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job", "PersistentVolumeClaim"]
+    claim = rendering.find("PersistentVolumeClaim", "m-models")
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": "20Gi"}},
+        "storageClassName": "nfs-client",
+    }
+    assert rendering.find("ConfigMap", "m-stage-script")["data"] == {"stage_model.py": STAGE_SCRIPT.read_text()}
+    job = rendering.find("Job", f"m-stage-{revision_key(store_args())}")
+    pod = job["spec"]["template"]["spec"]
+    (stage,) = pod["containers"]
+    assert stage["command"] == [
+        "python3", "/opt/model-store/stage_model.py",
+        "--model-id", "Qwen/Qwen3-0.6B", "--revision", "master",
+        "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4",
+    ]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "m-models"}} in pod["volumes"]
+    assert {"name": "models", "mountPath": "/models"} in stage["volumeMounts"]
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
+    assert {e["name"] for e in stage["env"]} >= {"MODELSCOPE_CACHE", "MODELSCOPE_HOME"}
+
+
+def test_revision_key_changes_with_what_is_downloaded():
+    base = revision_key(store_args())
+    assert base == revision_key(store_args(image="other:v1", size="1Ti"))
+    assert len({base, revision_key(store_args(revision="v2")), revision_key(store_args(allow_patterns=["*.json"]))}) == 3
+
+
+def test_model_store_on_an_existing_claim_with_mirror_and_patterns():
+    args = store_args(size=None, existing_claim="shared", endpoint="http://mirror:8080", allow_patterns=["*.json", "*.safetensors"])
+    rendering = run_component(lambda: ModelStore("m", args))
+    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job"]
+    pod = rendering.only("Job")["spec"]["template"]["spec"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared"}} in pod["volumes"]
+    assert pod["containers"][0]["command"][-6:] == [
+        "--endpoint", "http://mirror:8080", "--allow-pattern", "*.json", "--allow-pattern", "*.safetensors",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "keys"),
+    [
+        ({"model_id": "no-owner"}, ["model_id"]),
+        ({"size": None}, ["size"]),
+        ({"existing_claim": "shared", "storage_class": "nfs"}, ["size", "storage_class"]),
+        ({"access_mode": "ReadWriteAll"}, ["access_mode"]),
+        ({"timeout_minutes": 0, "max_workers": 0}, ["max_workers", "timeout_minutes"]),
+    ],
+)
+def test_model_store_refuses_bad_args(changes, keys):
+    assert_refused(ModelStore, store_args(**changes), keys)
+
+
+@pulumi.runtime.test
+def test_model_store_outputs(pulumi_mocks):
+    store = ModelStore("m", store_args(revision="v1.0"))
+    expected = ["m-models", "/models", "/models/Qwen/Qwen3-0.6B/v1.0", MARKER_NAME]
+    outputs = pulumi.Output.all(store.claim_name, store.mount_path, store.model_path, store.marker_name)
+    return outputs.apply(lambda values: assert_equal(values, expected))
+
+
+# --- VLLMServer ---------------------------------------------------------------------------
+
+
+def server_pod(**changes):
+    rendering = run_component(lambda: VLLMServer("srv", server_args(**changes)))
+    deployment = rendering.only("Deployment")
+    return deployment, deployment["spec"]["template"]["spec"]
+
+
+def test_server_deployment_wiring():
+    deployment, pod = server_pod()
+    (server,) = pod["containers"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert deployment["spec"]["replicas"] == 1
+    assert server["command"] == ["vllm", "serve"]
+    assert server["args"][:3] == ["/models/Qwen/Qwen3-0.6B/master", "--served-model-name", "qwen3"]
+    assert server["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
+    assert server["resources"]["requests"] == server["resources"]["limits"] == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert all(e["name"] != "VLLM_API_KEY" for e in server["env"])
+    (check,) = pod["initContainers"]
+    assert check["command"][:2] == ["sh", "-c"] and "exit 1" in check["command"][2]
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def test_server_merges_the_gpu_fragment():
+    hami = pod_fragment(gpu_args(backend="hami", count=2, product="A100", runtime_class_name="nvidia", hami={"memory_percent": 40, "gpu_types": ["A100"]}))
+    deployment, pod = server_pod(gpu=hami, tensor_parallel_size=2, memory="64Gi")
+    assert pod["schedulerName"] == "hami-scheduler"
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["affinity"] == hami["affinity"]
+    assert pod["tolerations"] == hami["tolerations"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {"nvidia.com/use-gputype": "A100"}
+    server = pod["containers"][0]
+    assert server["resources"]["limits"]["nvidia.com/gpumem-percentage"] == "40"
+    assert server["args"][-2:] == ["--enforce-eager", "--disable-custom-all-reduce"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "20Gi"}} in pod["volumes"]
+
+
+def test_server_with_api_key_explicit_shm_and_autoscaled_replicas():
+    deployment, pod = server_pod(
+        api_key_secret={"name": "vllm-key", "key": "token"}, shm_size="8Gi", replicas=None, extra_args=["--enable-prefix-caching"]
+    )
+    server = pod["containers"][0]
+    assert {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vllm-key", "key": "token"}}} in server["env"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+    assert "replicas" not in deployment["spec"]
+    assert server["args"][-1] == "--enable-prefix-caching"
+
+
+@pytest.mark.parametrize(
+    ("changes", "keys"),
+    [
+        ({"tensor_parallel_size": 2}, ["tensor_parallel_size"]),
+        ({"gpu_memory_utilization": 0}, ["gpu_memory_utilization"]),
+        ({"gpu_memory_utilization": 1.01}, ["gpu_memory_utilization"]),
+        ({"max_model_len": 0}, ["max_model_len"]),
+        ({"max_surge": 0, "max_unavailable": 0}, ["max_unavailable"]),
+        ({"startup_timeout_minutes": 0}, ["startup_timeout_minutes"]),
+        ({"extra_args": ["--served-model-name", "x"]}, ["extra_args"]),
+    ],
+)
+def test_server_refuses_bad_args(changes, keys):
+    assert_refused(VLLMServer, server_args(**changes), keys)
+
+
+@pulumi.runtime.test
+def test_server_outputs(pulumi_mocks):
+    server = VLLMServer("srv", server_args())
+    outputs = pulumi.Output.all(server.deployment_name, server.port, server.port_name, server.selector_labels)
+    return outputs.apply(
+        lambda v: assert_equal(
+            v,
+            ["srv", 8000, "http", {
+                "app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": "srv", "app.kubernetes.io/component": "server",
+            }],
+        )
+    )
+
+
+# --- Exposure -----------------------------------------------------------------------------
+
+
+def test_exposure_without_host_is_a_service_only():
+    rendering = run_component(lambda: Exposure("api", exposure_args()))
+    (service,) = [o.manifest for o in rendering.objects]
+    assert service["kind"] == "Service"
+    assert service["spec"] == {
+        "type": "ClusterIP",
+        "selector": {"app": "x"},
+        "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}],
+    }
+
+
+def test_exposure_with_host_on_nginx_without_tls():
+    rendering = run_component(lambda: Exposure("api", exposure_args(host="vllm.example.com", stream_timeout_seconds=900, max_body_size="16m")))
+    ingress = rendering.only("Ingress")
+    assert "tls" not in ingress["spec"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "900",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "900",
+        "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+        "nginx.ingress.kubernetes.io/proxy-body-size": "16m",
+    }
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": rendering.only("Service")["metadata"]["name"], "port": {"number": 8000}}
+
+
+def test_exposure_on_another_ingress_class_with_an_existing_certificate():
+    args = exposure_args(host="vllm.example.com", ingress_class="traefik", tls=True, tls_secret_name="wildcard")
+    ingress = run_component(lambda: Exposure("api", args)).only("Ingress")
+    assert ingress["metadata"]["annotations"] == {}
+    assert ingress["spec"]["tls"] == [{"hosts": ["vllm.example.com"], "secretName": "wildcard"}]
+
+
+@pytest.mark.parametrize(
+    ("changes", "keys"),
+    [
+        ({"host": "http://vllm.example.com"}, ["host"]),
+        ({"host": "vllm.example.com:443"}, ["host"]),
+        ({"tls": True}, ["tls"]),
+        ({"stream_timeout_seconds": 0}, ["stream_timeout_seconds"]),
+        ({"max_body_size": "1 GB"}, ["max_body_size"]),
+    ],
+)
+def test_exposure_refuses_bad_args(changes, keys):
+    assert_refused(Exposure, exposure_args(**changes), keys)
+
+
+@pulumi.runtime.test
+def test_endpoint_with_tls(pulumi_mocks):
+    exposure = Exposure("api", exposure_args(host="vllm.example.com", tls=True, cluster_issuer="le"))
+    return exposure.endpoint.apply(lambda url: assert_equal(url, "https://vllm.example.com/v1"))
+
+
+@pulumi.runtime.test
+def test_endpoint_without_host_is_the_service_url(pulumi_mocks):
+    exposure = Exposure("api", exposure_args())
+    return pulumi.Output.all(exposure.endpoint, exposure.in_cluster_endpoint).apply(
+        lambda urls: assert_equal(urls, ["http://api.ns.svc.cluster.local:8000/v1"] * 2)
+    )
+
+
+# --- Autoscaler ---------------------------------------------------------------------------
+
+
+def test_autoscaler_scaled_object_and_pod_monitor():
+    args = autoscaler_args(pod_monitor_labels={"release": "kps"}, queue_depth_target=3)
+    rendering = run_component(lambda: Autoscaler("srv", args))
+    scaled = rendering.only("ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "srv"}
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 3)
+    assert scaled["triggers"] == [
+        {
+            "type": "prometheus",
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": "http://prometheus:9090",
+                "query": 'sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})',
+                "threshold": "3",
+            },
+        }
+    ]
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+    monitor = rendering.only("PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"] == {
+        "selector": {"matchLabels": {"app": "x"}},
+        "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+    }
+
+
+def test_autoscaler_without_pod_monitor():
+    rendering = run_component(lambda: Autoscaler("srv", autoscaler_args(pod_monitor=False)))
+    assert [o.kind for o in rendering.objects] == ["ScaledObject"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "keys"),
+    [
+        ({"min_replicas": 0}, ["min_replicas"]),
+        ({"min_replicas": 4}, ["max_replicas"]),
+        ({"queue_depth_target": 0}, ["queue_depth_target"]),
+        ({"scale_down_stabilization_seconds": 7200}, ["scale_down_stabilization_seconds"]),
+        ({"prometheus_address": "prometheus:9090"}, ["prometheus_address"]),
+    ],
+)
+def test_autoscaler_refuses_bad_args(changes, keys):
+    assert_refused(Autoscaler, autoscaler_args(**changes), keys)
+
+
+@pulumi.runtime.test
+def test_autoscaler_outputs(pulumi_mocks):
+    scaler = Autoscaler("srv", autoscaler_args())
+    return pulumi.Output.all(scaler.scaled_object_name, scaler.query).apply(
+        lambda v: assert_equal(v, ["srv", 'sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})'])
+    )

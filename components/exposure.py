@@ -1,4 +1,8 @@
-"""Exposure: the Service in front of the server and, with a host, an Ingress; the endpoint URL."""
+"""Exposure: the Service in front of the server and, with a host, a route to it; the endpoint URL.
+
+The route is an Ingress (any controller) or a Gateway API HTTPRoute attached to an existing
+Gateway. With a Gateway, TLS is the Gateway listener's business; the route only names it.
+"""
 
 import re
 from typing import Optional, TypedDict
@@ -13,13 +17,15 @@ COMPONENT = "api"
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
 NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
+ROUTES = ("ingress", "gateway")
+MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 
 
 class ExposureArgs(TypedDict, total=False):
     """Arguments of Exposure."""
 
     namespace: pulumi.Input[str]
-    """Namespace of the Service and Ingress. Required."""
+    """Namespace of the Service and its route. Required."""
     selector: pulumi.Input[dict]
     """Labels that select the server pods (VLLMServer.selector_labels). Required."""
     port: int
@@ -27,17 +33,25 @@ class ExposureArgs(TypedDict, total=False):
     target_port_name: str
     """Name of the container port (VLLMServer.port_name). Required."""
     host: Optional[str]
-    """Public host name; with it an Ingress is created, without it the service stays in-cluster."""
+    """Public host name; with it a route is created, without it the service stays in-cluster."""
+    route: str
+    """How the host reaches the Service: ingress (an Ingress) or gateway (an HTTPRoute). Default ingress."""
     ingress_class: str
     """ingressClassName of the Ingress. Default nginx."""
+    gateway_name: Optional[str]
+    """The Gateway the HTTPRoute attaches to; required with route gateway."""
+    gateway_namespace: Optional[str]
+    """Namespace of that Gateway; None means the route's own namespace."""
+    gateway_listener: Optional[str]
+    """Listener (sectionName) of the Gateway to attach to; None attaches to every listener that allows it."""
     tls: bool
-    """Serve the host over HTTPS. Default false."""
+    """Serve the host over HTTPS. Default false. With a Gateway, its listener must terminate TLS."""
     tls_secret_name: Optional[str]
-    """Secret with (or to receive) the certificate; None uses <name>-tls."""
+    """Ingress only: Secret with (or to receive) the certificate; None uses <name>-tls."""
     cluster_issuer: Optional[str]
-    """cert-manager ClusterIssuer that issues the certificate; None expects the Secret to exist."""
+    """Ingress only: cert-manager ClusterIssuer that issues the certificate; None expects the Secret to exist."""
     stream_timeout_seconds: int
-    """How long the ingress keeps a request open (streamed completions). Default 3600."""
+    """How long the route keeps a request open (streamed completions). Default 3600."""
     max_body_size: str
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
 
@@ -50,8 +64,17 @@ def exposure_problems(args: ExposureArgs) -> dict[str, str]:
         problems["host"] = "must be a lowercase DNS name such as vllm.example.com (no scheme, port or path)"
     if args.get("tls") and not host:
         problems["tls"] = "needs a host: a certificate is issued for a host name"
-    if args.get("stream_timeout_seconds", 3600) < 1:
-        problems["stream_timeout_seconds"] = "must be at least 1"
+    if not 1 <= args.get("stream_timeout_seconds", 3600) <= MAX_GATEWAY_TIMEOUT_SECONDS:
+        problems["stream_timeout_seconds"] = f"must be from 1 to {MAX_GATEWAY_TIMEOUT_SECONDS}"
+    route = args.get("route", "ingress")
+    if route not in ROUTES:
+        problems["route"] = f"must be one of {', '.join(ROUTES)}"
+    elif route == "gateway":
+        if host and not args.get("gateway_name"):
+            problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
+        for field in ("cluster_issuer", "tls_secret_name"):
+            if args.get(field):
+                problems[field] = "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
     if not NGINX_SIZE.match(args.get("max_body_size", "64m")):
         problems["max_body_size"] = "must be an nginx size such as 64m or 1g"
     return problems
@@ -102,13 +125,56 @@ def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
     return spec
 
 
+def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
+    """An HTTPRoute sending every path of the host to the Service, with a stream-length timeout."""
+    parent: dict = {"name": args["gateway_name"]}
+    if args.get("gateway_namespace"):
+        parent["namespace"] = args["gateway_namespace"]
+    if args.get("gateway_listener"):
+        parent["sectionName"] = args["gateway_listener"]
+    return {
+        "parentRefs": [parent],
+        "hostnames": [args["host"]],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": service_name, "port": args["port"]}],
+                "timeouts": {"request": f"{args.get('stream_timeout_seconds', 3600)}s"},
+            }
+        ],
+    }
+
+
 def public_endpoint(host: str, tls: bool) -> str:
     """The base_url an OpenAI client uses for a public host."""
     return f"{'https' if tls else 'http'}://{host}/v1"
 
 
+def create_route(
+    name: str, labels: dict, service: k8s.core.v1.Service, args: ExposureArgs, parent: pulumi.Resource
+) -> pulumi.CustomResource:
+    """The Ingress or HTTPRoute that brings the host to the Service."""
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=[service])
+    metadata = {"name": name, "namespace": args["namespace"], "labels": labels}
+    if args.get("route", "ingress") == "gateway":
+        return k8s.apiextensions.CustomResource(
+            name,
+            api_version="gateway.networking.k8s.io/v1",
+            kind="HTTPRoute",
+            metadata=metadata,
+            spec=http_route_spec(name, args),
+            opts=opts,
+        )
+    return k8s.networking.v1.Ingress(
+        name,
+        metadata={**metadata, "annotations": ingress_annotations(args)},
+        spec=ingress_spec(name, name, args),
+        opts=opts,
+    )
+
+
 class Exposure(pulumi.ComponentResource):
-    """A ClusterIP Service for the server and, when a host is given, an Ingress."""
+    """A ClusterIP Service for the server and, when a host is given, an Ingress or HTTPRoute."""
 
     service_name: pulumi.Output[str]
     """Name of the Service."""
@@ -144,19 +210,9 @@ class Exposure(pulumi.ComponentResource):
             "http://", self.service_name, ".", namespace, ".svc.cluster.local:", str(args["port"]), "/v1"
         )
         if args.get("host"):
-            ingress = k8s.networking.v1.Ingress(
-                name,
-                metadata={
-                    "name": name,
-                    "namespace": namespace,
-                    "labels": labels,
-                    "annotations": ingress_annotations(args),
-                },
-                spec=ingress_spec(name, name, args),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[service]),
-            )
+            route = create_route(name, labels, service, args, parent=self)
             url = public_endpoint(args["host"], args.get("tls", False))
-            self.endpoint = ingress.metadata.apply(lambda _: url)
+            self.endpoint = route.metadata.apply(lambda _: url)
         else:
             self.endpoint = self.in_cluster_endpoint
         self.register_outputs(

@@ -69,7 +69,9 @@ SERVER_KEYS = {
 }
 EXPOSURE_KEYS = {
     "host": "host",
+    "route": "exposureRoute",
     "ingress_class": "ingressClass",
+    "gateway_name": "gatewayName",
     "tls": "tls",
     "tls_secret_name": "tlsSecretName",
     "cluster_issuer": "tlsClusterIssuer",

@@ -97,7 +97,11 @@ class StackConfig(BaseModel):
     hami_gpu_policy: Optional[str]
 
     host: Optional[str]
+    exposure_route: str
     ingress_class: str = Field(min_length=1)
+    gateway_name: Optional[str]
+    gateway_namespace: Optional[str]
+    gateway_listener: Optional[str]
     tls: bool
     tls_cluster_issuer: Optional[str]
     tls_secret_name: Optional[str]
@@ -136,7 +140,7 @@ class StackConfig(BaseModel):
             )
         return value
 
-    @field_validator("namespace", "existing_claim", "api_key_secret_name", "tls_secret_name")
+    @field_validator("namespace", "existing_claim", "api_key_secret_name", "tls_secret_name", "gateway_namespace")
     @classmethod
     def _dns_label(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and (not DNS_LABEL.match(value) or len(value) > 63):

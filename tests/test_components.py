@@ -3,6 +3,7 @@
 import pulumi
 import pytest
 from conftest import run_component
+from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 from pulumi.runtime import mocks
 
 from components import (
@@ -342,9 +343,38 @@ def test_exposure_on_another_ingress_class_with_an_existing_certificate():
     assert ingress["spec"]["tls"] == [{"hosts": ["vllm.example.com"], "secretName": "wildcard"}]
 
 
+def test_exposure_through_a_gateway():
+    args = exposure_args(
+        host="vllm.example.com", route="gateway", tls=True,
+        gateway_name="public", gateway_namespace="gateways", gateway_listener="https", stream_timeout_seconds=1800,
+    )
+    rendering = run_component(lambda: Exposure("api", args))
+    assert sorted(o.kind for o in rendering.objects) == ["HTTPRoute", "Service"]
+    route = rendering.only("HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["vllm.example.com"],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": rendering.only("Service")["metadata"]["name"], "port": 8000}],
+                "timeouts": {"request": "1800s"},
+            }
+        ],
+    }
+    assert schema_errors(route, SUPPORTED_KUBERNETES_VERSIONS[-1]) == []
+
+
 @pytest.mark.parametrize(
     ("changes", "keys"),
     [
+        ({"route": "istio"}, ["route"]),
+        ({"route": "gateway", "host": "vllm.example.com"}, ["gateway_name"]),
+        (
+            {"route": "gateway", "host": "vllm.example.com", "gateway_name": "gw", "tls": True, "cluster_issuer": "le"},
+            ["cluster_issuer"],
+        ),
         ({"host": "http://vllm.example.com"}, ["host"]),
         ({"host": "vllm.example.com:443"}, ["host"]),
         ({"tls": True}, ["tls"]),

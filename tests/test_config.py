@@ -63,6 +63,8 @@ BAD_CONFIGS = [
     ({"existingClaim": "shared-models", "storageClass": "nfs-client"}, "storageClass", "existingClaim"),
     ({"storageAccessMode": "ReadWriteAll"}, "storageAccessMode", "ReadWriteOnce, ReadWriteMany"),
     ({"gpuCount": "eight"}, "gpuCount", "valid integer"),
+    ({"exposureRoute": "gateway", "host": "vllm.example.com"}, "gatewayName", "required"),
+    ({"exposureRoute": "istio"}, "exposureRoute", "ingress, gateway"),
     ({"maxRequestBodySize": "64 MB", "host": "vllm.example.com"}, "maxRequestBodySize", "nginx size"),
 ]
 

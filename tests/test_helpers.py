@@ -1,0 +1,145 @@
+"""Pure helpers: vLLM arguments, probe timing, quantities, images, labels, rendering, stack files."""
+
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from components.labels import object_labels, selector_labels
+from components.probes import health_probes
+from components.vllm_args import extra_args_problems, serve_args
+from stack.config import image_pin_problem
+from stack.project import StackFileError, encode, read_project, stack_config
+from stack.quantity import parse_quantity
+from stack.render import REDACTED, plain, redact
+
+
+def test_serve_args_order_and_formatting():
+    args = serve_args(
+        model_path="/models/m",
+        served_model_name="m",
+        port=8000,
+        tensor_parallel_size=8,
+        pipeline_parallel_size=1,
+        gpu_memory_utilization=0.90,
+        max_model_len=32768,
+        backend_args=["--enforce-eager"],
+        extra_args=["--enable-prefix-caching"],
+    )
+    assert args == [
+        "/models/m",
+        "--served-model-name", "m",
+        "--host", "0.0.0.0",
+        "--port", "8000",
+        "--tensor-parallel-size", "8",
+        "--pipeline-parallel-size", "1",
+        "--gpu-memory-utilization", "0.9",
+        "--max-model-len", "32768",
+        "--enforce-eager",
+        "--enable-prefix-caching",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "problems"),
+    [
+        (["--enable-prefix-caching", "--max-num-seqs", "64"], []),
+        (["--kv-cache-dtype=fp8"], []),
+        (["-tp", "2"], ["-tp is set by the program from its own setting; remove it from the extra arguments"]),
+        (["--max-model-len=4096"], ["--max-model-len is set by the program from its own setting; remove it from the extra arguments"]),
+        (["--task", "generate"], ["--task was removed from vLLM; current releases refuse to start with it"]),
+        (["--guided-decoding-backend=xgrammar"], ["--guided-decoding-backend was removed from vLLM; current releases refuse to start with it"]),
+    ],
+)
+def test_extra_args_problems(extra, problems):
+    assert extra_args_problems(extra) == problems
+
+
+@pytest.mark.parametrize(("minutes", "threshold"), [(1, 6), (15, 90), (60, 360), (7, 42)])
+def test_startup_probe_budget_covers_the_startup_timeout(minutes, threshold):
+    probes = health_probes("http", minutes)
+    startup = probes["startupProbe"]
+    assert startup["failureThreshold"] == threshold
+    assert startup["failureThreshold"] * startup["periodSeconds"] >= minutes * 60
+    assert probes["livenessProbe"]["failureThreshold"] * probes["livenessProbe"]["periodSeconds"] == 60
+    assert {p["httpGet"]["path"] for p in probes.values()} == {"/health"}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", Decimal("0.5")),
+        ("8", Decimal(8)),
+        ("160Gi", Decimal(160 * 1024**3)),
+        ("500G", Decimal(500 * 1000**3)),
+        ("1.5Ki", Decimal(1536)),
+        ("1e3", Decimal(1000)),
+    ],
+)
+def test_parse_quantity(text, value):
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["16GB", "", "Gi", "-1", "1.2.3"])
+def test_parse_quantity_refuses_non_quantities(text):
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        parse_quantity(text)
+
+
+@pytest.mark.parametrize(
+    "image", ["vllm/vllm-openai:v0.11.0", "registry.local:5000/vllm:v1", "vllm/vllm-openai@sha256:" + "a" * 64]
+)
+def test_pinned_images_pass(image):
+    image_pin_problem(image)
+
+
+@pytest.mark.parametrize(
+    ("image", "words"),
+    [("vllm/vllm-openai", "no tag"), ("registry.local:5000/vllm", "no tag"), ("vllm/vllm-openai:latest", "latest")],
+)
+def test_unpinned_images_fail(image, words):
+    with pytest.raises(ValueError, match=words):
+        image_pin_problem(image)
+
+
+def test_object_labels_extend_the_selector_labels():
+    selector = selector_labels("vllm", "server")
+    labels = object_labels("vllm", "server")
+    assert selector.items() < labels.items()
+    assert labels["app.kubernetes.io/managed-by"] == "pulumi"
+
+
+def test_plain_turns_integral_floats_into_integers():
+    assert plain({"replicas": 1.0, "ratio": 0.5, "items": [2.0, "3"]}) == {"replicas": 1, "ratio": 0.5, "items": [2, "3"]}
+
+
+def test_redact_replaces_secret_values_only():
+    secret = {"kind": "Secret", "data": {"api-key": "c2VjcmV0"}, "stringData": {"token": "secret"}}
+    assert redact(secret) == {"kind": "Secret", "data": {"api-key": REDACTED}, "stringData": {"token": REDACTED}}
+    config_map = {"kind": "ConfigMap", "data": {"a": "b"}}
+    assert redact(config_map) is config_map
+
+
+def test_encode_matches_how_the_cli_passes_config():
+    assert [encode("x"), encode(8), encode(True), encode(["a"]), encode("0.9")] == ["x", "8", "true", '["a"]', "0.9"]
+
+
+def write_project(tmp_path, stack_settings):
+    (tmp_path / "Pulumi.yaml").write_text(
+        yaml.safe_dump({"name": "p", "runtime": "python", "config": {"a": {"type": "integer", "default": 1}, "b": {"type": "string"}}})
+    )
+    (tmp_path / "Pulumi.s.yaml").write_text(yaml.safe_dump({"config": stack_settings}))
+    return read_project(tmp_path)
+
+
+def test_stack_config_layers_the_stack_file_over_project_defaults(tmp_path):
+    project = write_project(tmp_path, {"p:b": "x", "c": [1]})
+    assert stack_config(project, "s") == {"p:a": "1", "p:b": "x", "p:c": "[1]"}
+
+
+def test_stack_config_refuses_encrypted_values_and_missing_files(tmp_path):
+    project = write_project(tmp_path, {"p:b": {"secure": "AAAB"}})
+    with pytest.raises(StackFileError, match="cannot decrypt"):
+        stack_config(project, "s")
+    with pytest.raises(StackFileError, match="no stack file Pulumi.other.yaml"):
+        stack_config(project, "other")

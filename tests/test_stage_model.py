@@ -1,0 +1,338 @@
+"""Run components/stage_model.py as the staging Job does, against a local fake hub.
+
+The real modelscope client does the downloading; FakeModelScopeHub stands in for the hub.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_modelscope_hub import FakeModelScopeHub
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "components" / "stage_model.py"
+MARKER_NAME = ".modelstore-complete.json"
+MODEL_ID = "acme/tiny-llm"
+REVISION = "v1.0"
+BIG_SHARD = "model-00001-of-00002.safetensors"
+SUBDIR_SHARD = "shards/model-00002-of-00002.safetensors"
+SUBPROCESS_TIMEOUT = 60
+
+
+@pytest.fixture
+def model_files() -> dict:
+    return {
+        "config.json": json.dumps({"architectures": ["TinyForCausalLM"], "hidden_size": 64}).encode(),
+        "tokenizer.json": json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}).encode(),
+        BIG_SHARD: os.urandom(48 * 1024),
+        SUBDIR_SHARD: os.urandom(20 * 1024),
+    }
+
+
+@pytest.fixture
+def hub(model_files):
+    with FakeModelScopeHub() as fake_hub:
+        fake_hub.add_model(MODEL_ID, REVISION, model_files)
+        yield fake_hub
+
+
+@pytest.fixture
+def target(tmp_path) -> Path:
+    return tmp_path / "models" / MODEL_ID / REVISION
+
+
+@pytest.fixture
+def run_stage(tmp_path, hub, target):
+    """Run the script in a subprocess, as the Job does.
+
+    Keyword arguments replace the model id, revision or endpoint, or change the environment
+    (a value of None unsets the variable).
+    """
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MODELSCOPE_")}
+    env.update(
+        MODELSCOPE_CACHE=str(tmp_path / "modelscope-cache"),
+        MODELSCOPE_HOME=str(tmp_path / "modelscope-home"),
+        # Fail fast: one retry per file, short timeouts, one attempt per listing.
+        MODELSCOPE_DOWNLOAD_MAX_RETRIES="1",
+        MODELSCOPE_DOWNLOAD_RETRY_MAX_DELAY_SECONDS="1",
+        MODELSCOPE_DOWNLOAD_TIMEOUT="5",
+        MODELSCOPE_API_TIMEOUT="5",
+        MODELSCOPE_REPO_TREE_PAGE_TIMEOUT_SECONDS="5",
+        MODELSCOPE_REPO_TREE_PAGE_MAX_ATTEMPTS="1",
+        NO_PROXY="127.0.0.1",
+        no_proxy="127.0.0.1",
+    )
+
+    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None):
+        command = [
+            sys.executable,
+            str(SCRIPT),
+            "--model-id", model_id,
+            "--revision", revision,
+            "--target", str(target),
+            "--endpoint", endpoint or hub.endpoint,
+            *extra_args,
+        ]  # fmt: skip
+        run_env = {**env, **(env_changes or {})}
+        run_env = {name: value for name, value in run_env.items() if value is not None}
+        return subprocess.run(
+            command, cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+        )
+
+    return run
+
+
+def load_stage_model():
+    spec = importlib.util.spec_from_file_location("stage_model", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_marker_file(target: Path) -> dict:
+    return json.loads((target / MARKER_NAME).read_text())
+
+
+def files_under(target: Path) -> dict:
+    return {path.relative_to(target).as_posix(): path.read_bytes() for path in target.rglob("*") if path.is_file()}
+
+
+def write_files(target: Path, files: dict) -> None:
+    for relative_path, content in files.items():
+        path = target / relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def error_lines(result) -> list:
+    return [line for line in result.stderr.splitlines() if line.startswith("stage_model: error:")]
+
+
+def assert_complete_store(target: Path, model_files: dict) -> None:
+    on_disk = files_under(target)
+    assert on_disk.pop(MARKER_NAME)
+    assert on_disk == model_files
+    marker = read_marker_file(target)
+    assert marker["modelId"] == MODEL_ID
+    assert marker["revision"] == REVISION
+    assert marker["files"] == len(model_files)
+    assert marker["bytes"] == sum(len(content) for content in model_files.values())
+    assert marker["completedAt"].endswith("Z")
+
+
+def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, target, model_files):
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert len(hub.listings()) == 1
+    for path in model_files:
+        assert len(hub.downloads_of(path)) == 1, path
+    assert f"staged {MODEL_ID}@{REVISION}: 4 files" in result.stdout
+
+
+def test_rerun_on_complete_store_sends_no_request(run_stage, hub, target, model_files):
+    assert run_stage().returncode == 0
+    marker_before = (target / MARKER_NAME).read_bytes()
+    hub.requests.clear()
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert hub.requests == []
+    assert "already complete" in result.stdout
+    assert (target / MARKER_NAME).read_bytes() == marker_before
+
+
+def test_store_without_marker_is_verified_and_marked(run_stage, hub, target, model_files):
+    write_files(target, model_files)  # a run killed after the last file, before the marker
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert len(hub.listings()) == 1
+    assert all(hub.downloads_of(path) == [] for path in model_files)
+
+
+def test_partial_file_is_resumed_with_a_range_request(run_stage, hub, target, model_files):
+    received = len(model_files[BIG_SHARD]) // 2
+    write_files(target, {BIG_SHARD + ".incomplete": model_files[BIG_SHARD][:received]})
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert [request.range for request in hub.downloads_of(BIG_SHARD)] == [f"bytes={received}-"]
+
+
+def test_partial_file_with_wrong_bytes_is_downloaded_again(run_stage, hub, target, model_files):
+    write_files(target, {BIG_SHARD + ".incomplete": b"\0" * 1000})
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    # The resumed file fails its hash check, is discarded and fetched from the start.
+    assert [request.range for request in hub.downloads_of(BIG_SHARD)] == ["bytes=1000-", None]
+
+
+def test_allow_pattern_stages_only_matching_files(run_stage, target, model_files):
+    result = run_stage("--allow-pattern", "*.json", "--allow-pattern", "tokenizer*")
+
+    assert result.returncode == 0, result.stderr
+    json_files = {path: content for path, content in model_files.items() if path.endswith(".json")}
+    assert_complete_store(target, json_files)
+
+
+def test_modelscope_dirs_default_to_beside_the_target(run_stage, tmp_path, target, model_files):
+    home = tmp_path / "home"
+    home.mkdir()
+
+    result = run_stage(env_changes={"MODELSCOPE_CACHE": None, "MODELSCOPE_HOME": None, "HOME": str(home)})
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    state_dir = target.parent / ".modelscope"
+    assert len(list((state_dir / "cache" / ".lock").glob("*.lock"))) == len(model_files)
+    assert (state_dir / "home" / "credentials").is_dir()
+    assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("model_id", "revision"),
+    [("acme/no-such-model", REVISION), (MODEL_ID, "no-such-revision")],
+    ids=["unknown-model", "unknown-revision"],
+)
+def test_unknown_model_or_revision_exits_3(run_stage, hub, target, model_id, revision):
+    result = run_stage(model_id=model_id, revision=revision)
+
+    assert result.returncode == 3, result.stderr
+    [error] = error_lines(result)
+    assert f"{model_id}@{revision}" in error
+    assert "not found" in error
+    assert len(hub.listings()) == 1
+    assert not (target / MARKER_NAME).exists()
+
+
+def test_file_failing_with_server_error_exits_4_without_marker(run_stage, hub, target, model_files):
+    hub.fail_file(MODEL_ID, REVISION, SUBDIR_SHARD)
+
+    result = run_stage()
+
+    assert result.returncode == 4, result.stderr
+    [error] = error_lines(result)
+    assert f"{MODEL_ID}@{REVISION}: 1 of 4 files failed" in error
+    assert SUBDIR_SHARD in error
+    assert len(hub.downloads_of(SUBDIR_SHARD)) == 2  # first try + MODELSCOPE_DOWNLOAD_MAX_RETRIES=1
+    assert not (target / MARKER_NAME).exists()
+    expected_kept = {path: content for path, content in model_files.items() if path != SUBDIR_SHARD}
+    assert files_under(target) == expected_kept
+
+
+def test_corrupted_file_exits_4_without_marker(run_stage, hub, target, model_files):
+    hub.corrupt_file(MODEL_ID, REVISION, BIG_SHARD)
+
+    result = run_stage()
+
+    assert result.returncode == 4, result.stderr
+    [error] = error_lines(result)
+    assert BIG_SHARD in error and "Hash mismatch" in error
+    # modelscope retries a hash mismatch a fixed three times, whatever the retry settings.
+    assert len(hub.downloads_of(BIG_SHARD)) == 3
+    assert not (target / MARKER_NAME).exists()
+    assert BIG_SHARD not in files_under(target)
+    assert BIG_SHARD + ".incomplete" not in files_under(target)
+
+
+def test_unreachable_hub_exits_4(run_stage, target):
+    with FakeModelScopeHub() as stopped_hub:
+        closed_endpoint = stopped_hub.endpoint
+
+    result = run_stage(endpoint=closed_endpoint)
+
+    assert result.returncode == 4, result.stderr
+    [error] = error_lines(result)
+    assert f"{MODEL_ID}@{REVISION}: download failed" in error
+    assert not (target / MARKER_NAME).exists()
+
+
+def test_leftover_partial_file_fails_verification_with_5(run_stage, target, model_files):
+    # Left by an earlier run that downloaded more files; this selection never touches it.
+    write_files(target, {BIG_SHARD + ".incomplete": model_files[BIG_SHARD][:100]})
+
+    result = run_stage("--allow-pattern", "*.json")
+
+    assert result.returncode == 5, result.stderr
+    [error] = error_lines(result)
+    assert f"partial downloads left in {target}: {BIG_SHARD}.incomplete" in error
+    assert not (target / MARKER_NAME).exists()
+
+
+def test_selection_without_files_fails_verification_with_5(run_stage, hub, target):
+    result = run_stage("--allow-pattern", "*.gguf")
+
+    assert result.returncode == 5, result.stderr
+    [error] = error_lines(result)
+    assert "holds no files" in error
+    assert len(hub.listings()) == 1
+    assert not (target / MARKER_NAME).exists()
+
+
+def test_marker_of_another_revision_exits_2(run_stage, hub, target):
+    write_files(target, {MARKER_NAME: json.dumps({"modelId": MODEL_ID, "revision": "v0.9"}).encode()})
+
+    result = run_stage()
+
+    assert result.returncode == 2, result.stderr
+    [error] = error_lines(result)
+    assert f"already holds {MODEL_ID}@v0.9" in error
+    assert hub.requests == []
+    assert read_marker_file(target)["revision"] == "v0.9"
+
+
+@pytest.mark.parametrize(
+    "bad_args",
+    [["--model-id", "no-owner"], ["--max-workers", "0"]],
+    ids=["model-id-without-owner", "zero-workers"],
+)
+def test_bad_arguments_exit_2(run_stage, hub, bad_args):
+    result = run_stage(*bad_args)
+
+    assert result.returncode == 2
+    assert "stage_model: error:" in result.stderr
+    assert hub.requests == []
+
+
+def test_importing_the_module_does_not_import_modelscope():
+    check = "import sys, components.stage_model; print(sorted(m for m in sys.modules if 'modelscope' in m))"
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_read_marker(tmp_path):
+    stage_model = load_stage_model()
+    assert stage_model.MARKER_NAME == MARKER_NAME
+    marker_path = tmp_path / MARKER_NAME
+
+    assert stage_model.read_marker(str(tmp_path)) is None
+    assert stage_model.read_marker(str(tmp_path / "missing-dir")) is None
+
+    marker = {"modelId": MODEL_ID, "revision": REVISION, "files": 4, "bytes": 10, "completedAt": "x"}
+    marker_path.write_text(json.dumps(marker))
+    assert stage_model.read_marker(str(tmp_path)) == marker
+
+    marker_path.write_text('{"modelId": "acme/tiny-llm", "revis')
+    assert stage_model.read_marker(str(tmp_path)) is None
+
+    marker_path.write_text("[1, 2]")
+    assert stage_model.read_marker(str(tmp_path)) is None

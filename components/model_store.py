@@ -1,7 +1,9 @@
 """ModelStore: model weights staged once from ModelScope onto a shared volume.
 
 One Job per model revision runs ``stage_model.py`` (shipped in a ConfigMap) which downloads
-into ``<mount>/<model id>/<revision>`` and writes a completion marker last. Pulumi waits for
+into ``<mount>/<model id>/<revision>`` and writes a completion marker last. By default the Job
+first installs the modelscope client version this project is tested with into a scratch
+directory, so the image only needs python3 and pip. Pulumi waits for
 the Job to complete, and ``model_path`` resolves only then, so a server that consumes it is
 created after the weights are in place. Pods never download, so they never race.
 """
@@ -20,6 +22,13 @@ from .stage_model import MARKER_NAME
 
 STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
 SCRIPT_MOUNT = "/opt/model-store"
+MODELSCOPE_CLIENT = ("modelscope==1.40.2", "modelscope-hub==0.5.1")
+"""The client stage_model.py is tested with (the same pins as requirements-dev.txt)."""
+CLIENT_DIR = "/tmp/modelscope-client"
+INSTALL_AND_RUN = (
+    "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check "
+    '--target "$CLIENT_DIR" $MODELSCOPE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
+)
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 COMPONENT = "model-store"
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -39,7 +48,10 @@ class ModelStoreArgs(TypedDict, total=False):
     allow_patterns: list[str]
     """Glob patterns of files to download; empty downloads every file."""
     image: str
-    """Image of the Job; needs python3 and modelscope (the vLLM image has both). Required."""
+    """Image of the Job; needs python3 and pip (the vLLM image has both). Required."""
+    install_client: bool
+    """Install the tested modelscope client when the Job starts (needs a Python package index).
+    False runs the image's own modelscope. Default true."""
     size: Optional[str]
     """Size of the claim to create, a Kubernetes quantity. Required without existing_claim."""
     storage_class: Optional[str]
@@ -89,10 +101,10 @@ def model_store_problems(args: ModelStoreArgs) -> dict[str, str]:
     return problems
 
 
-def stage_command(args: ModelStoreArgs, target: str) -> list[str]:
-    """The Job's command line."""
+def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
+    """stage_model.py and its arguments."""
     command = [
-        "python3", f"{SCRIPT_MOUNT}/{STAGE_SCRIPT.name}",
+        f"{SCRIPT_MOUNT}/{STAGE_SCRIPT.name}",
         "--model-id", args["model_id"],
         "--revision", args.get("revision", "master"),
         "--target", target,
@@ -103,6 +115,24 @@ def stage_command(args: ModelStoreArgs, target: str) -> list[str]:
     for pattern in args.get("allow_patterns", []):
         command += ["--allow-pattern", pattern]
     return command
+
+
+def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
+    """command, args and env of the Job's container."""
+    env = [
+        # modelscope keeps lock and session files here even with local_dir.
+        {"name": "MODELSCOPE_CACHE", "value": "/tmp/modelscope/cache"},
+        {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if not args.get("install_client", True):
+        return {"command": ["python3", *stage_args(args, target)], "env": env}
+    env += [
+        {"name": "MODELSCOPE_CLIENT", "value": " ".join(MODELSCOPE_CLIENT)},
+        {"name": "CLIENT_DIR", "value": CLIENT_DIR},
+    ]
+    # sh -c SCRIPT NAME ARGS...: the script sees ARGS as "$@".
+    return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": stage_args(args, target), "env": env}
 
 
 def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
@@ -120,13 +150,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
                     {
                         "name": "stage-model",
                         "image": args["image"],
-                        "command": stage_command(args, target),
-                        "env": [
-                            # modelscope keeps lock and session files here even with local_dir.
-                            {"name": "MODELSCOPE_CACHE", "value": "/tmp/modelscope/cache"},
-                            {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
-                            {"name": "PYTHONUNBUFFERED", "value": "1"},
-                        ],
+                        **stage_container_command(args, target),
                         # Large downloads are killed by tight memory limits (kserve #5326).
                         "resources": {
                             "requests": {"cpu": "1", "memory": "2Gi"},

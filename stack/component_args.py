@@ -50,6 +50,7 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "endpoint": config.model_endpoint,
         "allow_patterns": config.model_allow_patterns,
         "image": config.downloader_image or config.image,
+        "install_client": config.downloader_install_client,
         "size": None if config.existing_claim else config.storage_size,
         "storage_class": config.storage_class,
         "access_mode": config.storage_access_mode,

@@ -64,6 +64,7 @@ class StackConfig(BaseModel):
     storage_access_mode: str
     existing_claim: Optional[str]
     downloader_image: Optional[str]
+    downloader_install_client: bool
     download_timeout_minutes: int
     download_max_workers: int
 

@@ -2,7 +2,7 @@
 
 import pulumi
 import pytest
-from conftest import run_component
+from conftest import ROOT, run_component
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 from pulumi.runtime import mocks
 
@@ -15,7 +15,7 @@ from components import (
     VLLMServer,
 )
 from components.gpu_claim import gpu_claim_problems, pod_fragment
-from components.model_store import STAGE_SCRIPT, revision_key
+from components.model_store import INSTALL_AND_RUN, MODELSCOPE_CLIENT, STAGE_SCRIPT, revision_key
 from components.stage_model import MARKER_NAME
 from stack.render import EchoMocks, run_under_mocks
 
@@ -172,16 +172,32 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
     job = rendering.find("Job", f"m-stage-{revision_key(store_args())}")
     pod = job["spec"]["template"]["spec"]
     (stage,) = pod["containers"]
-    assert stage["command"] == [
-        "python3", "/opt/model-store/stage_model.py",
+    assert stage["command"] == ["sh", "-c", INSTALL_AND_RUN, "stage-model"]
+    assert stage["args"] == [
+        "/opt/model-store/stage_model.py",
         "--model-id", "Qwen/Qwen3-0.6B", "--revision", "master",
         "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4",
     ]
+    env = {e["name"]: e["value"] for e in stage["env"]}
+    assert env["MODELSCOPE_CLIENT"] == "modelscope==1.40.2 modelscope-hub==0.5.1"
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "m-models"}} in pod["volumes"]
     assert {"name": "models", "mountPath": "/models"} in stage["volumeMounts"]
     assert pod["restartPolicy"] == "Never"
     assert job["spec"]["activeDeadlineSeconds"] == 240 * 60
     assert {e["name"] for e in stage["env"]} >= {"MODELSCOPE_CACHE", "MODELSCOPE_HOME"}
+
+
+def test_model_store_with_the_image_own_client():
+    pod = run_component(lambda: ModelStore("m", store_args(install_client=False))).only("Job")["spec"]["template"]["spec"]
+    (stage,) = pod["containers"]
+    assert stage["command"][:3] == ["python3", "/opt/model-store/stage_model.py", "--model-id"]
+    assert "args" not in stage
+    assert "MODELSCOPE_CLIENT" not in {e["name"] for e in stage["env"]}
+
+
+def test_the_job_installs_the_client_version_the_tests_use():
+    pins = (ROOT / "requirements-dev.txt").read_text().split()
+    assert set(MODELSCOPE_CLIENT) <= set(pins)
 
 
 def test_revision_key_changes_with_what_is_downloaded():
@@ -196,7 +212,7 @@ def test_model_store_on_an_existing_claim_with_mirror_and_patterns():
     assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job"]
     pod = rendering.only("Job")["spec"]["template"]["spec"]
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared"}} in pod["volumes"]
-    assert pod["containers"][0]["command"][-6:] == [
+    assert pod["containers"][0]["args"][-6:] == [
         "--endpoint", "http://mirror:8080", "--allow-pattern", "*.json", "--allow-pattern", "*.safetensors",
     ]
 

@@ -128,7 +128,7 @@ def test_job_and_server_share_the_claim_and_the_server_loads_the_staged_path(ren
     claim = rendering.outputs["claimName"]
     assert volume_claim(job_pod, "models") == volume_claim(pod_spec, "models") == claim
     assert mount_path(stage, "models") == mount_path(server, "models") == "/models"
-    target = stage["command"][stage["command"].index("--target") + 1]
+    target = stage["args"][stage["args"].index("--target") + 1]
     assert target == server["args"][0] == rendering.outputs["modelPath"]
     assert target.startswith(mount_path(server, "models") + "/")
 
@@ -145,7 +145,7 @@ def test_job_runs_the_shipped_stage_script(rendered, stack):
     script_volume = next(v for v in job_pod["volumes"] if v["name"] == "script")
     config_map = rendering.find("ConfigMap", script_volume["configMap"]["name"])
     stage = container(job_pod, "stage-model")
-    script_path = stage["command"][1]
+    script_path = stage["args"][0]
     script_name = script_path.rsplit("/", 1)[1]
     assert script_path == f"{mount_path(stage, 'script')}/{script_name}"
     assert "def main(" in config_map["data"][script_name]

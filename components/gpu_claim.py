@@ -81,7 +81,7 @@ def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
     backend = args.get("backend")
     hami = args.get("hami") or {}
     if backend not in BACKENDS:
-        problems["backend"] = f"must be one of {', '.join(BACKENDS)}"
+        return {"backend": f"must be one of {', '.join(BACKENDS)}"}
     if args.get("count", 0) < 1:
         problems["count"] = "must be at least 1"
     if backend != "hami":

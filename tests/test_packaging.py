@@ -1,0 +1,27 @@
+"""Another Pulumi project can pip install the components and use them."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_components_install_as_a_package(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    installed = sorted(p.name for p in (target / "components").glob("*.py"))
+    assert installed == sorted(p.name for p in (ROOT / "components").glob("*.py"))
+    probe = (
+        "import components, components.gpu_claim as g; "
+        "assert components.__file__.startswith(sys.argv[1]); "
+        "print(g.pod_fragment({'backend': 'nvidia', 'count': 2})['limits'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; " + probe, str(target)],
+        env={"PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'nvidia.com/gpu': '2'}"

@@ -1,0 +1,27 @@
+"""The README's commands and examples are the ones that work."""
+
+import re
+
+from conftest import ROOT, run_component
+
+README = (ROOT / "README.md").read_text()
+
+
+def code_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = next(block.strip() for block in code_blocks("sh") if "pytest" in block)
+    ci_commands = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci_commands[-1] == test_command
+
+
+def test_component_example_creates_a_served_model():
+    (example,) = [block for block in code_blocks("python") if "from components import" in block]
+    rendering = run_component(lambda: exec(example, {}))
+    assert sorted(o.kind for o in rendering.objects) == [
+        "ConfigMap", "Deployment", "Job", "PersistentVolumeClaim", "Service",
+    ]
+    deployment = rendering.only("Deployment")
+    assert rendering.only("Service")["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -12,7 +12,7 @@ from stack.component_args import (
     model_store_args,
     vllm_server_args,
 )
-from stack.config import load_stack_config
+from stack.loading import load_stack_config
 
 config = load_stack_config()
 name = config.name

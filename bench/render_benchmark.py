@@ -57,7 +57,8 @@ def main() -> int:
                 met = median <= target[0] and peak <= target[1]
                 missed |= not met
                 verdict = f"<= {target[0]} s, <= {target[1]:.0f} MB: {'met' if met else 'MISSED'}"
-            print(f"{stack:6} {args.runs:>4} {median:>9.3f} {min(times):>7.3f} {max(times):>7.3f} {peak:>8.1f}  {verdict}")
+            figures = f"{median:>9.3f} {min(times):>7.3f} {max(times):>7.3f} {peak:>8.1f}"
+            print(f"{stack:6} {args.runs:>4} {figures}  {verdict}")
     return 1 if missed else 0
 
 

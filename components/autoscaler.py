@@ -56,7 +56,9 @@ def autoscaler_problems(args: AutoscalerArgs) -> dict[str, str]:
     if args.get("queue_depth_target", 5) < 1:
         problems["queue_depth_target"] = "must be at least 1"
     if not 0 <= args.get("scale_down_stabilization_seconds", 600) <= MAX_STABILIZATION_SECONDS:
-        problems["scale_down_stabilization_seconds"] = f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
+        problems["scale_down_stabilization_seconds"] = (
+            f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
+        )
     if not args.get("prometheus_address", "").startswith(("http://", "https://")):
         problems["prometheus_address"] = "must be an http:// or https:// URL"
     return problems

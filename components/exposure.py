@@ -74,7 +74,9 @@ def exposure_problems(args: ExposureArgs) -> dict[str, str]:
             problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
         for field in ("cluster_issuer", "tls_secret_name"):
             if args.get(field):
-                problems[field] = "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
+                problems[field] = (
+                    "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
+                )
     if not NGINX_SIZE.match(args.get("max_body_size", "64m")):
         problems["max_body_size"] = "must be an nginx size such as 64m or 1g"
     return problems

@@ -86,7 +86,9 @@ def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
         problems["count"] = "must be at least 1"
     if backend != "hami":
         for field in (k for k, v in hami.items() if v):
-            problems[f"hami.{field}"] = "is a HAMi setting but the backend is not hami; remove it or set the backend to hami"
+            problems[f"hami.{field}"] = (
+                "is a HAMi setting but the backend is not hami; remove it or set the backend to hami"
+            )
         return problems
     if hami.get("memory_mib") and hami.get("memory_percent"):
         problems["hami.memory_percent"] = "cannot be combined with hami.memory_mib; set one of them"

@@ -5,7 +5,7 @@ from typing import Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .gpu_claim import GpuPodFragment
+from .gpu_claim import GPU_RESOURCE, GpuPodFragment
 from .labels import object_labels, selector_labels
 from .probes import health_probes
 from .problems import raise_for_problems
@@ -82,11 +82,11 @@ def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> 
 def vllm_server_problems(args: VLLMServerArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument name."""
     problems: dict[str, str] = {}
-    parallel = args.get("tensor_parallel_size", 1) * args.get("pipeline_parallel_size", 1)
-    gpus = int(args["gpu"]["limits"].get("nvidia.com/gpu", "0"))
-    if parallel != gpus:
+    tensor, pipeline = args.get("tensor_parallel_size", 1), args.get("pipeline_parallel_size", 1)
+    gpus = int(args["gpu"]["limits"].get(GPU_RESOURCE, "0"))
+    if tensor * pipeline != gpus:
         problems["tensor_parallel_size"] = (
-            f"x pipeline_parallel_size is {parallel} but the pod has {gpus} GPUs; they must be equal"
+            f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
         )
     if not 0 < args.get("gpu_memory_utilization", 0.9) <= 1:
         problems["gpu_memory_utilization"] = "must be greater than 0 and at most 1"
@@ -104,7 +104,8 @@ def vllm_server_problems(args: VLLMServerArgs) -> dict[str, str]:
 def container_env(args: VLLMServerArgs) -> list[dict]:
     env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
     if secret := args.get("api_key_secret"):
-        env.append({"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}})
+        key_ref = {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}
+        env.append({"name": "VLLM_API_KEY", "valueFrom": key_ref})
     return env
 
 

@@ -11,7 +11,12 @@ from components.autoscaler import autoscaler_problems
 from components.exposure import exposure_problems
 from components.gpu_claim import gpu_claim_problems, pod_fragment
 from components.model_store import model_store_problems
-from components.vllm_server import PORT, PORT_NAME, default_shm_size, vllm_server_problems
+from components.vllm_server import (
+    PORT,
+    PORT_NAME,
+    default_shm_size,
+    vllm_server_problems,
+)
 
 from .component_args import (
     StoreOutputs,

@@ -9,7 +9,14 @@ from typing import Optional, TypedDict
 
 import pulumi
 
-from components import AutoscalerArgs, ExposureArgs, GpuClaimArgs, GpuPodFragment, ModelStoreArgs, VLLMServerArgs
+from components import (
+    AutoscalerArgs,
+    ExposureArgs,
+    GpuClaimArgs,
+    GpuPodFragment,
+    ModelStoreArgs,
+    VLLMServerArgs,
+)
 
 from .config import StackConfig
 

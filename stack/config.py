@@ -1,14 +1,13 @@
 """The stack's configuration: every key of Pulumi.yaml, validated as one model.
 
 Values arrive as Pulumi passes them to a program: strings, with arrays as JSON. Per-key
-rules live here; rules between keys live in ``stack.checks``. Any problem raises
-``ConfigError``, which names every offending key, its value and what is allowed, before the
-program registers a single resource.
+rules live here; rules between keys in ``stack.checks``; ``stack.loading`` runs both.
 """
 
 import difflib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
@@ -23,7 +22,8 @@ LABEL_PAIR = re.compile(r"^([a-z0-9A-Z./-]{1,253})=([a-z0-9A-Z]([-_.a-z0-9A-Z]{0
 MAX_NAME_LENGTH = 40
 
 
-class Problem(BaseModel):
+@dataclass(frozen=True)
+class Problem:
     """One thing wrong with the configuration."""
 
     key: str
@@ -120,7 +120,8 @@ class StackConfig(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _empty_string_is_unset(cls, value: Any, info) -> Any:
+    def _from_config_string(cls, value: Any, info) -> Any:
+        """Pulumi passes every value as a string: "" leaves an optional key unset, arrays are JSON."""
         field = cls.model_fields[info.field_name]
         if value == "" and type(None) in getattr(field.annotation, "__args__", ()):
             return None
@@ -152,7 +153,7 @@ class StackConfig(BaseModel):
     @classmethod
     def _pinned_image(cls, value: Optional[str]) -> Optional[str]:
         if value is not None:
-            image_pin_problem(value)
+            check_image_pinned(value)
         return value
 
     @field_validator("storage_size", "cpu", "memory", "shm_size")
@@ -174,7 +175,7 @@ class StackConfig(BaseModel):
         return dict(pair.split("=", 1) for pair in self.autoscaling_pod_monitor_labels)
 
 
-def image_pin_problem(image: str) -> None:
+def check_image_pinned(image: str) -> None:
     """Raise ValueError unless the image is pinned by a tag other than latest, or by digest."""
     if "@sha256:" in image:
         return
@@ -192,6 +193,7 @@ def config_keys() -> set[str]:
 
 def project_values(project: str) -> dict[str, Any]:
     """The config values of the project's namespace, keyed without the namespace."""
+    # pulumi.Config reads one known key at a time; finding unknown keys needs the whole map.
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{project}:"
     return {key[len(prefix):]: value for key, value in merged.items() if key.startswith(prefix)}
@@ -212,23 +214,3 @@ def validation_problems(error: ValidationError) -> list[Problem]:
             message = item["msg"].removeprefix("Value error, ")
         problems.append(Problem(key=key, message=message))
     return problems
-
-
-def parse_stack_config(project: str, values: dict[str, Any]) -> StackConfig:
-    """Validate raw config values (as Pulumi passes them) into a StackConfig, or raise ConfigError."""
-    from .checks import cross_field_problems
-
-    try:
-        config = StackConfig.model_validate(values)
-    except ValidationError as error:
-        raise ConfigError(project, validation_problems(error), values) from None
-    problems = cross_field_problems(config)
-    if problems:
-        raise ConfigError(project, problems, values)
-    return config
-
-
-def load_stack_config() -> StackConfig:
-    """The running stack's validated configuration."""
-    project = pulumi.get_project()
-    return parse_stack_config(project, project_values(project))

@@ -197,7 +197,7 @@ def summary(rendering: Rendering) -> str:
     rows = [("KIND", "NAMESPACE", "NAME", "COMPONENT")]
     rows += [(o.kind, o.namespace or "-", o.name, o.component.rsplit(":", 1)[-1] or "-") for o in rendering.objects]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.append(f"\n{len(rendering.objects)} objects for stack {rendering.stack}. Outputs:")
     lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(rendering.outputs.items())]
     return "\n".join(lines)
@@ -207,7 +207,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.render", description=__doc__.split("\n")[0])
     parser.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, help="output directory (default <project dir>/rendered/<stack>)")
-    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml (default: this project)")
+    parser.add_argument(
+        "--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml (default: this project)"
+    )
     args = parser.parse_args(argv)
     try:
         rendering = render_stack(args.stack, args.project_dir.resolve())

@@ -1,5 +1,7 @@
 """Each component on its own: the objects it creates, their wiring, its outputs and its checks."""
 
+import subprocess
+
 import pulumi
 import pytest
 from conftest import ROOT, run_component
@@ -15,7 +17,12 @@ from components import (
     VLLMServer,
 )
 from components.gpu_claim import gpu_claim_problems, pod_fragment
-from components.model_store import INSTALL_AND_RUN, MODELSCOPE_CLIENT, STAGE_SCRIPT, revision_key
+from components.model_store import (
+    INSTALL_AND_RUN,
+    MODELSCOPE_CLIENT,
+    STAGE_SCRIPT,
+    revision_key,
+)
 from components.stage_model import MARKER_NAME
 from stack.render import EchoMocks, run_under_mocks
 
@@ -280,6 +287,19 @@ def test_server_merges_the_gpu_fragment():
     assert server["resources"]["limits"]["nvidia.com/gpumem-percentage"] == "40"
     assert server["args"][-2:] == ["--enforce-eager", "--disable-custom-all-reduce"]
     assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "20Gi"}} in pod["volumes"]
+
+
+@pytest.mark.parametrize(("marker_present", "exit_code"), [(True, 0), (False, 1)])
+def test_store_check_refuses_an_incomplete_store(tmp_path, marker_present, exit_code):
+    _, pod = server_pod(model_path=str(tmp_path))
+    (check,) = pod["initContainers"]
+    if marker_present:
+        (tmp_path / MARKER_NAME).write_text("{}")
+    env = {e["name"]: e["value"] for e in check["env"]}
+    result = subprocess.run(check["command"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == exit_code
+    assert ("model store complete" in result.stdout) == marker_present
+    assert ("the model download Job has not completed" in result.stderr) != marker_present
 
 
 def test_server_with_api_key_explicit_shm_and_autoscaled_replicas():

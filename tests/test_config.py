@@ -5,10 +5,11 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT
 from pulumi.runtime import mocks
 
-from conftest import ROOT
-from stack.config import ConfigError, StackConfig, parse_stack_config
+from stack.config import ConfigError, StackConfig
+from stack.loading import parse_stack_config
 from stack.project import read_project, stack_config
 from stack.render import EchoMocks, render_stack
 
@@ -28,8 +29,8 @@ def project_with_stack(tmp_path, settings: dict, drop: tuple = ()) -> str:
 
 BAD_CONFIGS = [
     # (settings changed from dev, the key the error names, words the message contains)
-    ({"tensorParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "pod has 1 GPUs"),
-    ({"pipelineParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "must be equal"),
+    ({"tensorParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "x pipelineParallelSize (2 x 1) must equal the GPUs per pod (1)"),
+    ({"pipelineParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(1 x 2) must equal"),
     ({"replicas": 2}, "storageAccessMode", "ReadWriteMany"),
     ({"autoscalingEnabled": True, "autoscalingMaxReplicas": 3}, "storageAccessMode", "up to 3 replicas"),
     ({"gpuMemoryUtilization": "1.5"}, "gpuMemoryUtilization", "at most 1"),

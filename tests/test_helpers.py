@@ -8,7 +8,7 @@ import yaml
 from components.labels import object_labels, selector_labels
 from components.probes import health_probes
 from components.vllm_args import extra_args_problems, serve_args
-from stack.config import image_pin_problem
+from stack.config import check_image_pinned
 from stack.project import StackFileError, encode, read_project, stack_config
 from stack.quantity import parse_quantity
 from stack.render import REDACTED, plain, redact
@@ -90,7 +90,7 @@ def test_parse_quantity_refuses_non_quantities(text):
     "image", ["vllm/vllm-openai:v0.11.0", "registry.local:5000/vllm:v1", "vllm/vllm-openai@sha256:" + "a" * 64]
 )
 def test_pinned_images_pass(image):
-    image_pin_problem(image)
+    check_image_pinned(image)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_pinned_images_pass(image):
 )
 def test_unpinned_images_fail(image, words):
     with pytest.raises(ValueError, match=words):
-        image_pin_problem(image)
+        check_image_pinned(image)
 
 
 def test_object_labels_extend_the_selector_labels():

@@ -1,8 +1,7 @@
 import jsonschema
+import k8s_schemas
 import kubernetes_validate.utils
 import pytest
-
-import k8s_schemas
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
 OLDEST = SUPPORTED_KUBERNETES_VERSIONS[0]

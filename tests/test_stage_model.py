@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_modelscope_hub import FakeModelScopeHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Autoscaler: scales the server with KEDA on the queue depth vLLM itself reports."""
 
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -14,32 +14,32 @@ SCALE_STEP_PERIOD_SECONDS = 300
 MAX_STABILIZATION_SECONDS = 3600
 
 
-class AutoscalerArgs(TypedDict, total=False):
+class AutoscalerArgs(TypedDict):
     """Arguments of Autoscaler."""
 
     namespace: str
-    """Namespace of the server; also the Prometheus label that scopes the query. Required."""
+    """Namespace of the server; also the Prometheus label that scopes the query."""
     deployment_name: pulumi.Input[str]
-    """The Deployment to scale (VLLMServer.deployment_name). Required."""
+    """The Deployment to scale (VLLMServer.deployment_name)."""
     served_model_name: str
-    """vLLM's model_name metric label, which scopes the query to this model. Required."""
-    min_replicas: int
+    """vLLM's model_name metric label, which scopes the query to this model."""
+    min_replicas: NotRequired[int]
     """Fewest replicas, at least 1. Default 1."""
     max_replicas: int
-    """Most replicas. Required."""
-    queue_depth_target: int
+    """Most replicas."""
+    queue_depth_target: NotRequired[int]
     """Waiting requests per replica to aim for. Default 5."""
     prometheus_address: str
-    """URL of the Prometheus that KEDA queries. Required."""
-    scale_down_stabilization_seconds: int
+    """URL of the Prometheus that KEDA queries."""
+    scale_down_stabilization_seconds: NotRequired[int]
     """How long load must stay low before a replica is removed. Default 600."""
-    pod_monitor: bool
+    pod_monitor: NotRequired[bool]
     """Create a Prometheus Operator PodMonitor for the server's /metrics. Default true."""
-    pod_selector: pulumi.Input[dict]
+    pod_selector: NotRequired[pulumi.Input[dict[str, str]]]
     """Labels of the server pods (VLLMServer.selector_labels); needed with pod_monitor."""
-    metrics_port_name: str
+    metrics_port_name: NotRequired[str]
     """Name of the container port serving /metrics (VLLMServer.port_name); needed with pod_monitor."""
-    pod_monitor_labels: dict[str, str]
+    pod_monitor_labels: NotRequired[dict[str, str]]
     """Labels the Prometheus podMonitorSelector wants on the PodMonitor."""
 
 

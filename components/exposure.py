@@ -5,7 +5,7 @@ Gateway. With a Gateway, TLS is the Gateway listener's business; the route only 
 """
 
 import re
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -21,38 +21,38 @@ ROUTES = ("ingress", "gateway")
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 
 
-class ExposureArgs(TypedDict, total=False):
+class ExposureArgs(TypedDict):
     """Arguments of Exposure."""
 
     namespace: pulumi.Input[str]
-    """Namespace of the Service and its route. Required."""
-    selector: pulumi.Input[dict]
-    """Labels that select the server pods (VLLMServer.selector_labels). Required."""
+    """Namespace of the Service and its route."""
+    selector: pulumi.Input[dict[str, str]]
+    """Labels that select the server pods (VLLMServer.selector_labels)."""
     port: int
-    """Port of the Service; the same as the container's. Required."""
+    """Port of the Service; the same as the container's."""
     target_port_name: str
-    """Name of the container port (VLLMServer.port_name). Required."""
-    host: Optional[str]
+    """Name of the container port (VLLMServer.port_name)."""
+    host: NotRequired[Optional[str]]
     """Public host name; with it a route is created, without it the service stays in-cluster."""
-    route: str
+    route: NotRequired[str]
     """How the host reaches the Service: ingress (an Ingress) or gateway (an HTTPRoute). Default ingress."""
-    ingress_class: str
+    ingress_class: NotRequired[str]
     """ingressClassName of the Ingress. Default nginx."""
-    gateway_name: Optional[str]
+    gateway_name: NotRequired[Optional[str]]
     """The Gateway the HTTPRoute attaches to; required with route gateway."""
-    gateway_namespace: Optional[str]
+    gateway_namespace: NotRequired[Optional[str]]
     """Namespace of that Gateway; None means the route's own namespace."""
-    gateway_listener: Optional[str]
+    gateway_listener: NotRequired[Optional[str]]
     """Listener (sectionName) of the Gateway to attach to; None attaches to every listener that allows it."""
-    tls: bool
+    tls: NotRequired[bool]
     """Serve the host over HTTPS. Default false. With a Gateway, its listener must terminate TLS."""
-    tls_secret_name: Optional[str]
+    tls_secret_name: NotRequired[Optional[str]]
     """Ingress only: Secret with (or to receive) the certificate; None uses <name>-tls."""
-    cluster_issuer: Optional[str]
+    cluster_issuer: NotRequired[Optional[str]]
     """Ingress only: cert-manager ClusterIssuer that issues the certificate; None expects the Secret to exist."""
-    stream_timeout_seconds: int
+    stream_timeout_seconds: NotRequired[int]
     """How long the route keeps a request open (streamed completions). Default 3600."""
-    max_body_size: str
+    max_body_size: NotRequired[str]
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
 
 

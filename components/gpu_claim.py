@@ -7,7 +7,7 @@ Backends:
   works through extended resources and annotations only.
 """
 
-from typing import Literal, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 
@@ -20,39 +20,39 @@ HAMI_POLICIES = ("binpack", "spread")
 BACKENDS = ("nvidia", "hami")
 
 
-class HamiSliceArgs(TypedDict, total=False):
+class HamiSliceArgs(TypedDict):
     """The share of each GPU a pod gets under HAMi."""
 
-    memory_mib: int
+    memory_mib: NotRequired[int]
     """GPU memory per GPU in MiB (``nvidia.com/gpumem``). Exclusive with memory_percent."""
-    memory_percent: int
+    memory_percent: NotRequired[int]
     """GPU memory per GPU in percent, 1-100 (``nvidia.com/gpumem-percentage``)."""
-    cores: int
+    cores: NotRequired[int]
     """Percent of each GPU's streaming multiprocessors, 1-100 (``nvidia.com/gpucores``)."""
-    gpu_types: list[str]
+    gpu_types: NotRequired[list[str]]
     """GPU types the pod may use (``nvidia.com/use-gputype``), e.g. ["A100"]."""
-    exclude_gpu_types: list[str]
+    exclude_gpu_types: NotRequired[list[str]]
     """GPU types the pod must avoid (``nvidia.com/nouse-gputype``)."""
-    node_policy: str
+    node_policy: NotRequired[str]
     """Node scheduling policy, binpack or spread (``hami.io/node-scheduler-policy``)."""
-    gpu_policy: str
+    gpu_policy: NotRequired[str]
     """GPU scheduling policy, binpack or spread (``hami.io/gpu-scheduler-policy``)."""
 
 
-class GpuClaimArgs(TypedDict, total=False):
+class GpuClaimArgs(TypedDict):
     """Arguments of GpuClaim."""
 
-    backend: Literal["nvidia", "hami"]
-    """How pods get GPUs: nvidia (whole GPUs) or hami (vGPU slices). Required."""
+    backend: str
+    """How pods get GPUs: nvidia (whole GPUs) or hami (vGPU slices)."""
     count: int
-    """GPUs per pod (whole GPUs, or the GPUs a HAMi slice spans). Required, at least 1."""
-    product: Optional[str]
+    """GPUs per pod (whole GPUs, or the GPUs a HAMi slice spans), at least 1."""
+    product: NotRequired[Optional[str]]
     """Require nodes whose nvidia.com/gpu.product label has this value."""
-    runtime_class_name: Optional[str]
+    runtime_class_name: NotRequired[Optional[str]]
     """runtimeClassName for the pod, e.g. nvidia on GPU Operator clusters."""
-    tolerate_gpu_taint: bool
+    tolerate_gpu_taint: NotRequired[bool]
     """Tolerate the nvidia.com/gpu NoSchedule taint of GPU nodes. Default true."""
-    hami: HamiSliceArgs
+    hami: NotRequired[HamiSliceArgs]
     """The slice of each GPU, for the hami backend only."""
 
 
@@ -65,9 +65,9 @@ class GpuPodFragment(TypedDict):
     """Pod annotations."""
     scheduler_name: Optional[str]
     """schedulerName of the pod, or None for the default scheduler."""
-    tolerations: list[dict]
+    tolerations: list[dict[str, str]]
     """Pod tolerations."""
-    affinity: Optional[dict]
+    affinity: Optional[dict[str, Any]]
     """Pod affinity, or None."""
     runtime_class_name: Optional[str]
     """runtimeClassName of the pod, or None."""

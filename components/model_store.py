@@ -11,7 +11,7 @@ created after the weights are in place. Pods never download, so they never race.
 import hashlib
 import re
 from pathlib import Path
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -34,37 +34,37 @@ COMPONENT = "model-store"
 MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class ModelStoreArgs(TypedDict, total=False):
+class ModelStoreArgs(TypedDict):
     """Arguments of ModelStore."""
 
     namespace: pulumi.Input[str]
-    """Namespace of the claim and the Job. Required."""
+    """Namespace of the claim and the Job."""
     model_id: str
-    """ModelScope model id, owner/name. Required."""
-    revision: str
+    """ModelScope model id, owner/name."""
+    revision: NotRequired[str]
     """ModelScope revision to stage. Default master."""
-    endpoint: Optional[str]
+    endpoint: NotRequired[Optional[str]]
     """ModelScope hub URL, for a mirror; None uses the client's default."""
-    allow_patterns: list[str]
+    allow_patterns: NotRequired[list[str]]
     """Glob patterns of files to download; empty downloads every file."""
     image: str
-    """Image of the Job; needs python3 and pip (the vLLM image has both). Required."""
-    install_client: bool
+    """Image of the Job; needs python3 and pip (the vLLM image has both)."""
+    install_client: NotRequired[bool]
     """Install the tested modelscope client when the Job starts (needs a Python package index).
     False runs the image's own modelscope. Default true."""
-    size: Optional[str]
+    size: NotRequired[Optional[str]]
     """Size of the claim to create, a Kubernetes quantity. Required without existing_claim."""
-    storage_class: Optional[str]
+    storage_class: NotRequired[Optional[str]]
     """Storage class of the claim to create; None uses the cluster default."""
-    access_mode: str
+    access_mode: NotRequired[str]
     """Access mode of the claim to create. Default ReadWriteOnce."""
-    existing_claim: Optional[str]
+    existing_claim: NotRequired[Optional[str]]
     """Stage onto this existing PersistentVolumeClaim instead of creating one."""
-    mount_path: str
+    mount_path: NotRequired[str]
     """Where the claim is mounted, in the Job and in server pods. Default /models."""
-    timeout_minutes: int
+    timeout_minutes: NotRequired[int]
     """How long the Job may run before it is failed. Default 240."""
-    max_workers: int
+    max_workers: NotRequired[int]
     """Files downloaded in parallel. Default 4."""
 
 

@@ -1,6 +1,6 @@
 """VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
 
-from typing import Optional, TypedDict
+from typing import NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -27,50 +27,50 @@ class ApiKeySecretArgs(TypedDict):
     """Key inside the Secret."""
 
 
-class VLLMServerArgs(TypedDict, total=False):
+class VLLMServerArgs(TypedDict):
     """Arguments of VLLMServer."""
 
     namespace: pulumi.Input[str]
-    """Namespace of the Deployment. Required."""
+    """Namespace of the Deployment."""
     image: str
-    """vLLM OpenAI server image, pinned by tag or digest. Required."""
+    """vLLM OpenAI server image, pinned by tag or digest."""
     claim_name: pulumi.Input[str]
-    """PersistentVolumeClaim holding the model (ModelStore.claim_name). Required."""
+    """PersistentVolumeClaim holding the model (ModelStore.claim_name)."""
     mount_path: pulumi.Input[str]
-    """Where the claim is mounted (ModelStore.mount_path). Required."""
+    """Where the claim is mounted (ModelStore.mount_path)."""
     model_path: pulumi.Input[str]
-    """The model directory to serve (ModelStore.model_path). Required."""
+    """The model directory to serve (ModelStore.model_path)."""
     marker_name: pulumi.Input[str]
-    """File in model_path that marks the store complete (ModelStore.marker_name). Required."""
+    """File in model_path that marks the store complete (ModelStore.marker_name)."""
     served_model_name: str
-    """The name clients pass as `model`. Required."""
-    tensor_parallel_size: int
+    """The name clients pass as `model`."""
+    tensor_parallel_size: NotRequired[int]
     """vllm --tensor-parallel-size. Default 1."""
-    pipeline_parallel_size: int
+    pipeline_parallel_size: NotRequired[int]
     """vllm --pipeline-parallel-size. Default 1."""
-    gpu_memory_utilization: float
+    gpu_memory_utilization: NotRequired[float]
     """vllm --gpu-memory-utilization, in (0, 1]. Default 0.9."""
     max_model_len: int
-    """vllm --max-model-len. Required."""
-    extra_args: list[str]
+    """vllm --max-model-len."""
+    extra_args: NotRequired[list[str]]
     """Further vllm serve arguments."""
     gpu: GpuPodFragment
-    """How the pod gets GPUs (GpuClaim.pod_fragment). Required."""
+    """How the pod gets GPUs (GpuClaim.pod_fragment)."""
     cpu: str
-    """CPU request and limit. Required."""
+    """CPU request and limit."""
     memory: str
-    """Memory request and limit; includes /dev/shm. Required."""
-    shm_size: Optional[str]
+    """Memory request and limit; includes /dev/shm."""
+    shm_size: NotRequired[Optional[str]]
     """Size of the memory-backed /dev/shm; None picks one from the parallelism."""
-    replicas: Optional[int]
+    replicas: NotRequired[Optional[int]]
     """Replica count; None leaves it to an autoscaler."""
-    api_key_secret: Optional[ApiKeySecretArgs]
+    api_key_secret: NotRequired[Optional[ApiKeySecretArgs]]
     """Secret key with the API key; None serves without one."""
-    startup_timeout_minutes: int
+    startup_timeout_minutes: NotRequired[int]
     """How long a pod may take to load the model. Default 30."""
-    max_surge: int
+    max_surge: NotRequired[int]
     """Extra pods during a rolling update. Default 0: GPUs are scarce."""
-    max_unavailable: int
+    max_unavailable: NotRequired[int]
     """Pods that may be down during a rolling update. Default 1."""
 
 
@@ -210,7 +210,7 @@ class VLLMServer(pulumi.ComponentResource):
 
     deployment_name: pulumi.Output[str]
     """Name of the Deployment."""
-    selector_labels: pulumi.Output[dict]
+    selector_labels: pulumi.Output[dict[str, str]]
     """Labels that select the server's pods."""
     port: pulumi.Output[int]
     """Container port of the OpenAI API and /metrics."""

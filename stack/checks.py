@@ -107,10 +107,10 @@ def component_problems(config: StackConfig) -> list[Problem]:
     """Each component's own rules, applied to the arguments this stack would give it."""
     gpu_args = gpu_claim_args(config)
     problems = as_config_problems(gpu_claim_problems(gpu_args), GPU_KEYS)
-    problems += as_config_problems(model_store_problems(model_store_args(config, config.namespace)), STORE_KEYS)
-    if not problems:
+    if not problems:  # the server's rules need a valid GPU fragment
         server = vllm_server_args(config, config.namespace, pod_fragment(gpu_args), PLACEHOLDER_STORE)
         problems += as_config_problems(vllm_server_problems(server), SERVER_KEYS)
+    problems += as_config_problems(model_store_problems(model_store_args(config, config.namespace)), STORE_KEYS)
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME)), EXPOSURE_KEYS
     )

@@ -38,6 +38,7 @@ APPLY_ORDER = [
     "Deployment",
     "Service",
     "Ingress",
+    "HTTPRoute",
     "ScaledObject",
     "PodMonitor",
 ]

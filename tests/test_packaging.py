@@ -25,3 +25,22 @@ def test_components_install_as_a_package(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "{'nvidia.com/gpu': '2'}"
+
+
+def test_components_fit_the_cross_language_component_host():
+    """Pulumi's component host infers a schema from the Args TypedDicts and their docstrings."""
+    from pulumi.provider.experimental.analyzer import Analyzer
+
+    from components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+
+    result = Analyzer("vllm-serving").analyze([GpuClaim, ModelStore, VLLMServer, Exposure, Autoscaler])
+    definitions = result["component_definitions"]
+    assert sorted(definitions) == ["Autoscaler", "Exposure", "GpuClaim", "ModelStore", "VLLMServer"]
+    required = {name: sorted(k for k, p in d.inputs.items() if not p.optional) for name, d in definitions.items()}
+    assert required["GpuClaim"] == ["backend", "count"]
+    assert required["ModelStore"] == ["image", "modelId", "namespace"]
+    assert definitions["ModelStore"].outputs.keys() == {"claimName", "mountPath", "modelPath", "markerName"}
+    assert definitions["Exposure"].outputs["endpoint"].description
+    for definition in definitions.values():
+        for name, prop in definition.inputs.items():
+            assert prop.description, f"{definition.name}.{name} has no docstring"

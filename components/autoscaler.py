@@ -1,12 +1,12 @@
 """Autoscaler: scales the server with KEDA on the queue depth vLLM itself reports."""
 
-from typing import NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .arguments import raise_for_problems, with_defaults
 from .labels import object_labels
-from .problems import raise_for_problems
 
 COMPONENT = "autoscaler"
 QUEUE_METRIC = "vllm:num_requests_waiting"
@@ -43,19 +43,31 @@ class AutoscalerArgs(TypedDict):
     """Labels the Prometheus podMonitorSelector wants on the PodMonitor."""
 
 
+DEFAULTS: dict[str, Any] = {
+    "min_replicas": 1,
+    "queue_depth_target": 5,
+    "scale_down_stabilization_seconds": 600,
+    "pod_monitor": True,
+    "pod_selector": None,
+    "metrics_port_name": None,
+    "pod_monitor_labels": {},
+}
+
+
 def autoscaler_problems(args: AutoscalerArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument name."""
+    args = with_defaults(args, DEFAULTS)
     problems: dict[str, str] = {}
-    low, high = args.get("min_replicas", 1), args.get("max_replicas", 0)
+    low, high = args["min_replicas"], args.get("max_replicas", 0)
     if low < 1:
         problems["min_replicas"] = (
             "must be at least 1: at zero replicas vLLM exports no metrics and nothing buffers requests"
         )
     if high < low:
         problems["max_replicas"] = f"must be at least min_replicas ({low})"
-    if args.get("queue_depth_target", 5) < 1:
+    if args["queue_depth_target"] < 1:
         problems["queue_depth_target"] = "must be at least 1"
-    if not 0 <= args.get("scale_down_stabilization_seconds", 600) <= MAX_STABILIZATION_SECONDS:
+    if not 0 <= args["scale_down_stabilization_seconds"] <= MAX_STABILIZATION_SECONDS:
         problems["scale_down_stabilization_seconds"] = (
             f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
         )
@@ -83,14 +95,15 @@ def scaling_behavior(scale_down_stabilization_seconds: int) -> dict:
 
 
 def scaled_object_spec(args: AutoscalerArgs) -> dict:
+    args = with_defaults(args, DEFAULTS)
     return {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": args["deployment_name"]},
-        "minReplicaCount": args.get("min_replicas", 1),
+        "minReplicaCount": args["min_replicas"],
         "maxReplicaCount": args["max_replicas"],
         "pollingInterval": 30,
         "advanced": {
             "horizontalPodAutoscalerConfig": {
-                "behavior": scaling_behavior(args.get("scale_down_stabilization_seconds", 600))
+                "behavior": scaling_behavior(args["scale_down_stabilization_seconds"])
             }
         },
         "triggers": [
@@ -100,7 +113,7 @@ def scaled_object_spec(args: AutoscalerArgs) -> dict:
                 "metadata": {
                     "serverAddress": args["prometheus_address"],
                     "query": queue_depth_query(args["namespace"], args["served_model_name"]),
-                    "threshold": str(args.get("queue_depth_target", 5)),
+                    "threshold": str(args["queue_depth_target"]),
                 },
             }
         ],
@@ -116,6 +129,7 @@ class Autoscaler(pulumi.ComponentResource):
     """The PromQL query KEDA scales on."""
 
     def __init__(self, name: str, args: AutoscalerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        args = with_defaults(args, DEFAULTS)
         raise_for_problems("Autoscaler", name, autoscaler_problems(args))
         super().__init__("vllm-serving:index:Autoscaler", name, None, opts)
         labels = object_labels(name, COMPONENT)
@@ -128,7 +142,7 @@ class Autoscaler(pulumi.ComponentResource):
             spec=scaled_object_spec(args),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        if args.get("pod_monitor", True):
+        if args["pod_monitor"]:
             k8s.apiextensions.CustomResource(
                 f"{name}-metrics",
                 api_version="monitoring.coreos.com/v1",
@@ -136,7 +150,7 @@ class Autoscaler(pulumi.ComponentResource):
                 metadata={
                     "name": f"{name}-metrics",
                     "namespace": namespace,
-                    "labels": {**labels, **args.get("pod_monitor_labels", {})},
+                    "labels": {**labels, **args["pod_monitor_labels"]},
                 },
                 spec={
                     "selector": {"matchLabels": args["pod_selector"]},

@@ -5,13 +5,13 @@ Gateway. With a Gateway, TLS is the Gateway listener's business; the route only 
 """
 
 import re
-from typing import NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .arguments import raise_for_problems, with_defaults
 from .labels import object_labels
-from .problems import raise_for_problems
 
 COMPONENT = "api"
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
@@ -56,28 +56,44 @@ class ExposureArgs(TypedDict):
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
 
 
+DEFAULTS: dict[str, Any] = {
+    "host": None,
+    "route": "ingress",
+    "ingress_class": "nginx",
+    "gateway_name": None,
+    "gateway_namespace": None,
+    "gateway_listener": None,
+    "tls": False,
+    "tls_secret_name": None,
+    "cluster_issuer": None,
+    "stream_timeout_seconds": 3600,
+    "max_body_size": "64m",
+}
+
+
 def exposure_problems(args: ExposureArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument name."""
+    args = with_defaults(args, DEFAULTS)
     problems: dict[str, str] = {}
-    host = args.get("host")
+    host = args["host"]
     if host and not DNS_NAME.match(host):
         problems["host"] = "must be a lowercase DNS name such as vllm.example.com (no scheme, port or path)"
-    if args.get("tls") and not host:
+    if args["tls"] and not host:
         problems["tls"] = "needs a host: a certificate is issued for a host name"
-    if not 1 <= args.get("stream_timeout_seconds", 3600) <= MAX_GATEWAY_TIMEOUT_SECONDS:
+    if not 1 <= args["stream_timeout_seconds"] <= MAX_GATEWAY_TIMEOUT_SECONDS:
         problems["stream_timeout_seconds"] = f"must be from 1 to {MAX_GATEWAY_TIMEOUT_SECONDS}"
-    route = args.get("route", "ingress")
+    route = args["route"]
     if route not in ROUTES:
         problems["route"] = f"must be one of {', '.join(ROUTES)}"
     elif route == "gateway":
-        if host and not args.get("gateway_name"):
+        if host and not args["gateway_name"]:
             problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
         for field in ("cluster_issuer", "tls_secret_name"):
             if args.get(field):
                 problems[field] = (
                     "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
                 )
-    if not NGINX_SIZE.match(args.get("max_body_size", "64m")):
+    if not NGINX_SIZE.match(args["max_body_size"]):
         problems["max_body_size"] = "must be an nginx size such as 64m or 1g"
     return problems
 
@@ -87,26 +103,28 @@ def ingress_annotations(args: ExposureArgs) -> dict[str, str]:
 
     No rewrite-target: for path / it does nothing, for any other path it breaks /v1.
     """
+    args = with_defaults(args, DEFAULTS)
     annotations: dict[str, str] = {}
-    if args.get("ingress_class", "nginx") == "nginx":
-        timeout = str(args.get("stream_timeout_seconds", 3600))
+    if args["ingress_class"] == "nginx":
+        timeout = str(args["stream_timeout_seconds"])
         annotations.update(
             {
                 f"{NGINX_PREFIX}/proxy-read-timeout": timeout,
                 f"{NGINX_PREFIX}/proxy-send-timeout": timeout,
                 f"{NGINX_PREFIX}/proxy-buffering": "off",
-                f"{NGINX_PREFIX}/proxy-body-size": args.get("max_body_size", "64m"),
+                f"{NGINX_PREFIX}/proxy-body-size": args["max_body_size"],
             }
         )
-    if args.get("tls") and args.get("cluster_issuer"):
+    if args["tls"] and args["cluster_issuer"]:
         annotations["cert-manager.io/cluster-issuer"] = args["cluster_issuer"]
     return annotations
 
 
 def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
+    args = with_defaults(args, DEFAULTS)
     host = args["host"]
     spec: dict = {
-        "ingressClassName": args.get("ingress_class", "nginx"),
+        "ingressClassName": args["ingress_class"],
         "rules": [
             {
                 "host": host,
@@ -122,17 +140,18 @@ def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
             }
         ],
     }
-    if args.get("tls"):
-        spec["tls"] = [{"hosts": [host], "secretName": args.get("tls_secret_name") or f"{name}-tls"}]
+    if args["tls"]:
+        spec["tls"] = [{"hosts": [host], "secretName": args["tls_secret_name"] or f"{name}-tls"}]
     return spec
 
 
 def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
     """An HTTPRoute sending every path of the host to the Service, with a stream-length timeout."""
+    args = with_defaults(args, DEFAULTS)
     parent: dict = {"name": args["gateway_name"]}
-    if args.get("gateway_namespace"):
+    if args["gateway_namespace"]:
         parent["namespace"] = args["gateway_namespace"]
-    if args.get("gateway_listener"):
+    if args["gateway_listener"]:
         parent["sectionName"] = args["gateway_listener"]
     return {
         "parentRefs": [parent],
@@ -141,7 +160,7 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
                 "backendRefs": [{"name": service_name, "port": args["port"]}],
-                "timeouts": {"request": f"{args.get('stream_timeout_seconds', 3600)}s"},
+                "timeouts": {"request": f"{args['stream_timeout_seconds']}s"},
             }
         ],
     }
@@ -156,9 +175,10 @@ def create_route(
     name: str, labels: dict, service: k8s.core.v1.Service, args: ExposureArgs, parent: pulumi.Resource
 ) -> pulumi.CustomResource:
     """The Ingress or HTTPRoute that brings the host to the Service."""
+    args = with_defaults(args, DEFAULTS)
     opts = pulumi.ResourceOptions(parent=parent, depends_on=[service])
     metadata = {"name": name, "namespace": args["namespace"], "labels": labels}
-    if args.get("route", "ingress") == "gateway":
+    if args["route"] == "gateway":
         return k8s.apiextensions.CustomResource(
             name,
             api_version="gateway.networking.k8s.io/v1",
@@ -186,6 +206,7 @@ class Exposure(pulumi.ComponentResource):
     """base_url for clients: the public URL with a host, else the in-cluster one."""
 
     def __init__(self, name: str, args: ExposureArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        args = with_defaults(args, DEFAULTS)
         raise_for_problems("Exposure", name, exposure_problems(args))
         super().__init__("vllm-serving:index:Exposure", name, None, opts)
         labels = object_labels(name, COMPONENT)
@@ -211,9 +232,9 @@ class Exposure(pulumi.ComponentResource):
         self.in_cluster_endpoint = pulumi.Output.concat(
             "http://", self.service_name, ".", namespace, ".svc.cluster.local:", str(args["port"]), "/v1"
         )
-        if args.get("host"):
+        if args["host"]:
             route = create_route(name, labels, service, args, parent=self)
-            url = public_endpoint(args["host"], args.get("tls", False))
+            url = public_endpoint(args["host"], args["tls"])
             self.endpoint = route.metadata.apply(lambda _: url)
         else:
             self.endpoint = self.in_cluster_endpoint

@@ -11,7 +11,7 @@ from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 
-from .problems import raise_for_problems
+from .arguments import raise_for_problems, with_defaults
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -56,6 +56,14 @@ class GpuClaimArgs(TypedDict):
     """The slice of each GPU, for the hami backend only."""
 
 
+DEFAULTS: dict[str, Any] = {
+    "product": None,
+    "runtime_class_name": None,
+    "tolerate_gpu_taint": True,
+    "hami": {},
+}
+
+
 class GpuPodFragment(TypedDict):
     """What a pod spec needs to get the claimed GPUs; VLLMServer merges it."""
 
@@ -77,9 +85,10 @@ class GpuPodFragment(TypedDict):
 
 def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument path (e.g. ``hami.cores``)."""
+    args = with_defaults(args, DEFAULTS)
     problems: dict[str, str] = {}
     backend = args.get("backend")
-    hami = args.get("hami") or {}
+    hami = args["hami"]
     if backend not in BACKENDS:
         return {"backend": f"must be one of {', '.join(BACKENDS)}"}
     if args.get("count", 0) < 1:
@@ -105,23 +114,24 @@ def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
 
 def pod_fragment(args: GpuClaimArgs) -> GpuPodFragment:
     """The pod-spec fragment for valid arguments."""
+    args = with_defaults(args, DEFAULTS)
     count = args["count"]
-    product = args.get("product")
+    product = args["product"]
     fragment = GpuPodFragment(
         limits={GPU_RESOURCE: str(count)},
         annotations={},
         scheduler_name=None,
         tolerations=(
             [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
-            if args.get("tolerate_gpu_taint", True)
+            if args["tolerate_gpu_taint"]
             else []
         ),
         affinity=_product_affinity(product) if product else None,
-        runtime_class_name=args.get("runtime_class_name") or None,
+        runtime_class_name=args["runtime_class_name"],
         vllm_args=[],
     )
     if args["backend"] == "hami":
-        _add_hami_slice(fragment, count, args.get("hami") or {})
+        _add_hami_slice(fragment, count, args["hami"])
     return fragment
 
 
@@ -170,6 +180,7 @@ class GpuClaim(pulumi.ComponentResource):
     """The backend in use."""
 
     def __init__(self, name: str, args: GpuClaimArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        args = with_defaults(args, DEFAULTS)
         raise_for_problems("GpuClaim", name, gpu_claim_problems(args))
         super().__init__("vllm-serving:index:GpuClaim", name, None, opts)
         self.pod_fragment = pod_fragment(args)

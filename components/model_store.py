@@ -11,13 +11,13 @@ created after the weights are in place. Pods never download, so they never race.
 import hashlib
 import re
 from pathlib import Path
-from typing import NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .arguments import raise_for_problems, with_defaults
 from .labels import object_labels
-from .problems import raise_for_problems
 from .stage_model import MARKER_NAME
 
 STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
@@ -68,6 +68,21 @@ class ModelStoreArgs(TypedDict):
     """Files downloaded in parallel. Default 4."""
 
 
+DEFAULTS: dict[str, Any] = {
+    "revision": "master",
+    "endpoint": None,
+    "allow_patterns": [],
+    "install_client": True,
+    "size": None,
+    "storage_class": None,
+    "access_mode": "ReadWriteOnce",
+    "existing_claim": None,
+    "mount_path": "/models",
+    "timeout_minutes": 240,
+    "max_workers": 4,
+}
+
+
 def model_dir(mount_path: str, model_id: str, revision: str) -> str:
     """The directory one revision of a model is staged in."""
     return f"{mount_path.rstrip('/')}/{model_id}/{revision}"
@@ -75,57 +90,61 @@ def model_dir(mount_path: str, model_id: str, revision: str) -> str:
 
 def revision_key(args: ModelStoreArgs) -> str:
     """A short digest of what is downloaded; names the Job, so each revision gets its own."""
+    args = with_defaults(args, DEFAULTS)
     what = "\n".join(
-        [args["model_id"], args.get("revision", "master"), args.get("endpoint") or "", *args.get("allow_patterns", [])]
+        [args["model_id"], args["revision"], args["endpoint"] or "", *args["allow_patterns"]]
     )
     return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
 def model_store_problems(args: ModelStoreArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument name."""
+    args = with_defaults(args, DEFAULTS)
     problems: dict[str, str] = {}
     if not MODEL_ID.match(args.get("model_id", "")):
         problems["model_id"] = "must be owner/name, e.g. Qwen/Qwen3-0.6B"
-    if args.get("existing_claim"):
+    if args["existing_claim"]:
         for field in ("size", "storage_class"):
             if args.get(field):
                 problems[field] = "has no effect with existing_claim; remove it"
-    elif not args.get("size"):
+    elif not args["size"]:
         problems["size"] = "is required to create a claim (or name an existing_claim)"
-    if args.get("access_mode", "ReadWriteOnce") not in ACCESS_MODES:
+    if args["access_mode"] not in ACCESS_MODES:
         problems["access_mode"] = f"must be one of {', '.join(ACCESS_MODES)}"
-    if args.get("timeout_minutes", 240) < 1:
+    if args["timeout_minutes"] < 1:
         problems["timeout_minutes"] = "must be at least 1"
-    if args.get("max_workers", 4) < 1:
+    if args["max_workers"] < 1:
         problems["max_workers"] = "must be at least 1"
     return problems
 
 
 def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
     """stage_model.py and its arguments."""
+    args = with_defaults(args, DEFAULTS)
     command = [
         f"{SCRIPT_MOUNT}/{STAGE_SCRIPT.name}",
         "--model-id", args["model_id"],
-        "--revision", args.get("revision", "master"),
+        "--revision", args["revision"],
         "--target", target,
-        "--max-workers", str(args.get("max_workers", 4)),
+        "--max-workers", str(args["max_workers"]),
     ]
-    if args.get("endpoint"):
+    if args["endpoint"]:
         command += ["--endpoint", args["endpoint"]]
-    for pattern in args.get("allow_patterns", []):
+    for pattern in args["allow_patterns"]:
         command += ["--allow-pattern", pattern]
     return command
 
 
 def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
     """command, args and env of the Job's container."""
+    args = with_defaults(args, DEFAULTS)
     env = [
         # modelscope keeps lock and session files here even with local_dir.
         {"name": "MODELSCOPE_CACHE", "value": "/tmp/modelscope/cache"},
         {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    if not args.get("install_client", True):
+    if not args["install_client"]:
         return {"command": ["python3", *stage_args(args, target)], "env": env}
     env += [
         {"name": "MODELSCOPE_CLIENT", "value": " ".join(MODELSCOPE_CLIENT)},
@@ -137,11 +156,12 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
 
 def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
     """The download Job's spec: one pod, retried with resume, bounded in time."""
-    mount_path = args.get("mount_path", "/models")
-    target = model_dir(mount_path, args["model_id"], args.get("revision", "master"))
+    args = with_defaults(args, DEFAULTS)
+    mount_path = args["mount_path"]
+    target = model_dir(mount_path, args["model_id"], args["revision"])
     return {
         "backoffLimit": 4,
-        "activeDeadlineSeconds": args.get("timeout_minutes", 240) * 60,
+        "activeDeadlineSeconds": args["timeout_minutes"] * 60,
         "template": {
             "metadata": {"labels": object_labels(name, COMPONENT)},
             "spec": {
@@ -186,23 +206,24 @@ class ModelStore(pulumi.ComponentResource):
     """File name, inside model_path, whose presence means the store is complete."""
 
     def __init__(self, name: str, args: ModelStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        args = with_defaults(args, DEFAULTS)
         raise_for_problems("ModelStore", name, model_store_problems(args))
         super().__init__("vllm-serving:index:ModelStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         namespace = args["namespace"]
         labels = object_labels(name, COMPONENT)
-        mount_path = args.get("mount_path", "/models")
+        mount_path = args["mount_path"]
 
-        if args.get("existing_claim"):
+        if args["existing_claim"]:
             claim_name: pulumi.Input[str] = args["existing_claim"]
         else:
             claim = k8s.core.v1.PersistentVolumeClaim(
                 f"{name}-models",
                 metadata={"name": f"{name}-models", "namespace": namespace, "labels": labels},
                 spec={
-                    "accessModes": [args.get("access_mode", "ReadWriteOnce")],
+                    "accessModes": [args["access_mode"]],
                     "resources": {"requests": {"storage": args["size"]}},
-                    **({"storageClassName": args["storage_class"]} if args.get("storage_class") else {}),
+                    **({"storageClassName": args["storage_class"]} if args["storage_class"] else {}),
                 },
                 opts=child,
             )
@@ -215,7 +236,7 @@ class ModelStore(pulumi.ComponentResource):
             opts=child,
         )
         job_name = f"{name}-stage-{revision_key(args)}"
-        timeout = f"{args.get('timeout_minutes', 240) + 5}m"
+        timeout = f"{args['timeout_minutes'] + 5}m"
         job = k8s.batch.v1.Job(
             job_name,
             metadata={"name": job_name, "namespace": namespace, "labels": labels},
@@ -228,7 +249,7 @@ class ModelStore(pulumi.ComponentResource):
             ),
         )
 
-        path = model_dir(mount_path, args["model_id"], args.get("revision", "master"))
+        path = model_dir(mount_path, args["model_id"], args["revision"])
         self.claim_name = pulumi.Output.from_input(claim_name)
         self.mount_path = pulumi.Output.from_input(mount_path)
         self.model_path = job.metadata.apply(lambda _: path)

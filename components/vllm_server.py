@@ -1,14 +1,14 @@
 """VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
 
-from typing import NotRequired, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from .arguments import raise_for_problems, with_defaults
 from .gpu_claim import GPU_RESOURCE, GpuPodFragment
 from .labels import object_labels, selector_labels
 from .probes import health_probes
-from .problems import raise_for_problems
 from .vllm_args import SERVE_COMMAND, extra_args_problems, serve_args
 
 COMPONENT = "server"
@@ -74,6 +74,20 @@ class VLLMServerArgs(TypedDict):
     """Pods that may be down during a rolling update. Default 1."""
 
 
+DEFAULTS: dict[str, Any] = {
+    "tensor_parallel_size": 1,
+    "pipeline_parallel_size": 1,
+    "gpu_memory_utilization": 0.9,
+    "extra_args": [],
+    "shm_size": None,
+    "replicas": None,
+    "api_key_secret": None,
+    "startup_timeout_minutes": 30,
+    "max_surge": 0,
+    "max_unavailable": 1,
+}
+
+
 def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> str:
     """NCCL between GPUs of one pod needs far more than the container's 64 MB /dev/shm."""
     return PARALLEL_SHM_SIZE if tensor_parallel_size * pipeline_parallel_size > 1 else SINGLE_GPU_SHM_SIZE
@@ -81,29 +95,31 @@ def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> 
 
 def vllm_server_problems(args: VLLMServerArgs) -> dict[str, str]:
     """What is wrong with the arguments, keyed by argument name."""
+    args = with_defaults(args, DEFAULTS)
     problems: dict[str, str] = {}
-    tensor, pipeline = args.get("tensor_parallel_size", 1), args.get("pipeline_parallel_size", 1)
+    tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
     gpus = int(args["gpu"]["limits"].get(GPU_RESOURCE, "0"))
     if tensor * pipeline != gpus:
         problems["tensor_parallel_size"] = (
             f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
         )
-    if not 0 < args.get("gpu_memory_utilization", 0.9) <= 1:
+    if not 0 < args["gpu_memory_utilization"] <= 1:
         problems["gpu_memory_utilization"] = "must be greater than 0 and at most 1"
     if args.get("max_model_len", 0) < 1:
         problems["max_model_len"] = "must be a positive number of tokens"
-    if args.get("max_surge", 0) == 0 and args.get("max_unavailable", 1) == 0:
+    if args["max_surge"] == 0 and args["max_unavailable"] == 0:
         problems["max_unavailable"] = "and max_surge are both 0, so a rollout could never start; set one above 0"
-    if args.get("startup_timeout_minutes", 30) < 1:
+    if args["startup_timeout_minutes"] < 1:
         problems["startup_timeout_minutes"] = "must be at least 1"
-    if extra := extra_args_problems(args.get("extra_args", [])):
+    if extra := extra_args_problems(args["extra_args"]):
         problems["extra_args"] = "; ".join(extra)
     return problems
 
 
 def container_env(args: VLLMServerArgs) -> list[dict]:
+    args = with_defaults(args, DEFAULTS)
     env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
-    if secret := args.get("api_key_secret"):
+    if secret := args["api_key_secret"]:
         key_ref = {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}
         env.append({"name": "VLLM_API_KEY", "valueFrom": key_ref})
     return env
@@ -111,6 +127,7 @@ def container_env(args: VLLMServerArgs) -> list[dict]:
 
 def store_check_container(args: VLLMServerArgs) -> dict:
     """An init container that refuses to start vLLM on an incomplete model store."""
+    args = with_defaults(args, DEFAULTS)
     script = (
         'if [ -f "$MODEL_PATH/$MARKER" ]; then echo "model store complete: $MODEL_PATH"; '
         'else echo "model store incomplete: $MODEL_PATH/$MARKER is missing; '
@@ -130,6 +147,7 @@ def store_check_container(args: VLLMServerArgs) -> dict:
 
 
 def server_container(args: VLLMServerArgs) -> dict:
+    args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
     resources = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
     return {
@@ -140,12 +158,12 @@ def server_container(args: VLLMServerArgs) -> dict:
             model_path=args["model_path"],
             served_model_name=args["served_model_name"],
             port=PORT,
-            tensor_parallel_size=args.get("tensor_parallel_size", 1),
-            pipeline_parallel_size=args.get("pipeline_parallel_size", 1),
-            gpu_memory_utilization=args.get("gpu_memory_utilization", 0.9),
+            tensor_parallel_size=args["tensor_parallel_size"],
+            pipeline_parallel_size=args["pipeline_parallel_size"],
+            gpu_memory_utilization=args["gpu_memory_utilization"],
             max_model_len=args["max_model_len"],
             backend_args=gpu["vllm_args"],
-            extra_args=args.get("extra_args", []),
+            extra_args=args["extra_args"],
         ),
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": container_env(args),
@@ -154,14 +172,15 @@ def server_container(args: VLLMServerArgs) -> dict:
             {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-        **health_probes(PORT_NAME, args.get("startup_timeout_minutes", 30)),
+        **health_probes(PORT_NAME, args["startup_timeout_minutes"]),
     }
 
 
 def pod_spec(args: VLLMServerArgs) -> dict:
+    args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
-    shm = args.get("shm_size") or default_shm_size(
-        args.get("tensor_parallel_size", 1), args.get("pipeline_parallel_size", 1)
+    shm = args["shm_size"] or default_shm_size(
+        args["tensor_parallel_size"], args["pipeline_parallel_size"]
     )
     spec: dict = {
         "initContainers": [store_check_container(args)],
@@ -183,13 +202,14 @@ def pod_spec(args: VLLMServerArgs) -> dict:
 
 def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
     """The Deployment spec. Rolling updates default to no surge: a full GPU pool has no spare."""
+    args = with_defaults(args, DEFAULTS)
     spec: dict = {
         "selector": {"matchLabels": selector_labels(name, COMPONENT)},
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {
-                "maxSurge": args.get("max_surge", 0),
-                "maxUnavailable": args.get("max_unavailable", 1),
+                "maxSurge": args["max_surge"],
+                "maxUnavailable": args["max_unavailable"],
             },
         },
         "template": {
@@ -200,7 +220,7 @@ def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
             "spec": pod_spec(args),
         },
     }
-    if args.get("replicas") is not None:
+    if args["replicas"] is not None:
         spec["replicas"] = args["replicas"]
     return spec
 
@@ -218,10 +238,11 @@ class VLLMServer(pulumi.ComponentResource):
     """Name of that container port."""
 
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        args = with_defaults(args, DEFAULTS)
         raise_for_problems("VLLMServer", name, vllm_server_problems(args))
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
         # Pulumi waits for the pods to become ready; a large model needs the whole startup budget.
-        timeout = f"{args.get('startup_timeout_minutes', 30) + 10}m"
+        timeout = f"{args['startup_timeout_minutes'] + 10}m"
         deployment = k8s.apps.v1.Deployment(
             name,
             metadata={"name": name, "namespace": args["namespace"], "labels": object_labels(name, COMPONENT)},

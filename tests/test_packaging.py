@@ -1,5 +1,6 @@
 """Another Pulumi project can pip install the components and use them."""
 
+import shutil
 import subprocess
 import sys
 
@@ -7,9 +8,11 @@ from conftest import ROOT
 
 
 def test_components_install_as_a_package(tmp_path):
-    target = tmp_path / "site"
+    source, target = tmp_path / "source", tmp_path / "site"
+    # pip builds in the source tree; build from a copy so the checkout stays clean.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "rendered", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(ROOT)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
     installed = sorted(p.name for p in (target / "components").glob("*.py"))

@@ -1,4 +1,6 @@
-"""The error a component raises for invalid arguments, before it creates anything."""
+"""What every component does with its arguments: fill in defaults, refuse invalid ones."""
+
+from typing import Any, Mapping
 
 
 class ComponentArgsError(ValueError):
@@ -13,3 +15,8 @@ class ComponentArgsError(ValueError):
 def raise_for_problems(component: str, name: str, problems: dict[str, str]) -> None:
     if problems:
         raise ComponentArgsError(component, name, problems)
+
+
+def with_defaults(args: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments with every optional one present; None means "use the default"."""
+    return {**defaults, **{key: value for key, value in args.items() if value is not None}}

@@ -2,6 +2,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,3 +34,14 @@ def run_component(build) -> Rendering:
     from stack.render import run_under_mocks
 
     return run_under_mocks(build, "test", "test", {})
+
+
+def project_with_stack(tmp_path: Path, settings: dict, drop: tuple = ()) -> str:
+    """A project directory whose stack 'bad' is the dev stack with some settings changed."""
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    config = {key: value for key, value in dev.items() if key.split(":", 1)[1] not in drop}
+    config.update({f"vllm-serving:{key}": value for key, value in settings.items()})
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": config}))
+    return "bad"

@@ -4,8 +4,7 @@ import subprocess
 import sys
 
 import pytest
-import yaml
-from conftest import ROOT
+from conftest import ROOT, project_with_stack
 from pulumi.runtime import mocks
 
 from stack.config import ConfigError, StackConfig
@@ -14,17 +13,6 @@ from stack.project import read_project, stack_config
 from stack.render import EchoMocks, render_stack
 
 PROJECT = read_project(ROOT)
-DEV = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-
-
-def project_with_stack(tmp_path, settings: dict, drop: tuple = ()) -> str:
-    """A project directory whose stack 'bad' is the dev stack with some settings changed."""
-    for name in ("Pulumi.yaml", "__main__.py"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    config = {key: value for key, value in DEV.items() if key.split(":", 1)[1] not in drop}
-    config.update({f"vllm-serving:{key}": value for key, value in settings.items()})
-    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": config}))
-    return "bad"
 
 
 BAD_CONFIGS = [

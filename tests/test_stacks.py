@@ -1,9 +1,11 @@
 """Pulumi.dev.yaml and Pulumi.prod.yaml rendered through the real program and checked whole."""
 
 import pytest
+from conftest import project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
 from components.model_store import MARKER_NAME
+from stack.render import render_stack
 
 STACKS = ("dev", "prod")
 
@@ -216,3 +218,49 @@ def test_pod_monitor_scrapes_the_server_pods(rendered):
     (endpoint,) = monitor["podMetricsEndpoints"]
     assert endpoint["port"] in {p["name"] for p in container(pod_spec, "vllm")["ports"]}
     assert endpoint["path"] == "/metrics"
+
+
+VARIANTS = {
+    "existing-namespace-and-claim": {"createNamespace": False, "existingClaim": "shared-models", "storageSize": "1Gi"},
+    "gateway-with-tls-and-api-key": {
+        "host": "chat.example.com", "exposureRoute": "gateway", "gatewayName": "public", "gatewayNamespace": "gateways",
+        "tls": True, "apiKeySecretName": "vllm-api-key",
+    },
+    "whole-gpus-on-a-product": {
+        "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProduct": "NVIDIA-A100-SXM4-80GB",
+        "gpuRuntimeClass": "nvidia", "gpuTolerateTaint": False,
+    },
+    "autoscaled-on-a-shared-volume": {
+        "autoscalingEnabled": True, "autoscalingMaxReplicas": 4, "storageAccessMode": "ReadWriteMany",
+        "autoscalingPodMonitorLabels": ["release=kube-prometheus-stack"], "downloaderInstallClient": False,
+    },
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_stack_variants_render_valid_objects(tmp_path, variant):
+    rendering = render_stack(project_with_stack(tmp_path, VARIANTS[variant]), tmp_path)
+    for version in SUPPORTED_KUBERNETES_VERSIONS:
+        errors = {f"{o.kind}/{o.name}": schema_errors(o.manifest, version) for o in rendering.objects}
+        assert {name: found for name, found in errors.items() if found} == {}, version
+
+
+def test_existing_namespace_and_claim_are_used_not_created(tmp_path):
+    rendering = render_stack(project_with_stack(tmp_path, VARIANTS["existing-namespace-and-claim"]), tmp_path)
+    kinds = {o.kind for o in rendering.objects}
+    assert "Namespace" not in kinds and "PersistentVolumeClaim" not in kinds
+    _, pod_spec = server_of(rendering)
+    assert volume_claim(pod_spec, "models") == rendering.outputs["claimName"] == "shared-models"
+    assert rendering.outputs["namespace"] == "ai-serving-dev"
+
+
+def test_gateway_variant_routes_the_host_and_guards_the_api(tmp_path):
+    rendering = render_stack(project_with_stack(tmp_path, VARIANTS["gateway-with-tls-and-api-key"]), tmp_path)
+    assert "Ingress" not in {o.kind for o in rendering.objects}
+    route = rendering.only("HTTPRoute")["spec"]
+    assert route["hostnames"] == ["chat.example.com"]
+    assert route["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert rendering.outputs["endpoint"] == "https://chat.example.com/v1"
+    _, pod_spec = server_of(rendering)
+    env = container(pod_spec, "vllm")["env"]
+    assert {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": "vllm-api-key", "key": "api-key"}}} in env

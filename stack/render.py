@@ -20,6 +20,8 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks, settings
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.rpc import _special_secret_sig as SECRET_SIGNATURE
+from pulumi.runtime.rpc import _special_sig_key as SIGNATURE_KEY
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -94,9 +96,15 @@ class EchoMocks(mocks.Mocks):
 
 
 def plain(value: Any) -> Any:
-    """The mock runtime returns every number as a float; Kubernetes wants integers as integers."""
+    """A registered value as Kubernetes wants it, with every Pulumi secret redacted.
+
+    The mock runtime returns every number as a float, and a value built from a secret Output
+    inside Pulumi's secret envelope, with the secret in plain text.
+    """
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, dict) and value.get(SIGNATURE_KEY) == SECRET_SIGNATURE:
+        return REDACTED
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -115,8 +123,13 @@ def redact(manifest: dict) -> dict:
     return redacted
 
 
+def _type_chain(urn: str) -> list[str]:
+    """The types of a resource's parents and its own, outermost first."""
+    return urn.split("::")[2].split("$")
+
+
 def _component_of(urn: str) -> str:
-    types = urn.split("::")[2].split("$")
+    types = _type_chain(urn)
     parent = types[-2] if len(types) > 1 else ""
     return "" if parent == "pulumi:pulumi:Stack" else parent
 
@@ -156,7 +169,7 @@ def run_under_mocks(
     objects = [
         RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn))
         for urn, registration in registered
-        if urn.split("::")[2].split("$")[-1].startswith("kubernetes:")
+        if _type_chain(urn)[-1].startswith("kubernetes:")
     ]
     return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
 

@@ -2,6 +2,8 @@
 
 from decimal import Decimal
 
+import pulumi
+import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
@@ -11,7 +13,7 @@ from components.vllm_args import extra_args_problems, serve_args
 from stack.config import check_image_pinned
 from stack.project import StackFileError, encode, read_project, stack_config
 from stack.quantity import parse_quantity
-from stack.render import REDACTED, plain, redact
+from stack.render import REDACTED, plain, redact, run_under_mocks
 
 
 def test_serve_args_order_and_formatting():
@@ -111,6 +113,19 @@ def test_object_labels_extend_the_selector_labels():
 
 def test_plain_turns_integral_floats_into_integers():
     assert plain({"replicas": 1.0, "ratio": 0.5, "items": [2.0, "3"]}) == {"replicas": 1, "ratio": 0.5, "items": [2, "3"]}
+
+
+def test_pulumi_secrets_are_never_rendered():
+    def program():
+        k8s.core.v1.ConfigMap("c", metadata={"name": "c"}, data={"token": pulumi.Output.secret("s3cret")})
+        k8s.core.v1.ConfigMap("d", metadata={"name": "d"}, data={"plain": "visible"})
+        pulumi.export("token", pulumi.Output.secret("s3cret"))
+
+    rendering = run_under_mocks(program, "p", "s", {})
+    assert rendering.find("ConfigMap", "c")["data"] == REDACTED
+    assert rendering.find("ConfigMap", "d")["data"] == {"plain": "visible"}
+    assert rendering.outputs == {"token": REDACTED}
+    assert "s3cret" not in repr([o.manifest for o in rendering.objects])
 
 
 def test_redact_replaces_secret_values_only():

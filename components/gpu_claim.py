@@ -7,6 +7,7 @@ Backends:
   works through extended resources and annotations only.
 """
 
+import re
 from typing import Any, NotRequired, Optional, TypedDict
 
 import pulumi
@@ -18,6 +19,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HAMI_SCHEDULER = "hami-scheduler"
 HAMI_POLICIES = ("binpack", "spread")
 BACKENDS = ("nvidia", "hami")
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
 
 
 class HamiSliceArgs(TypedDict):
@@ -93,6 +95,8 @@ def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
         return {"backend": f"must be one of {', '.join(BACKENDS)}"}
     if args.get("count", 0) < 1:
         problems["count"] = "must be at least 1"
+    if args["product"] and not LABEL_VALUE.match(args["product"]):
+        problems["product"] = "must be a node label value as GPU Feature Discovery sets it, e.g. NVIDIA-H100-80GB-HBM3"
     if backend != "hami":
         for field in (k for k, v in hami.items() if v):
             problems[f"hami.{field}"] = (

@@ -18,6 +18,8 @@ from pydantic.alias_generators import to_camel
 from .quantity import parse_quantity
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 LABEL_PAIR = re.compile(r"^([a-z0-9A-Z./-]{1,253})=([a-z0-9A-Z]([-_.a-z0-9A-Z]{0,61}[a-z0-9A-Z])?)?$")
 MAX_NAME_LENGTH = 40
 
@@ -79,7 +81,7 @@ class StackConfig(BaseModel):
     memory: str
     shm_size: Optional[str]
     api_key_secret_name: Optional[str]
-    api_key_secret_key: str = Field(min_length=1)
+    api_key_secret_key: str
     startup_timeout_minutes: int
     max_surge: int = Field(ge=0)
     max_unavailable: int = Field(ge=0)
@@ -99,7 +101,7 @@ class StackConfig(BaseModel):
 
     host: Optional[str]
     exposure_route: str
-    ingress_class: str = Field(min_length=1)
+    ingress_class: str
     gateway_name: Optional[str]
     gateway_namespace: Optional[str]
     gateway_listener: Optional[str]
@@ -142,11 +144,30 @@ class StackConfig(BaseModel):
             )
         return value
 
-    @field_validator("namespace", "existing_claim", "api_key_secret_name", "tls_secret_name", "gateway_namespace")
+    @field_validator("namespace", "gateway_namespace", "gateway_listener")
     @classmethod
     def _dns_label(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and (not DNS_LABEL.match(value) or len(value) > 63):
             raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+        return value
+
+    @field_validator(
+        "existing_claim", "storage_class", "api_key_secret_name", "gpu_runtime_class", "ingress_class",
+        "gateway_name", "tls_cluster_issuer", "tls_secret_name",
+    )
+    @classmethod
+    def _object_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not DNS_SUBDOMAIN.match(value):
+            raise ValueError(
+                "must be a Kubernetes object name: lowercase letters, digits, '-' and '.', e.g. nfs-client"
+            )
+        return value
+
+    @field_validator("api_key_secret_key")
+    @classmethod
+    def _secret_key(cls, value: str) -> str:
+        if not SECRET_KEY.match(value):
+            raise ValueError("must be a Secret key: letters, digits, '-', '_' and '.'")
         return value
 
     @field_validator("image", "downloader_image")

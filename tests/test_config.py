@@ -54,6 +54,9 @@ BAD_CONFIGS = [
     ({"gpuCount": "eight"}, "gpuCount", "valid integer"),
     ({"exposureRoute": "gateway", "host": "vllm.example.com"}, "gatewayName", "required"),
     ({"exposureRoute": "istio"}, "exposureRoute", "ingress, gateway"),
+    ({"storageClass": "NFS_Client"}, "storageClass", "object name"),
+    ({"gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProduct": "NVIDIA H100"}, "gpuProduct", "label value"),
+    ({"apiKeySecretName": "vllm-key", "apiKeySecretKey": "api key"}, "apiKeySecretKey", "Secret key"),
     ({"maxRequestBodySize": "64 MB", "host": "vllm.example.com"}, "maxRequestBodySize", "nginx size"),
 ]
 

@@ -71,6 +71,10 @@ def autoscaler_problems(args: AutoscalerArgs) -> dict[str, str]:
         problems["scale_down_stabilization_seconds"] = (
             f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
         )
+    if args["pod_monitor"]:
+        for field in ("pod_selector", "metrics_port_name"):
+            if not args[field]:
+                problems[field] = "is required to create the PodMonitor (or set pod_monitor to false)"
     if not args.get("prometheus_address", "").startswith(("http://", "https://")):
         problems["prometheus_address"] = "must be an http:// or https:// URL"
     return problems

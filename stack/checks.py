@@ -114,7 +114,7 @@ def component_problems(config: StackConfig) -> list[Problem]:
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME)), EXPOSURE_KEYS
     )
-    if scaler := autoscaler_args(config, "deployment", {}, PORT_NAME):
+    if scaler := autoscaler_args(config, "deployment", {"placeholder": "selector"}, PORT_NAME):
         problems += as_config_problems(autoscaler_problems(scaler), AUTOSCALER_KEYS)
     return problems
 

@@ -43,8 +43,8 @@ def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
             "cores": config.hami_cores,
             "gpu_types": config.hami_gpu_types,
             "exclude_gpu_types": config.hami_exclude_gpu_types,
-            "node_policy": config.hami_node_policy or "",
-            "gpu_policy": config.hami_gpu_policy or "",
+            "node_policy": config.hami_node_policy,
+            "gpu_policy": config.hami_gpu_policy,
         },
     }
 

@@ -480,6 +480,7 @@ def test_autoscaler_without_pod_monitor():
         ({"queue_depth_target": 0}, ["queue_depth_target"]),
         ({"scale_down_stabilization_seconds": 7200}, ["scale_down_stabilization_seconds"]),
         ({"prometheus_address": "prometheus:9090"}, ["prometheus_address"]),
+        ({"pod_selector": None, "metrics_port_name": None}, ["metrics_port_name", "pod_selector"]),
     ],
 )
 def test_autoscaler_refuses_bad_args(changes, keys):

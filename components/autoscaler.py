@@ -5,7 +5,21 @@ from typing import Any, NotRequired, Optional, TypedDict
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .arguments import raise_for_problems, with_defaults
+from . import grammar
+from .arguments import (
+    ArgsSpec,
+    DnsLabel,
+    DnsSubdomain,
+    HttpUrl,
+    Labels,
+    Problems,
+    Token,
+    check,
+    int_range,
+    rule,
+    with_defaults,
+)
+from .escaping import promql_selector
 from .labels import object_labels
 
 COMPONENT = "autoscaler"
@@ -54,35 +68,61 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def autoscaler_problems(args: AutoscalerArgs) -> dict[str, str]:
-    """What is wrong with the arguments, keyed by argument name."""
-    args = with_defaults(args, DEFAULTS)
-    problems: dict[str, str] = {}
-    low, high = args["min_replicas"], args.get("max_replicas", 0)
-    if low < 1:
-        problems["min_replicas"] = (
-            "must be at least 1: at zero replicas vLLM exports no metrics and nothing buffers requests"
-        )
-    if high < low:
-        problems["max_replicas"] = f"must be at least min_replicas ({low})"
-    if args["queue_depth_target"] < 1:
-        problems["queue_depth_target"] = "must be at least 1"
-    if not 0 <= args["scale_down_stabilization_seconds"] <= MAX_STABILIZATION_SECONDS:
-        problems["scale_down_stabilization_seconds"] = (
-            f"must be from 0 to {MAX_STABILIZATION_SECONDS} seconds (the HPA's limit)"
-        )
-    if args["pod_monitor"]:
-        for field in ("pod_selector", "metrics_port_name"):
-            if not args[field]:
-                problems[field] = "is required to create the PodMonitor (or set pod_monitor to false)"
-    if not args.get("prometheus_address", "").startswith(("http://", "https://")):
-        problems["prometheus_address"] = "must be an http:// or https:// URL"
-    return problems
+@check("min_replicas", "max_replicas")
+def _room_to_scale(args: dict) -> Problems:
+    low, high = args["min_replicas"], args["max_replicas"]
+    if high <= low:
+        return {
+            "max_replicas": f"must be greater than min_replicas ({low}): with both at {low} the autoscaler can never "
+            "scale; raise it, or turn autoscaling off and set the replicas"
+        }
+    return {}
+
+
+@check("pod_monitor", "pod_selector", "metrics_port_name", "pod_monitor_labels")
+def _pod_monitor_needs_its_target(args: dict) -> Problems:
+    if not args["pod_monitor"]:
+        if args["pod_monitor_labels"]:
+            return {"pod_monitor_labels": "has no effect without pod_monitor; remove it or create the PodMonitor"}
+        return {}
+    return {
+        field: "is required to create the PodMonitor (or set pod_monitor to false)"
+        for field in ("pod_selector", "metrics_port_name")
+        if not args[field]
+    }
+
+
+SPEC = ArgsSpec(
+    "Autoscaler",
+    AutoscalerArgs,
+    DEFAULTS,
+    rules={
+        "namespace": DnsLabel,
+        "deployment_name": DnsSubdomain,
+        "served_model_name": Token,
+        "min_replicas": int_range(1),
+        "max_replicas": int_range(1),
+        "queue_depth_target": int_range(1),
+        "prometheus_address": HttpUrl,
+        "scale_down_stabilization_seconds": int_range(0, MAX_STABILIZATION_SECONDS),
+        "pod_selector": Labels,
+        "metrics_port_name": rule(grammar.port_name),
+        "pod_monitor_labels": Labels,
+    },
+    checks=(_room_to_scale, _pod_monitor_needs_its_target),
+    # KEDA labels the HPA it makes with the ScaledObject's name, so it must fit a label value.
+    name_rule=grammar.dns_label,
+)
+
+
+def autoscaler_problems(args: AutoscalerArgs, name: Optional[str] = None) -> Problems:
+    """What is wrong with the arguments (and the name, if given), keyed by argument name."""
+    return SPEC.problems(args, name)
 
 
 def queue_depth_query(namespace: str, served_model_name: str) -> str:
     """Requests waiting across the server's pods; KEDA divides it by the target per replica."""
-    return f'sum({QUEUE_METRIC}{{namespace="{namespace}",model_name="{served_model_name}"}})'
+    return f"sum({promql_selector(QUEUE_METRIC, {'namespace': namespace, 'model_name': served_model_name})})"
 
 
 def scaling_behavior(scale_down_stabilization_seconds: int) -> dict:
@@ -133,8 +173,7 @@ class Autoscaler(pulumi.ComponentResource):
     """The PromQL query KEDA scales on."""
 
     def __init__(self, name: str, args: AutoscalerArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        args = with_defaults(args, DEFAULTS)
-        raise_for_problems("Autoscaler", name, autoscaler_problems(args))
+        args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:Autoscaler", name, None, opts)
         labels = object_labels(name, COMPONENT)
         namespace = args["namespace"]

@@ -5,20 +5,21 @@ Gateway. With a Gateway, TLS is the Gateway listener's business; the route only 
 """
 
 import re
-from typing import Any, NotRequired, Optional, TypedDict
+from typing import Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .arguments import raise_for_problems, with_defaults
+from . import grammar
+from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Labels, Problems, check, int_range, rule, with_defaults
 from .labels import object_labels
 
 COMPONENT = "api"
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
-DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
-NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
-ROUTES = ("ingress", "gateway")
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
+"""Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
+INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer")
+GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener")
 
 
 class ExposureArgs(TypedDict):
@@ -71,31 +72,73 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def exposure_problems(args: ExposureArgs) -> dict[str, str]:
-    """What is wrong with the arguments, keyed by argument name."""
-    args = with_defaults(args, DEFAULTS)
-    problems: dict[str, str] = {}
-    host = args["host"]
-    if host and not DNS_NAME.match(host):
-        problems["host"] = "must be a lowercase DNS name such as vllm.example.com (no scheme, port or path)"
-    if args["tls"] and not host:
-        problems["tls"] = "needs a host: a certificate is issued for a host name"
-    if not 1 <= args["stream_timeout_seconds"] <= MAX_GATEWAY_TIMEOUT_SECONDS:
-        problems["stream_timeout_seconds"] = f"must be from 1 to {MAX_GATEWAY_TIMEOUT_SECONDS}"
-    route = args["route"]
-    if route not in ROUTES:
-        problems["route"] = f"must be one of {', '.join(ROUTES)}"
-    elif route == "gateway":
-        if host and not args["gateway_name"]:
-            problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
-        for field in ("cluster_issuer", "tls_secret_name"):
-            if args.get(field):
-                problems[field] = (
-                    "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
-                )
-    if not NGINX_SIZE.match(args["max_body_size"]):
-        problems["max_body_size"] = "must be an nginx size such as 64m or 1g"
+def _nginx_size(value: str) -> str:
+    if not re.fullmatch(r"[0-9]+[kKmMgG]?", value):
+        raise ValueError("must be an nginx size such as 64m or 1g")
+    return value
+
+
+def _given(args: dict, fields: tuple[str, ...]) -> list[str]:
+    """The fields set to something other than their default."""
+    return [field for field in fields if args[field] not in (None, DEFAULTS[field])]
+
+
+@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds", presence=("host",))
+def _route_settings_take_effect(args: dict) -> Problems:
+    if not args["host"]:
+        problems = {"tls": "needs a host: a certificate is issued for a host name"} if args["tls"] else {}
+        route_fields = ("route", "stream_timeout_seconds", *INGRESS_ONLY, *GATEWAY_ONLY)
+        return problems | {field: "has no effect without a host; remove it" for field in _given(args, route_fields)}
+    if args["route"] == "ingress":
+        problems = {field: "only applies with route gateway; remove it" for field in _given(args, GATEWAY_ONLY)}
+        if not args["tls"]:
+            problems |= {
+                field: "has no effect while tls is false; remove it or set tls"
+                for field in _given(args, ("tls_secret_name", "cluster_issuer"))
+            }
+        return problems
+    problems = {
+        field: "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
+        for field in _given(args, ("cluster_issuer", "tls_secret_name"))
+    }
+    problems |= {
+        field: "only applies to an Ingress; remove it with route gateway"
+        for field in _given(args, ("ingress_class", "max_body_size"))
+    }
+    if not args["gateway_name"]:
+        problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
     return problems
+
+
+SPEC = ArgsSpec(
+    "Exposure",
+    ExposureArgs,
+    DEFAULTS,
+    rules={
+        "namespace": DnsLabel,
+        "selector": Labels,
+        "port": int_range(1, 65535),
+        "target_port_name": rule(grammar.port_name),
+        "host": rule(grammar.host_name),
+        "route": Literal["ingress", "gateway"],
+        "ingress_class": DnsSubdomain,
+        "gateway_name": DnsSubdomain,
+        "gateway_namespace": DnsLabel,
+        "gateway_listener": DnsSubdomain,
+        "tls_secret_name": DnsSubdomain,
+        "cluster_issuer": DnsSubdomain,
+        "stream_timeout_seconds": int_range(1, MAX_GATEWAY_TIMEOUT_SECONDS),
+        "max_body_size": rule(_nginx_size),
+    },
+    checks=(_route_settings_take_effect,),
+    # The Service's name is a DNS-1035 label: it becomes the host name clients resolve.
+    name_rule=grammar.dns_1035_label,
+)
+
+
+def exposure_problems(args: ExposureArgs, name: Optional[str] = None) -> Problems:
+    """What is wrong with the arguments (and the name, if given), keyed by argument name."""
+    return SPEC.problems(args, name)
 
 
 def ingress_annotations(args: ExposureArgs) -> dict[str, str]:
@@ -206,8 +249,7 @@ class Exposure(pulumi.ComponentResource):
     """base_url for clients: the public URL with a host, else the in-cluster one."""
 
     def __init__(self, name: str, args: ExposureArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        args = with_defaults(args, DEFAULTS)
-        raise_for_problems("Exposure", name, exposure_problems(args))
+        args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:Exposure", name, None, opts)
         labels = object_labels(name, COMPONENT)
         namespace = args["namespace"]

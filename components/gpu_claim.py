@@ -7,19 +7,16 @@ Backends:
   works through extended resources and annotations only.
 """
 
-import re
-from typing import Any, NotRequired, Optional, TypedDict
+from typing import Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 
-from .arguments import raise_for_problems, with_defaults
+from .arguments import ArgsSpec, DnsSubdomain, LabelValue, Problems, check, int_range, rule, with_defaults
+from .grammar import token
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 HAMI_SCHEDULER = "hami-scheduler"
-HAMI_POLICIES = ("binpack", "spread")
-BACKENDS = ("nvidia", "hami")
-LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-_.A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
 
 
 class HamiSliceArgs(TypedDict):
@@ -44,8 +41,8 @@ class HamiSliceArgs(TypedDict):
 class GpuClaimArgs(TypedDict):
     """Arguments of GpuClaim."""
 
-    backend: str
-    """How pods get GPUs: nvidia (whole GPUs) or hami (vGPU slices)."""
+    backend: NotRequired[str]
+    """How pods get GPUs: nvidia (whole GPUs) or hami (vGPU slices). Default nvidia."""
     count: int
     """GPUs per pod (whole GPUs, or the GPUs a HAMi slice spans), at least 1."""
     product: NotRequired[Optional[str]]
@@ -59,6 +56,7 @@ class GpuClaimArgs(TypedDict):
 
 
 DEFAULTS: dict[str, Any] = {
+    "backend": "nvidia",
     "product": None,
     "runtime_class_name": None,
     "tolerate_gpu_taint": True,
@@ -85,35 +83,60 @@ class GpuPodFragment(TypedDict):
     """vllm serve flags this way of sharing GPUs needs."""
 
 
-def gpu_claim_problems(args: GpuClaimArgs) -> dict[str, str]:
+def _gpu_type(value: str) -> str:
+    if "," in token(value):
+        raise ValueError("must be one GPU type without commas (HAMi joins the list with commas)")
+    return value
+
+
+GpuType = rule(_gpu_type)
+HAMI_RULES: dict[str, Any] = {
+    "hami.memory_mib": int_range(1),
+    "hami.memory_percent": int_range(1, 100),
+    "hami.cores": int_range(1, 100),
+    "hami.gpu_types": list[GpuType],  # type: ignore[valid-type]
+    "hami.exclude_gpu_types": list[GpuType],  # type: ignore[valid-type]
+    "hami.node_policy": Literal["binpack", "spread"],
+    "hami.gpu_policy": Literal["binpack", "spread"],
+}
+
+
+@check("backend", "hami")
+def _hami_needs_its_backend(args: dict) -> Problems:
+    if args["backend"] == "hami":
+        return {}
+    return {
+        f"hami.{field}": "is a HAMi setting but the backend is not hami; remove it or set the backend to hami"
+        for field, value in args["hami"].items()
+        if value is not None
+    }
+
+
+@check("hami")
+def _one_memory_limit(args: dict) -> Problems:
+    if args["hami"].get("memory_mib") and args["hami"].get("memory_percent"):
+        return {"hami.memory_percent": "cannot be combined with hami.memory_mib; set one of them"}
+    return {}
+
+
+SPEC = ArgsSpec(
+    "GpuClaim",
+    GpuClaimArgs,
+    DEFAULTS,
+    rules={
+        "backend": Literal["nvidia", "hami"],
+        "count": int_range(1),
+        "product": LabelValue,
+        "runtime_class_name": DnsSubdomain,
+        **HAMI_RULES,
+    },
+    checks=(_hami_needs_its_backend, _one_memory_limit),
+)
+
+
+def gpu_claim_problems(args: GpuClaimArgs) -> Problems:
     """What is wrong with the arguments, keyed by argument path (e.g. ``hami.cores``)."""
-    args = with_defaults(args, DEFAULTS)
-    problems: dict[str, str] = {}
-    backend = args.get("backend")
-    hami = args["hami"]
-    if backend not in BACKENDS:
-        return {"backend": f"must be one of {', '.join(BACKENDS)}"}
-    if args.get("count", 0) < 1:
-        problems["count"] = "must be at least 1"
-    if args["product"] and not LABEL_VALUE.match(args["product"]):
-        problems["product"] = "must be a node label value as GPU Feature Discovery sets it, e.g. NVIDIA-H100-80GB-HBM3"
-    if backend != "hami":
-        for field in (k for k, v in hami.items() if v):
-            problems[f"hami.{field}"] = (
-                "is a HAMi setting but the backend is not hami; remove it or set the backend to hami"
-            )
-        return problems
-    if hami.get("memory_mib") and hami.get("memory_percent"):
-        problems["hami.memory_percent"] = "cannot be combined with hami.memory_mib; set one of them"
-    if hami.get("memory_mib", 0) < 0:
-        problems["hami.memory_mib"] = "must be a positive number of MiB"
-    for field in ("memory_percent", "cores"):
-        if not 0 <= hami.get(field, 0) <= 100:
-            problems[f"hami.{field}"] = "must be a percentage from 1 to 100"
-    for field in ("node_policy", "gpu_policy"):
-        if hami.get(field) and hami[field] not in HAMI_POLICIES:
-            problems[f"hami.{field}"] = f"must be one of {', '.join(HAMI_POLICIES)}"
-    return problems
+    return SPEC.problems(args)
 
 
 def pod_fragment(args: GpuClaimArgs) -> GpuPodFragment:
@@ -184,8 +207,7 @@ class GpuClaim(pulumi.ComponentResource):
     """The backend in use."""
 
     def __init__(self, name: str, args: GpuClaimArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        args = with_defaults(args, DEFAULTS)
-        raise_for_problems("GpuClaim", name, gpu_claim_problems(args))
+        args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:GpuClaim", name, None, opts)
         self.pod_fragment = pod_fragment(args)
         self.gpu_count = pulumi.Output.from_input(args["count"])

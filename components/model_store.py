@@ -9,14 +9,29 @@ created after the weights are in place. Pods never download, so they never race.
 """
 
 import hashlib
-import re
+import posixpath
 from pathlib import Path
-from typing import Any, NotRequired, Optional, TypedDict
+from typing import Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from .arguments import raise_for_problems, with_defaults
+from . import grammar
+from .arguments import (
+    ArgsSpec,
+    ByteQuantity,
+    DnsLabel,
+    DnsSubdomain,
+    HttpUrl,
+    Image,
+    Problems,
+    Token,
+    check,
+    int_range,
+    rule,
+    with_defaults,
+)
+from .escaping import container_texts
 from .labels import object_labels
 from .stage_model import MARKER_NAME
 
@@ -29,9 +44,10 @@ INSTALL_AND_RUN = (
     "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check "
     '--target "$CLIENT_DIR" $MODELSCOPE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
 )
-ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 COMPONENT = "model-store"
-MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+JOB_SUFFIX = "-stage-12345678"
+"""What the Job's name adds to the component's name: the Job labels its pods with its name, a label value."""
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 
 
 class ModelStoreArgs(TypedDict):
@@ -47,8 +63,8 @@ class ModelStoreArgs(TypedDict):
     """ModelScope hub URL, for a mirror; None uses the client's default."""
     allow_patterns: NotRequired[list[str]]
     """Glob patterns of files to download; empty downloads every file."""
-    image: str
-    """Image of the Job; needs python3 and pip (the vLLM image has both)."""
+    image: NotRequired[str]
+    """Image of the Job; needs python3 and pip (the vLLM image has both). Default vllm/vllm-openai:v0.11.0."""
     install_client: NotRequired[bool]
     """Install the tested modelscope client when the Job starts (needs a Python package index).
     False runs the image's own modelscope. Default true."""
@@ -69,6 +85,7 @@ class ModelStoreArgs(TypedDict):
 
 
 DEFAULTS: dict[str, Any] = {
+    "image": "vllm/vllm-openai:v0.11.0",
     "revision": "master",
     "endpoint": None,
     "allow_patterns": [],
@@ -84,8 +101,11 @@ DEFAULTS: dict[str, Any] = {
 
 
 def model_dir(mount_path: str, model_id: str, revision: str) -> str:
-    """The directory one revision of a model is staged in."""
-    return f"{mount_path.rstrip('/')}/{model_id}/{revision}"
+    """The directory one revision of a model is staged in; ValueError if it would leave mount_path."""
+    path = posixpath.normpath(f"{mount_path}/{model_id}/{revision}")
+    if posixpath.commonpath([mount_path, path]) != mount_path or path.count("/") < mount_path.count("/") + 3:
+        raise ValueError(f"{model_id}/{revision} does not name a directory inside {mount_path}")
+    return path
 
 
 def revision_key(args: ModelStoreArgs) -> str:
@@ -97,25 +117,52 @@ def revision_key(args: ModelStoreArgs) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:8]
 
 
-def model_store_problems(args: ModelStoreArgs) -> dict[str, str]:
-    """What is wrong with the arguments, keyed by argument name."""
-    args = with_defaults(args, DEFAULTS)
-    problems: dict[str, str] = {}
-    if not MODEL_ID.match(args.get("model_id", "")):
-        problems["model_id"] = "must be owner/name, e.g. Qwen/Qwen3-0.6B"
-    if args["existing_claim"]:
-        for field in ("size", "storage_class"):
-            if args.get(field):
-                problems[field] = "has no effect with existing_claim; remove it"
-    elif not args["size"]:
-        problems["size"] = "is required to create a claim (or name an existing_claim)"
-    if args["access_mode"] not in ACCESS_MODES:
-        problems["access_mode"] = f"must be one of {', '.join(ACCESS_MODES)}"
-    if args["timeout_minutes"] < 1:
-        problems["timeout_minutes"] = "must be at least 1"
-    if args["max_workers"] < 1:
-        problems["max_workers"] = "must be at least 1"
-    return problems
+def _model_id(value: str) -> str:
+    grammar.path_segments(value, "owner/name, e.g. Qwen/Qwen3-0.6B")
+    if value.count("/") != 1:
+        raise ValueError("must be owner/name, e.g. Qwen/Qwen3-0.6B")
+    return value
+
+
+def _revision(value: str) -> str:
+    return grammar.path_segments(value, "a branch, tag or commit, e.g. master or v1.0.0")
+
+
+@check("existing_claim", "size", "storage_class", "access_mode")
+def _claim_settings(args: dict) -> Problems:
+    if not args["existing_claim"]:
+        return {} if args["size"] else {"size": "is required to create a claim (or name an existing_claim)"}
+    given = [f for f in ("size", "storage_class", "access_mode") if args[f] not in (None, DEFAULTS[f])]
+    return {field: "has no effect with existing_claim; remove it" for field in given}
+
+
+SPEC = ArgsSpec(
+    "ModelStore",
+    ModelStoreArgs,
+    DEFAULTS,
+    rules={
+        "namespace": DnsLabel,
+        "model_id": rule(_model_id),
+        "revision": rule(_revision),
+        "endpoint": HttpUrl,
+        "allow_patterns": list[Token],  # type: ignore[valid-type]
+        "image": Image,
+        "size": ByteQuantity,
+        "storage_class": DnsSubdomain,
+        "access_mode": Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"],
+        "existing_claim": DnsSubdomain,
+        "mount_path": rule(grammar.absolute_path),
+        "timeout_minutes": int_range(1, MAX_TIMEOUT_MINUTES),
+        "max_workers": int_range(1, 64),
+    },
+    checks=(_claim_settings,),
+    name_rule=lambda name: grammar.dns_label(name, grammar.DNS_LABEL_MAX - len(JOB_SUFFIX)),
+)
+
+
+def model_store_problems(args: ModelStoreArgs, name: Optional[str] = None) -> Problems:
+    """What is wrong with the arguments (and the name, if given), keyed by argument name."""
+    return SPEC.problems(args, name)
 
 
 def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
@@ -144,14 +191,15 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
         {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    script_args = container_texts(stage_args(args, target))
     if not args["install_client"]:
-        return {"command": ["python3", *stage_args(args, target)], "env": env}
+        return {"command": ["python3", *script_args], "env": env}
     env += [
         {"name": "MODELSCOPE_CLIENT", "value": " ".join(MODELSCOPE_CLIENT)},
         {"name": "CLIENT_DIR", "value": CLIENT_DIR},
     ]
     # sh -c SCRIPT NAME ARGS...: the script sees ARGS as "$@".
-    return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": stage_args(args, target), "env": env}
+    return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": script_args, "env": env}
 
 
 def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
@@ -206,8 +254,7 @@ class ModelStore(pulumi.ComponentResource):
     """File name, inside model_path, whose presence means the store is complete."""
 
     def __init__(self, name: str, args: ModelStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        args = with_defaults(args, DEFAULTS)
-        raise_for_problems("ModelStore", name, model_store_problems(args))
+        args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:ModelStore", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         namespace = args["namespace"]

@@ -4,6 +4,8 @@ import math
 
 HEALTH_PATH = "/health"
 STARTUP_PERIOD_SECONDS = 10
+MAX_STARTUP_MINUTES = 24 * 60
+"""A day: longer than any model load; the probe's failureThreshold stays far inside int32."""
 
 
 def health_probes(port_name: str, startup_timeout_minutes: int) -> dict[str, dict]:

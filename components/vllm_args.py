@@ -1,63 +1,186 @@
-"""Building the `vllm serve` command line from typed settings."""
+"""Building the `vllm serve` command line, and checking flags against the release that runs it.
 
-from typing import Sequence
+Which flags exist depends on the vLLM release: one table per release in ``vllm_flags/``,
+generated from the release's published wheel by ``tools/vllm_flag_table.py``. Extra
+arguments are read the way vLLM's own parser reads them (``--a_b`` is ``--a-b``,
+``--flag=value`` is ``--flag value``), so no spelling slips past the check.
+"""
+
+import difflib
+import functools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .grammar import image_tag
 
 SERVE_COMMAND = ["vllm", "serve"]
+FLAG_TABLES = Path(__file__).with_name("vllm_flags")
+TABLE_TOOL = "python tools/vllm_flag_table.py"
 
-MANAGED_FLAGS = frozenset(
-    {
-        "--model",
-        "--served-model-name",
-        "--tensor-parallel-size",
-        "-tp",
-        "--pipeline-parallel-size",
-        "-pp",
-        "--gpu-memory-utilization",
-        "--max-model-len",
-        "--port",
-        "--host",
-        "--api-key",
-    }
-)
-"""Flags the server sets from its own arguments; repeating them in extra args would conflict."""
-
-REMOVED_FLAGS = frozenset(
-    {
-        "--swap-space",
-        "--task",
-        "--rope-scaling",
-        "--rope-theta",
-        "--disable-frontend-multiprocessing",
-        "--cuda-graph-sizes",
-    }
-)
-"""Flags that current vLLM releases no longer accept; the server would exit at start."""
-
-REMOVED_FLAG_PREFIXES = ("--guided-decoding-",)
+FIXED_BY_PROGRAM = "the program fixes it (the server listens on port 8000 of every interface, for the Service and probes)"
+MANAGED_DESTS = {
+    "model": "set model_path instead",
+    "model_tag": "set model_path instead",
+    "served_model_name": "set served_model_name instead",
+    "host": FIXED_BY_PROGRAM,
+    "port": FIXED_BY_PROGRAM,
+    "tensor_parallel_size": "set tensor_parallel_size instead",
+    "pipeline_parallel_size": "set pipeline_parallel_size instead",
+    "gpu_memory_utilization": "set gpu_memory_utilization instead",
+    "max_model_len": "set max_model_len instead",
+}
+"""vLLM options the server sets from its own arguments (option dest -> what to do instead)."""
+API_KEY_DEST = "api_key"
 
 
-def flag_name(arg: str) -> str:
-    """The flag an argument sets: `--max-num-seqs=8` -> `--max-num-seqs`."""
-    return arg.split("=", 1)[0]
+@dataclass(frozen=True)
+class Option:
+    dest: str
+    """The parser's destination; every spelling of one option shares it."""
+    takes_value: str
+    """none, required or optional."""
+    json: bool = False
+    """Takes a JSON object, whose keys vLLM also accepts one at a time (--flag.key value)."""
 
 
-def extra_args_problems(extra_args: Sequence[str]) -> list[str]:
-    """What is wrong with user-supplied vllm arguments, one sentence each."""
+@dataclass(frozen=True)
+class FlagTable:
+    release: str
+    options: dict[str, Option]
+    underscores_to_dashes: bool
+    abbreviations: bool
+    dotted_json_keys: bool
+
+    def lookup(self, flag: str) -> tuple[str, Optional[Option]]:
+        """The option a flag names after vLLM's normalisation, and the normalised flag.
+
+        argparse also takes an unambiguous prefix of a long option (allow_abbrev), so
+        ``--api-k`` is ``--api-key``.
+        """
+        key, dot, path = flag.partition(".")
+        if self.underscores_to_dashes and key.startswith("--"):
+            flag = key.replace("_", "-") + dot + path
+        if dot and self.dotted_json_keys and key.startswith("-"):
+            # --compilation-config.level 3 sets one key of a JSON option.
+            base, option = self.lookup(flag.partition(".")[0])
+            return base, (Option(option.dest, "required") if option and option.json else None)
+        if flag in self.options or not (self.abbreviations and flag.startswith("--") and len(flag) > 2):
+            return flag, self.options.get(flag)
+        completions = [option for option in self.options if option.startswith(flag)]
+        return (completions[0], self.options[completions[0]]) if len(completions) == 1 else (flag, None)
+
+    def nearest(self, flag: str) -> Optional[str]:
+        close = difflib.get_close_matches(flag, list(self.options), n=1, cutoff=0.6)
+        return close[0] if close else None
+
+
+def available_releases() -> list[str]:
+    return sorted(path.stem.removeprefix("v") for path in FLAG_TABLES.glob("v*.json"))
+
+
+@functools.cache
+def flag_table(release: str) -> Optional[FlagTable]:
+    """The flag table of a vLLM release, or None when none has been generated."""
+    path = FLAG_TABLES / f"v{release}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    options = {flag: Option(o["dest"], o["takes_value"], o.get("json", False)) for flag, o in data["options"].items()}
+    rules = data["normalisation"]
+    return FlagTable(
+        data["release"], options, rules["underscores_to_dashes"], rules["abbreviations"], rules["dotted_json_keys"]
+    )
+
+
+def release_of(image: str, vllm_release: Optional[str]) -> Optional[str]:
+    """The vLLM release an image runs: vllm_release if given, else the image's v<release> tag."""
+    if vllm_release:
+        return vllm_release
+    tag = image_tag(image) or ""
+    match = re.fullmatch(r"v(\d+\.\d+\.\d+(?:\.post\d+)?)", tag)
+    return match[1] if match else None
+
+
+def release_problem(image: str, vllm_release: Optional[str]) -> Optional[str]:
+    """Why no flag table can check this image's flags, or None when one can."""
+    release = release_of(image, vllm_release)
+    known = ", ".join(available_releases())
+    if release is None:
+        return (
+            f"has no v<release> tag that names its vLLM release; set vllm_release to the release it runs "
+            f"(tables exist for {known})"
+        )
+    if flag_table(release) is None:
+        return (
+            f"runs vLLM {release}, which has no flag table to check the server's flags against; generate one "
+            f"with `{TABLE_TOOL} {release}`, or set vllm_release to a release that has one ({known})"
+        )
+    return None
+
+
+def extra_args_problems(extra_args: Sequence[str], table: FlagTable) -> list[str]:
+    """What is wrong with user-supplied vllm arguments, one sentence each.
+
+    Never quotes a value: an item may hold a secret.
+    """
     problems = []
-    for arg in extra_args:
-        if not arg.startswith("-"):
+    index = 0
+    while index < len(extra_args):
+        item = extra_args[index]
+        index += 1
+        if not item.startswith("-") or item == "-":
+            problems.append(
+                f"item {index} is not a flag and follows no flag that takes a value; the model is given by the "
+                "program, and each flag's value goes in the item after it"
+            )
             continue
-        flag = flag_name(arg)
-        if flag in MANAGED_FLAGS:
-            problems.append(f"{flag} is set by the program from its own setting; remove it from the extra arguments")
-        elif flag in REMOVED_FLAGS or flag.startswith(REMOVED_FLAG_PREFIXES):
-            problems.append(f"{flag} was removed from vLLM; current releases refuse to start with it")
+        name, has_equals, _ = item.partition("=")
+        first_word = name.split()[0] if name.split() else name
+        flag, option = table.lookup(first_word)
+        if option is not None and option.dest == API_KEY_DEST:
+            problems.append(
+                f"item {index} sets {flag}, which would store the API key in plain text in the Deployment; "
+                "give the key through api_key_secret instead"
+            )
+            continue
+        if first_word != name:
+            problems.append(f"item {index} holds a flag and more after a space; put {flag}'s value in the next item")
+            continue
+        if option is None:
+            nearest = table.nearest(flag)
+            hint = f"; did you mean {nearest}?" if nearest else ""
+            problems.append(f"{flag} is not a flag of vLLM {table.release}{hint}")
+            continue
+        if option.dest in MANAGED_DESTS:
+            problems.append(f"{flag} is set by the program; {MANAGED_DESTS[option.dest]}")
+        elif option.takes_value == "none" and has_equals:
+            problems.append(f"{flag} takes no value")
+        elif option.takes_value == "required" and not has_equals:
+            if index >= len(extra_args) or _is_flag(extra_args[index]):
+                problems.append(f"{flag} needs a value in the item after it")
+            else:
+                index += 1
+        elif option.takes_value == "optional" and not has_equals and index < len(extra_args):
+            index += 0 if _is_flag(extra_args[index]) else 1
     return problems
 
 
-def serve_args(
+def _is_flag(item: str) -> bool:
+    """An item argparse reads as an option rather than a value (negative numbers are values)."""
+    return item.startswith("-") and not re.fullmatch(r"-\d+(\.\d*)?|-\.\d+", item)
+
+
+def unknown_flags(args: Sequence[str], table: FlagTable) -> list[str]:
+    """Flags among the program's own arguments that this release does not have."""
+    flags = (arg.partition("=")[0] for arg in args if arg.startswith("--"))
+    return [flag for flag in flags if table.lookup(flag)[1] is None]
+
+
+def serve_flags(
     *,
-    model_path: str,
     served_model_name: str,
     port: int,
     tensor_parallel_size: int,
@@ -67,9 +190,8 @@ def serve_args(
     backend_args: Sequence[str] = (),
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """Arguments after `vllm serve`: the model path first, then flags, backend and user flags last."""
+    """The flags after `vllm serve <model path>`: the program's own, then the backend's, the user's last."""
     return [
-        model_path,
         "--served-model-name", served_model_name,
         "--host", "0.0.0.0",
         "--port", str(port),

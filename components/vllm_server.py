@@ -1,21 +1,48 @@
 """VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
 
-from typing import Any, NotRequired, Optional, TypedDict
+import posixpath
+from typing import Annotated, Any, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import Field
 
-from .arguments import raise_for_problems, with_defaults
+from . import grammar
+from .arguments import (
+    ArgsSpec,
+    ByteQuantity,
+    CpuQuantity,
+    DnsLabel,
+    DnsSubdomain,
+    Image,
+    Problems,
+    Token,
+    check,
+    int_range,
+    rule,
+    with_defaults,
+)
+from .escaping import container_text, container_texts
 from .gpu_claim import GPU_RESOURCE, GpuPodFragment
 from .labels import object_labels, selector_labels
-from .probes import health_probes
-from .vllm_args import SERVE_COMMAND, extra_args_problems, serve_args
+from .probes import MAX_STARTUP_MINUTES, health_probes
+from .vllm_args import (
+    SERVE_COMMAND,
+    extra_args_problems,
+    flag_table,
+    release_of,
+    release_problem,
+    serve_flags,
+    unknown_flags,
+)
 
 COMPONENT = "server"
 PORT = 8000
 PORT_NAME = "http"
 PARALLEL_SHM_SIZE = "20Gi"
 SINGLE_GPU_SHM_SIZE = "2Gi"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+"""The release this project's facts were checked against (API key scope, loading options, flags)."""
 
 
 class ApiKeySecretArgs(TypedDict):
@@ -32,8 +59,11 @@ class VLLMServerArgs(TypedDict):
 
     namespace: pulumi.Input[str]
     """Namespace of the Deployment."""
-    image: str
-    """vLLM OpenAI server image, pinned by tag or digest."""
+    image: NotRequired[str]
+    """vLLM OpenAI server image, pinned by tag or digest. Default vllm/vllm-openai:v0.11.0."""
+    vllm_release: NotRequired[Optional[str]]
+    """The vLLM release the image runs, e.g. 0.11.0, whose flag table checks the server's flags;
+    None reads it from a v<release> image tag."""
     claim_name: pulumi.Input[str]
     """PersistentVolumeClaim holding the model (ModelStore.claim_name)."""
     mount_path: pulumi.Input[str]
@@ -75,6 +105,8 @@ class VLLMServerArgs(TypedDict):
 
 
 DEFAULTS: dict[str, Any] = {
+    "image": DEFAULT_IMAGE,
+    "vllm_release": None,
     "tensor_parallel_size": 1,
     "pipeline_parallel_size": 1,
     "gpu_memory_utilization": 0.9,
@@ -93,27 +125,139 @@ def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> 
     return PARALLEL_SHM_SIZE if tensor_parallel_size * pipeline_parallel_size > 1 else SINGLE_GPU_SHM_SIZE
 
 
-def vllm_server_problems(args: VLLMServerArgs) -> dict[str, str]:
-    """What is wrong with the arguments, keyed by argument name."""
-    args = with_defaults(args, DEFAULTS)
-    problems: dict[str, str] = {}
+@check("mount_path", "model_path")
+def _within_mount(args: dict) -> Problems:
+    mount, path = args["mount_path"], args["model_path"]
+    if posixpath.commonpath([mount, path]) != mount or path == mount:
+        return {"model_path": f"must be a directory inside mount_path ({mount})"}
+    return {}
+
+
+@check("tensor_parallel_size", "pipeline_parallel_size", "gpu")
+def _parallelism_uses_every_gpu(args: dict) -> Problems:
     tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
     gpus = int(args["gpu"]["limits"].get(GPU_RESOURCE, "0"))
     if tensor * pipeline != gpus:
-        problems["tensor_parallel_size"] = (
-            f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
-        )
-    if not 0 < args["gpu_memory_utilization"] <= 1:
-        problems["gpu_memory_utilization"] = "must be greater than 0 and at most 1"
-    if args.get("max_model_len", 0) < 1:
-        problems["max_model_len"] = "must be a positive number of tokens"
+        return {
+            "tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
+        }
+    return {}
+
+
+@check("max_surge", "max_unavailable")
+def _rollout_can_start(args: dict) -> Problems:
     if args["max_surge"] == 0 and args["max_unavailable"] == 0:
-        problems["max_unavailable"] = "and max_surge are both 0, so a rollout could never start; set one above 0"
-    if args["startup_timeout_minutes"] < 1:
-        problems["startup_timeout_minutes"] = "must be at least 1"
-    if extra := extra_args_problems(args["extra_args"]):
-        problems["extra_args"] = "; ".join(extra)
-    return problems
+        return {"max_unavailable": "and max_surge are both 0, so a rollout could never start; set one above 0"}
+    return {}
+
+
+@check("shm_size", "memory", "tensor_parallel_size", "pipeline_parallel_size")
+def _shm_fits_in_memory(args: dict) -> Problems:
+    shm = shm_size(args)
+    if grammar.parse_quantity(shm) >= grammar.parse_quantity(args["memory"]):
+        where = "shm_size" if args["shm_size"] else "memory"
+        return {
+            where: f"/dev/shm ({shm}) counts against the pod's memory ({args['memory']}) and must be smaller than "
+            "it; raise memory or lower shm_size"
+        }
+    return {}
+
+
+@check("image", "vllm_release", "extra_args")
+def _extra_args_exist_in_the_release(args: dict) -> Problems:
+    if problem := release_problem(args["image"], args["vllm_release"]):
+        return {"vllm_release" if args["vllm_release"] else "image": problem}
+    table = flag_table(release_of(args["image"], args["vllm_release"]))
+    if problems := extra_args_problems(args["extra_args"], table):
+        return {"extra_args": "; ".join(problems)}
+    return {}
+
+
+SAMPLE_SETTINGS = {
+    "served_model_name": "m",
+    "tensor_parallel_size": 1,
+    "pipeline_parallel_size": 1,
+    "gpu_memory_utilization": 0.9,
+    "max_model_len": 1,
+}
+"""Values for the program's own flags when only their names matter."""
+
+
+@check("image", "vllm_release", "gpu")
+def _own_flags_exist_in_the_release(args: dict) -> Problems:
+    table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
+    if table is None:  # reported by _extra_args_exist_in_the_release
+        return {}
+    flags = serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=args["gpu"]["vllm_args"])
+    if missing := unknown_flags(flags, table):
+        return {"image": f"runs vLLM {table.release}, which has no {', '.join(missing)}; the server passes them"}
+    return {}
+
+
+SPEC = ArgsSpec(
+    "VLLMServer",
+    VLLMServerArgs,
+    DEFAULTS,
+    rules={
+        "namespace": DnsLabel,
+        "image": Image,
+        "vllm_release": rule(grammar.token),
+        "claim_name": DnsSubdomain,
+        "mount_path": rule(grammar.absolute_path),
+        "model_path": rule(grammar.absolute_path),
+        "marker_name": rule(grammar.file_name),
+        "served_model_name": Token,
+        "tensor_parallel_size": int_range(1),
+        "pipeline_parallel_size": int_range(1),
+        "gpu_memory_utilization": Annotated[float, Field(gt=0, le=1)],
+        "max_model_len": int_range(1),
+        "cpu": CpuQuantity,
+        "memory": ByteQuantity,
+        "shm_size": ByteQuantity,
+        "replicas": int_range(1),
+        "api_key_secret.name": DnsSubdomain,
+        "api_key_secret.key": rule(grammar.secret_key),
+        "startup_timeout_minutes": int_range(1, MAX_STARTUP_MINUTES),
+        "max_surge": int_range(0),
+        "max_unavailable": int_range(0),
+    },
+    checks=(
+        _within_mount,
+        _parallelism_uses_every_gpu,
+        _rollout_can_start,
+        _shm_fits_in_memory,
+        _extra_args_exist_in_the_release,
+        _own_flags_exist_in_the_release,
+    ),
+    name_rule=grammar.dns_label,
+)
+
+
+def vllm_server_problems(args: VLLMServerArgs, name: Optional[str] = None) -> Problems:
+    """What is wrong with the arguments (and the name, if given), keyed by argument name."""
+    return SPEC.problems(args, name)
+
+
+def shm_size(args: VLLMServerArgs) -> str:
+    """The size of /dev/shm: as given, or one that fits the parallelism."""
+    args = with_defaults(args, DEFAULTS)
+    return args["shm_size"] or default_shm_size(args["tensor_parallel_size"], args["pipeline_parallel_size"])
+
+
+def _serve_settings(args: dict) -> dict:
+    return {
+        "served_model_name": args["served_model_name"],
+        "port": PORT,
+        "tensor_parallel_size": args["tensor_parallel_size"],
+        "pipeline_parallel_size": args["pipeline_parallel_size"],
+        "gpu_memory_utilization": args["gpu_memory_utilization"],
+        "max_model_len": args["max_model_len"],
+    }
+
+
+def _container_input(value: pulumi.Input[str]) -> pulumi.Input[str]:
+    """container_text of a value that may only be known later."""
+    return pulumi.Output.from_input(value).apply(container_text) if isinstance(value, pulumi.Output) else container_text(value)
 
 
 def container_env(args: VLLMServerArgs) -> list[dict]:
@@ -138,8 +282,8 @@ def store_check_container(args: VLLMServerArgs) -> dict:
         "image": args["image"],
         "command": ["sh", "-c", script],
         "env": [
-            {"name": "MODEL_PATH", "value": args["model_path"]},
-            {"name": "MARKER", "value": args["marker_name"]},
+            {"name": "MODEL_PATH", "value": _container_input(args["model_path"])},
+            {"name": "MARKER", "value": _container_input(args["marker_name"])},
         ],
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
         "volumeMounts": [{"name": "models", "mountPath": args["mount_path"], "readOnly": True}],
@@ -154,17 +298,12 @@ def server_container(args: VLLMServerArgs) -> dict:
         "name": "vllm",
         "image": args["image"],
         "command": SERVE_COMMAND,
-        "args": serve_args(
-            model_path=args["model_path"],
-            served_model_name=args["served_model_name"],
-            port=PORT,
-            tensor_parallel_size=args["tensor_parallel_size"],
-            pipeline_parallel_size=args["pipeline_parallel_size"],
-            gpu_memory_utilization=args["gpu_memory_utilization"],
-            max_model_len=args["max_model_len"],
-            backend_args=gpu["vllm_args"],
-            extra_args=args["extra_args"],
-        ),
+        "args": [
+            _container_input(args["model_path"]),
+            *container_texts(
+                serve_flags(**_serve_settings(args), backend_args=gpu["vllm_args"], extra_args=args["extra_args"])
+            ),
+        ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": container_env(args),
         "resources": {"requests": resources, "limits": resources},
@@ -238,8 +377,7 @@ class VLLMServer(pulumi.ComponentResource):
     """Name of that container port."""
 
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
-        args = with_defaults(args, DEFAULTS)
-        raise_for_problems("VLLMServer", name, vllm_server_problems(args))
+        args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
         # Pulumi waits for the pods to become ready; a large model needs the whole startup budget.
         timeout = f"{args['startup_timeout_minutes'] + 10}m"

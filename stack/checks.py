@@ -1,8 +1,9 @@
-"""Rules between config keys, checked before any resource is registered.
+"""Rules checked before any resource is registered, reported against config keys.
 
-Most rules belong to the components and are run here on the arguments the stack would pass
-them, with each argument mapped back to the config key a user sets. The rest are rules only
-the stack can see (how its settings combine across components).
+Most rules belong to the components and run here on the arguments the stack would pass
+them, each argument mapped back to the config key that set it. The rest are rules only the
+stack can see: how its settings combine across components, and settings the stack file
+sets that no component would ever see.
 """
 
 import re
@@ -10,95 +11,43 @@ import re
 from components.autoscaler import autoscaler_problems
 from components.exposure import exposure_problems
 from components.gpu_claim import gpu_claim_problems, pod_fragment
-from components.model_store import model_store_problems
-from components.vllm_server import (
-    PORT,
-    PORT_NAME,
-    default_shm_size,
-    vllm_server_problems,
-)
+from components.model_store import model_dir, model_store_problems
+from components.stage_model import MARKER_NAME
+from components.vllm_server import PORT, PORT_NAME, vllm_server_problems
 
 from .component_args import (
+    AUTOSCALER_KEYS,
+    EXPOSURE_KEYS,
+    GPU_KEYS,
+    SERVER_KEYS,
     StoreOutputs,
     autoscaler_args,
     exposure_args,
     gpu_claim_args,
     model_store_args,
+    store_keys,
     vllm_server_args,
 )
-from .config import Problem, StackConfig
-from .quantity import parse_quantity
+from .config import INVALID, Problem, StackConfig
 
-GPU_KEYS = {
-    "backend": "gpuBackend",
-    "count": "gpuCount",
-    "product": "gpuProduct",
-    "runtime_class_name": "gpuRuntimeClass",
-    "tolerate_gpu_taint": "gpuTolerateTaint",
-    "hami.memory_mib": "hamiMemoryMiB",
-    "hami.memory_percent": "hamiMemoryPercent",
-    "hami.cores": "hamiCores",
-    "hami.gpu_types": "hamiGpuTypes",
-    "hami.exclude_gpu_types": "hamiExcludeGpuTypes",
-    "hami.node_policy": "hamiNodePolicy",
-    "hami.gpu_policy": "hamiGpuPolicy",
-}
-STORE_KEYS = {
-    "model_id": "modelId",
-    "revision": "modelRevision",
-    "endpoint": "modelEndpoint",
-    "allow_patterns": "modelAllowPatterns",
-    "image": "downloaderImage",
-    "size": "storageSize",
-    "storage_class": "storageClass",
-    "access_mode": "storageAccessMode",
-    "existing_claim": "existingClaim",
-    "timeout_minutes": "downloadTimeoutMinutes",
-    "max_workers": "downloadMaxWorkers",
-}
-SERVER_KEYS = {
-    "image": "image",
-    "served_model_name": "servedModelName",
-    "tensor_parallel_size": "tensorParallelSize",
-    "pipeline_parallel_size": "pipelineParallelSize",
-    "gpu_memory_utilization": "gpuMemoryUtilization",
-    "max_model_len": "maxModelLen",
-    "extra_args": "extraArgs",
-    "cpu": "cpu",
-    "memory": "memory",
-    "shm_size": "shmSize",
-    "replicas": "replicas",
-    "startup_timeout_minutes": "startupTimeoutMinutes",
-    "max_surge": "maxSurge",
-    "max_unavailable": "maxUnavailable",
-}
-EXPOSURE_KEYS = {
-    "host": "host",
-    "route": "exposureRoute",
-    "ingress_class": "ingressClass",
-    "gateway_name": "gatewayName",
-    "tls": "tls",
-    "tls_secret_name": "tlsSecretName",
-    "cluster_issuer": "tlsClusterIssuer",
-    "stream_timeout_seconds": "streamTimeoutSeconds",
-    "max_body_size": "maxRequestBodySize",
-}
-AUTOSCALER_KEYS = {
-    "min_replicas": "autoscalingMinReplicas",
-    "max_replicas": "autoscalingMaxReplicas",
-    "queue_depth_target": "autoscalingQueueDepthTarget",
-    "prometheus_address": "autoscalingPrometheusAddress",
-    "scale_down_stabilization_seconds": "autoscalingScaleDownStabilizationSeconds",
-    "pod_monitor_labels": "autoscalingPodMonitorLabels",
-}
-PLACEHOLDER_STORE = StoreOutputs(claim_name="claim", mount_path="/models", model_path="/models/m", marker_name="m")
+MOUNT = "/models"
+AUTOSCALING_KEYS = (
+    "autoscalingMinReplicas",
+    "autoscalingMaxReplicas",
+    "autoscalingQueueDepthTarget",
+    "autoscalingPrometheusAddress",
+    "autoscalingScaleDownStabilizationSeconds",
+    "autoscalingPodMonitor",
+    "autoscalingPodMonitorLabels",
+)
 
 
 def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[Problem]:
     """A component's problems, keyed and worded by the config keys that set each argument."""
 
     def config_words(text: str) -> str:
-        return re.sub(r"[a-z_.]+", lambda word: keys.get(word.group(0), word.group(0)), text)
+        # Only identifiers with '_' or '.': single words (image, host) are also plain English.
+        return re.sub(r"\b[a-z]+(?:[_.][a-z_]+)+\b", lambda word: keys.get(word.group(0), word.group(0)), text)
 
     return [Problem(key=keys[arg], message=config_words(message)) for arg, message in problems.items()]
 
@@ -106,35 +55,60 @@ def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[P
 def component_problems(config: StackConfig) -> list[Problem]:
     """Each component's own rules, applied to the arguments this stack would give it."""
     gpu_args = gpu_claim_args(config)
-    problems = as_config_problems(gpu_claim_problems(gpu_args), GPU_KEYS)
-    if not problems:  # the server's rules need a valid GPU fragment
-        server = vllm_server_args(config, config.namespace, pod_fragment(gpu_args), PLACEHOLDER_STORE)
-        problems += as_config_problems(vllm_server_problems(server), SERVER_KEYS)
-    problems += as_config_problems(model_store_problems(model_store_args(config, config.namespace)), STORE_KEYS)
+    gpu_problems = gpu_claim_problems(gpu_args)
+    store_problems = model_store_problems(model_store_args(config, config.namespace), config.name)
+    store = _store_for_checks(config, valid_path="model_id" not in store_problems and "revision" not in store_problems)
+    server = vllm_server_args(config, config.namespace, _fragment_for_checks(config, gpu_args, gpu_problems), store)
+    problems = as_config_problems(gpu_problems, GPU_KEYS)
+    problems += as_config_problems(store_problems, store_keys(config))
+    problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
     problems += as_config_problems(
-        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME)), EXPOSURE_KEYS
+        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME), config.name), EXPOSURE_KEYS
     )
-    if scaler := autoscaler_args(config, "deployment", {"placeholder": "selector"}, PORT_NAME):
-        problems += as_config_problems(autoscaler_problems(scaler), AUTOSCALER_KEYS)
+    if scaler := autoscaler_args(config, "deployment", {"app": "placeholder"}, PORT_NAME):
+        problems += as_config_problems(autoscaler_problems(scaler, config.name), AUTOSCALER_KEYS)
     return problems
 
 
-def stack_problems(config: StackConfig) -> list[Problem]:
-    """Rules about how settings of different components combine."""
+def _fragment_for_checks(config: StackConfig, gpu_args, gpu_problems):
+    """The GPU fragment the server's rules see: from the GPU settings, or from the count alone."""
+    if not gpu_problems:
+        return pod_fragment(gpu_args)
+    count = config.gpu_count
+    return pod_fragment({"count": count}) if "count" not in gpu_problems and count is not INVALID else INVALID
+
+
+def _store_for_checks(config: StackConfig, valid_path: bool) -> StoreOutputs:
+    """What ModelStore's outputs would be; a stand-in path while the model's own settings are wrong."""
+    path = model_dir(MOUNT, config.model_id, config.model_revision) if valid_path else f"{MOUNT}/model/id/revision"
+    return StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
+
+
+def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
+    """Rules about how settings of different components combine, and settings with no effect.
+
+    A rule runs only on keys that are readable and pass their components' rules (``bad`` holds
+    the rest).
+    """
+
+    def ok(*keys: str) -> bool:
+        return config.valid(*keys) and not bad.intersection(keys)
+
     problems = []
-    most_replicas = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
-    if most_replicas > 1 and not config.existing_claim and config.storage_access_mode != "ReadWriteMany":
-        problems.append(
-            Problem(
-                key="storageAccessMode",
-                message=(
-                    f"is {config.storage_access_mode} but up to {most_replicas} replicas must mount the model "
-                    "volume, possibly on different nodes; use ReadWriteMany (e.g. storageClass nfs-client) "
-                    "or an existingClaim every node can mount"
-                ),
+    if ok("autoscalingEnabled", "autoscalingMaxReplicas", "replicas", "storageAccessMode", "existingClaim"):
+        most_replicas = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
+        if most_replicas > 1 and not config.existing_claim and config.storage_access_mode != "ReadWriteMany":
+            problems.append(
+                Problem(
+                    key="storageAccessMode",
+                    message=(
+                        f"is {config.storage_access_mode} but up to {most_replicas} replicas must mount the model "
+                        "volume, possibly on different nodes; use ReadWriteMany (e.g. storageClass nfs-client) "
+                        "or an existingClaim every node can mount"
+                    ),
+                )
             )
-        )
-    if config.autoscaling_enabled and config.replicas != 1:
+    if config.autoscaling_enabled is True and "replicas" in config.explicit:
         problems.append(
             Problem(
                 key="replicas",
@@ -142,17 +116,27 @@ def stack_problems(config: StackConfig) -> list[Problem]:
                 "set autoscalingMinReplicas and autoscalingMaxReplicas instead",
             )
         )
-    shm = config.shm_size or default_shm_size(config.tensor_parallel_size, config.pipeline_parallel_size)
-    if parse_quantity(shm) >= parse_quantity(config.memory):
-        problems.append(
-            Problem(
-                key="shmSize" if config.shm_size else "memory",
-                message=f"/dev/shm ({shm}) counts against the pod's memory ({config.memory}) and must be "
-                "smaller than it; raise memory or lower shmSize",
-            )
-        )
+    if config.autoscaling_enabled is False:
+        problems += [
+            Problem(key=key, message="has no effect while autoscalingEnabled is false; remove it or enable autoscaling")
+            for key in AUTOSCALING_KEYS
+            if key in config.explicit
+        ]
+    if config.api_key_secret_name is None and "apiKeySecretKey" in config.explicit:
+        problems.append(Problem(key="apiKeySecretKey", message="has no effect without apiKeySecretName; set both or neither"))
     return problems
 
 
-def cross_field_problems(config: StackConfig) -> list[Problem]:
-    return component_problems(config) + stack_problems(config)
+def cross_field_problems(config: StackConfig, unreadable: set[str]) -> list[Problem]:
+    """Component and stack rules, one problem per key, leaving out keys whose value could not be read.
+
+    A key that feeds several components (name, namespace, image) is reported once, with the
+    first component's words.
+    """
+    found: dict[str, Problem] = {}
+    for problem in component_problems(config):
+        if problem.key not in unreadable:
+            found.setdefault(problem.key, problem)
+    for problem in stack_problems(config, unreadable | found.keys()):
+        found.setdefault(problem.key, problem)
+    return list(found.values())

@@ -1,8 +1,10 @@
-"""From validated stack config to each component's arguments.
+"""From stack config to each component's arguments, and back from an argument to its config key.
 
 The same builders serve the program (with the components' real outputs) and the config
 checks (with placeholders), so the rules a component enforces are checked once, up front,
-and reported against config keys.
+and reported against the config keys that fed them. Arguments that only matter in some
+modes (a HAMi slice, the Ingress's class, a Gateway's name) are passed only when the stack
+sets them, so a component can tell a setting that has no effect from Pulumi.yaml's default.
 """
 
 from typing import Optional, TypedDict
@@ -30,6 +32,94 @@ class StoreOutputs(TypedDict):
     marker_name: pulumi.Input[str]
 
 
+GPU_KEYS = {
+    "name": "name",
+    "backend": "gpuBackend",
+    "count": "gpuCount",
+    "product": "gpuProduct",
+    "runtime_class_name": "gpuRuntimeClass",
+    "tolerate_gpu_taint": "gpuTolerateTaint",
+    "hami.memory_mib": "hamiMemoryMiB",
+    "hami.memory_percent": "hamiMemoryPercent",
+    "hami.cores": "hamiCores",
+    "hami.gpu_types": "hamiGpuTypes",
+    "hami.exclude_gpu_types": "hamiExcludeGpuTypes",
+    "hami.node_policy": "hamiNodePolicy",
+    "hami.gpu_policy": "hamiGpuPolicy",
+}
+STORE_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "model_id": "modelId",
+    "revision": "modelRevision",
+    "endpoint": "modelEndpoint",
+    "allow_patterns": "modelAllowPatterns",
+    "image": "downloaderImage",
+    "install_client": "downloaderInstallClient",
+    "size": "storageSize",
+    "storage_class": "storageClass",
+    "access_mode": "storageAccessMode",
+    "existing_claim": "existingClaim",
+    "timeout_minutes": "downloadTimeoutMinutes",
+    "max_workers": "downloadMaxWorkers",
+}
+SERVER_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "image": "image",
+    "vllm_release": "vllmRelease",
+    "served_model_name": "servedModelName",
+    "tensor_parallel_size": "tensorParallelSize",
+    "pipeline_parallel_size": "pipelineParallelSize",
+    "gpu_memory_utilization": "gpuMemoryUtilization",
+    "max_model_len": "maxModelLen",
+    "extra_args": "extraArgs",
+    "gpu": "gpuCount",
+    "cpu": "cpu",
+    "memory": "memory",
+    "shm_size": "shmSize",
+    "replicas": "replicas",
+    "api_key_secret": "apiKeySecretName",
+    "api_key_secret.name": "apiKeySecretName",
+    "api_key_secret.key": "apiKeySecretKey",
+    "startup_timeout_minutes": "startupTimeoutMinutes",
+    "max_surge": "maxSurge",
+    "max_unavailable": "maxUnavailable",
+}
+EXPOSURE_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "host": "host",
+    "route": "exposureRoute",
+    "ingress_class": "ingressClass",
+    "gateway_name": "gatewayName",
+    "gateway_namespace": "gatewayNamespace",
+    "gateway_listener": "gatewayListener",
+    "tls": "tls",
+    "tls_secret_name": "tlsSecretName",
+    "cluster_issuer": "tlsClusterIssuer",
+    "stream_timeout_seconds": "streamTimeoutSeconds",
+    "max_body_size": "maxRequestBodySize",
+}
+AUTOSCALER_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "served_model_name": "servedModelName",
+    "min_replicas": "autoscalingMinReplicas",
+    "max_replicas": "autoscalingMaxReplicas",
+    "queue_depth_target": "autoscalingQueueDepthTarget",
+    "prometheus_address": "autoscalingPrometheusAddress",
+    "scale_down_stabilization_seconds": "autoscalingScaleDownStabilizationSeconds",
+    "pod_monitor": "autoscalingPodMonitor",
+    "pod_monitor_labels": "autoscalingPodMonitorLabels",
+}
+
+
+def store_keys(config: StackConfig) -> dict[str, str]:
+    """STORE_KEYS, with the Job's image fed by the server's image unless downloaderImage is set."""
+    return {**STORE_KEYS, "image": "downloaderImage" if config.downloader_image else "image"}
+
+
 def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
     return {
         "backend": config.gpu_backend,
@@ -38,18 +128,20 @@ def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
         "runtime_class_name": config.gpu_runtime_class,
         "tolerate_gpu_taint": config.gpu_tolerate_taint,
         "hami": {
-            "memory_mib": config.hami_memory_mib,
-            "memory_percent": config.hami_memory_percent,
-            "cores": config.hami_cores,
-            "gpu_types": config.hami_gpu_types,
-            "exclude_gpu_types": config.hami_exclude_gpu_types,
-            "node_policy": config.hami_node_policy,
-            "gpu_policy": config.hami_gpu_policy,
+            "memory_mib": config.set_or_none("hamiMemoryMiB"),
+            "memory_percent": config.set_or_none("hamiMemoryPercent"),
+            "cores": config.set_or_none("hamiCores"),
+            "gpu_types": config.set_or_none("hamiGpuTypes"),
+            "exclude_gpu_types": config.set_or_none("hamiExcludeGpuTypes"),
+            "node_policy": config.set_or_none("hamiNodePolicy"),
+            "gpu_policy": config.set_or_none("hamiGpuPolicy"),
         },
     }
 
 
 def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> ModelStoreArgs:
+    on_existing_claim = config.existing_claim is not None
+    claim_setting = config.set_or_none if on_existing_claim else config.value
     return {
         "namespace": namespace,
         "model_id": config.model_id,
@@ -58,9 +150,9 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "allow_patterns": config.model_allow_patterns,
         "image": config.downloader_image or config.image,
         "install_client": config.downloader_install_client,
-        "size": None if config.existing_claim else config.storage_size,
-        "storage_class": config.storage_class,
-        "access_mode": config.storage_access_mode,
+        "size": claim_setting("storageSize"),
+        "storage_class": claim_setting("storageClass"),
+        "access_mode": claim_setting("storageAccessMode"),
         "existing_claim": config.existing_claim,
         "timeout_minutes": config.download_timeout_minutes,
         "max_workers": config.download_max_workers,
@@ -74,6 +166,7 @@ def vllm_server_args(
     return {
         "namespace": namespace,
         "image": config.image,
+        "vllm_release": config.vllm_release,
         **store,
         "served_model_name": config.served_model_name,
         "tensor_parallel_size": config.tensor_parallel_size,
@@ -85,7 +178,7 @@ def vllm_server_args(
         "cpu": config.cpu,
         "memory": config.memory,
         "shm_size": config.shm_size,
-        "replicas": None if config.autoscaling_enabled else config.replicas,
+        "replicas": None if config.autoscaling_enabled is True else config.replicas,
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
         "startup_timeout_minutes": config.startup_timeout_minutes,
         "max_surge": config.max_surge,
@@ -102,16 +195,16 @@ def exposure_args(
         "port": port,
         "target_port_name": port_name,
         "host": config.host,
-        "route": config.exposure_route,
-        "ingress_class": config.ingress_class,
+        "route": config.set_or_none("exposureRoute"),
+        "ingress_class": config.set_or_none("ingressClass"),
         "gateway_name": config.gateway_name,
         "gateway_namespace": config.gateway_namespace,
         "gateway_listener": config.gateway_listener,
         "tls": config.tls,
         "tls_secret_name": config.tls_secret_name,
         "cluster_issuer": config.tls_cluster_issuer,
-        "stream_timeout_seconds": config.stream_timeout_seconds,
-        "max_body_size": config.max_request_body_size,
+        "stream_timeout_seconds": config.set_or_none("streamTimeoutSeconds"),
+        "max_body_size": config.set_or_none("maxRequestBodySize"),
     }
 
 
@@ -122,7 +215,7 @@ def autoscaler_args(
     port_name: str,
 ) -> Optional[AutoscalerArgs]:
     """The autoscaler's arguments, or None when autoscaling is off."""
-    if not config.autoscaling_enabled:
+    if config.autoscaling_enabled is not True:
         return None
     return {
         "namespace": config.namespace,
@@ -136,5 +229,6 @@ def autoscaler_args(
         "pod_monitor": config.autoscaling_pod_monitor,
         "pod_selector": selector,
         "metrics_port_name": port_name,
-        "pod_monitor_labels": config.pod_monitor_labels(),
+        "pod_monitor_labels": config.autoscaling_pod_monitor_labels,
     }
+

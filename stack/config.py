@@ -1,27 +1,39 @@
-"""The stack's configuration: every key of Pulumi.yaml, validated as one model.
+"""The stack's configuration: every key of Pulumi.yaml, parsed into one typed model.
 
-Values arrive as Pulumi passes them to a program: strings, with arrays as JSON. Per-key
-rules live here; rules between keys in ``stack.checks``; ``stack.loading`` runs both.
+Values arrive as the Pulumi CLI passes them to a program: strings, with arrays as JSON.
+This module only parses them (as the CLI's own type check reads them); what a value must
+look like is the business of the component it feeds (``stack.checks`` runs their rules and
+reports them under config keys). Every key is parsed on its own, so one pass finds every
+key that cannot be read; a key that cannot be read is left ``INVALID``.
 """
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, get_args, get_origin
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from .quantity import parse_quantity
+PASS_THROUGH_NAMESPACES = ("kubernetes", "pulumi")
+"""Config namespaces of the provider and the engine: read by them, not by this program."""
+HIDDEN_VALUE_KEYS = frozenset({"extraArgs"})
+"""Keys whose value an error never repeats: an item given by mistake may hold a secret."""
+INT64_MAX = 2**63 - 1
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-LABEL_PAIR = re.compile(r"^([a-z0-9A-Z./-]{1,253})=([a-z0-9A-Z]([-_.a-z0-9A-Z]{0,61}[a-z0-9A-Z])?)?$")
-MAX_NAME_LENGTH = 40
+
+class Invalid:
+    """The value of a key that is missing or could not be parsed (its problem is reported)."""
+
+    def __repr__(self) -> str:
+        return "INVALID"
+
+
+INVALID: Any = Invalid()
 
 
 @dataclass(frozen=True)
@@ -41,23 +53,26 @@ class ConfigError(pulumi.RunError):
         self.problems = problems
         lines = [f"invalid configuration, nothing was created ({len(problems)} problem(s)):"]
         for problem in problems:
-            shown = f" = {json.dumps(values[problem.key])}" if problem.key in values else ""
-            lines.append(f"  {project}:{problem.key}{shown}: {problem.message}")
+            shown = ""
+            if problem.key in values and problem.key not in HIDDEN_VALUE_KEYS:
+                shown = f" = {json.dumps(values[problem.key])}"
+            name = problem.key if ":" in problem.key else f"{project}:{problem.key}"
+            lines.append(f"  {name}{shown}: {problem.message}")
         super().__init__("\n".join(lines))
 
 
 class StackConfig(BaseModel):
     """All settings of one stack. Field aliases are the config keys; Pulumi.yaml documents them."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(alias_generator=to_camel, frozen=True, protected_namespaces=())
 
     name: str
     namespace: str
     create_namespace: bool
 
     model_id: str
-    model_revision: str = Field(min_length=1, pattern=r"^\S+$")
-    served_model_name: str = Field(min_length=1, pattern=r"^\S+$")
+    model_revision: str
+    served_model_name: str
     model_endpoint: Optional[str]
     model_allow_patterns: list[str]
 
@@ -71,9 +86,10 @@ class StackConfig(BaseModel):
     download_max_workers: int
 
     image: str
-    replicas: int = Field(ge=1)
-    tensor_parallel_size: int = Field(ge=1)
-    pipeline_parallel_size: int = Field(ge=1)
+    vllm_release: Optional[str]
+    replicas: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
     gpu_memory_utilization: float
     max_model_len: int
     extra_args: list[str]
@@ -83,8 +99,8 @@ class StackConfig(BaseModel):
     api_key_secret_name: Optional[str]
     api_key_secret_key: str
     startup_timeout_minutes: int
-    max_surge: int = Field(ge=0)
-    max_unavailable: int = Field(ge=0)
+    max_surge: int
+    max_unavailable: int
 
     gpu_backend: str
     gpu_count: int
@@ -118,120 +134,128 @@ class StackConfig(BaseModel):
     autoscaling_prometheus_address: str
     autoscaling_scale_down_stabilization_seconds: int
     autoscaling_pod_monitor: bool
-    autoscaling_pod_monitor_labels: list[str]
+    autoscaling_pod_monitor_labels: dict[str, str]
+
+    explicit: frozenset[str] = frozenset()
+    """Keys the stack sets to something other than Pulumi.yaml's default."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _from_config_string(cls, value: Any, info) -> Any:
-        """Pulumi passes every value as a string: "" leaves an optional key unset, arrays are JSON."""
-        field = cls.model_fields[info.field_name]
-        if value == "" and type(None) in getattr(field.annotation, "__args__", ()):
+        """Read a config string as the CLI's type check does (pulumi workspace.ValidateConfigValue)."""
+        if not isinstance(value, str):
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        optional = type(None) in get_args(annotation)
+        if optional and value == "":
             return None
-        if isinstance(value, str) and getattr(field.annotation, "__origin__", None) is list:
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError("must be a list of strings, e.g. [\"a\", \"b\"]") from None
-        return value
+        kind = next((a for a in get_args(annotation) if a is not type(None)), annotation) if optional else annotation
+        return _parse(value, kind, info.field_name)
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_short_dns_label(cls, value: str) -> str:
-        if not DNS_LABEL.match(value) or len(value) > MAX_NAME_LENGTH:
-            raise ValueError(
-                f"must be a DNS label of at most {MAX_NAME_LENGTH} characters (lowercase letters, digits, '-'), "
-                "e.g. vllm-qwen3-235b; objects derive their names from it"
-            )
-        return value
+    def valid(self, *keys: str) -> bool:
+        """Whether every one of these config keys has a value that could be read."""
+        return all(self.value(key) is not INVALID for key in keys)
 
-    @field_validator("namespace", "gateway_namespace", "gateway_listener")
-    @classmethod
-    def _dns_label(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not DNS_LABEL.match(value) or len(value) > 63):
-            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
-        return value
+    def value(self, key: str) -> Any:
+        """The value of a config key."""
+        return getattr(self, FIELD_OF_KEY[key])
 
-    @field_validator(
-        "existing_claim", "storage_class", "api_key_secret_name", "gpu_runtime_class", "ingress_class",
-        "gateway_name", "tls_cluster_issuer", "tls_secret_name",
-    )
-    @classmethod
-    def _object_name(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and not DNS_SUBDOMAIN.match(value):
-            raise ValueError(
-                "must be a Kubernetes object name: lowercase letters, digits, '-' and '.', e.g. nfs-client"
-            )
-        return value
-
-    @field_validator("api_key_secret_key")
-    @classmethod
-    def _secret_key(cls, value: str) -> str:
-        if not SECRET_KEY.match(value):
-            raise ValueError("must be a Secret key: letters, digits, '-', '_' and '.'")
-        return value
-
-    @field_validator("image", "downloader_image")
-    @classmethod
-    def _pinned_image(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None:
-            check_image_pinned(value)
-        return value
-
-    @field_validator("storage_size", "cpu", "memory", "shm_size")
-    @classmethod
-    def _quantity(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None:
-            parse_quantity(value)
-        return value
-
-    @field_validator("autoscaling_pod_monitor_labels")
-    @classmethod
-    def _label_pairs(cls, value: list[str]) -> list[str]:
-        for pair in value:
-            if not LABEL_PAIR.match(pair):
-                raise ValueError(f"{pair!r} is not a label key=value, e.g. release=kube-prometheus-stack")
-        return value
-
-    def pod_monitor_labels(self) -> dict[str, str]:
-        return dict(pair.split("=", 1) for pair in self.autoscaling_pod_monitor_labels)
+    def set_or_none(self, key: str) -> Any:
+        """The value of a key the stack sets explicitly, else None (the component's default applies)."""
+        return self.value(key) if key in self.explicit else None
 
 
-def check_image_pinned(image: str) -> None:
-    """Raise ValueError unless the image is pinned by a tag other than latest, or by digest."""
-    if "@sha256:" in image:
-        return
-    name, _, tag = image.rpartition(":")
-    if not name or "/" in tag:
-        raise ValueError("has no tag; pin a release, e.g. vllm/vllm-openai:v0.11.0, or a digest")
-    if tag == "latest":
-        raise ValueError("uses the moving tag latest; pin a release, e.g. vllm/vllm-openai:v0.11.0, or a digest")
+FIELD_OF_KEY = {field.alias: name for name, field in StackConfig.model_fields.items() if name != "explicit"}
+"""Config key -> model field."""
+
+
+def _parse(text: str, kind: Any, field: str) -> Any:
+    if kind is bool:
+        if text not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return text == "true"
+    if kind is int:
+        if not re.fullmatch(r"[+-]?[0-9]+", text) or len(text.lstrip("+-")) > 19 or abs(int(text)) > INT64_MAX:
+            raise ValueError("must be a whole number (a 64-bit integer)")
+        return int(text)
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?", text):
+            raise ValueError('must be a decimal number written as a string, e.g. "0.9"')
+        return number
+    if get_origin(kind) in (list, dict):
+        try:
+            items = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            items = None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError('must be a list of strings, e.g. ["a", "b"]')
+        return _label_pairs(items) if get_origin(kind) is dict else items
+    return text
+
+
+def _label_pairs(items: list[str]) -> dict[str, str]:
+    """key=value strings as a mapping."""
+    pairs = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or key in pairs:
+            reason = "repeats a key" if equals else "is not key=value"
+            raise ValueError(f"{item!r} {reason}; give labels as key=value, e.g. release=kube-prometheus-stack")
+        pairs[key] = value
+    return pairs
 
 
 def config_keys() -> set[str]:
     """Every config key the program knows."""
-    return {field.alias for field in StackConfig.model_fields.values()}
+    return set(FIELD_OF_KEY)
 
 
-def project_values(project: str) -> dict[str, Any]:
-    """The config values of the project's namespace, keyed without the namespace."""
-    # pulumi.Config reads one known key at a time; finding unknown keys needs the whole map.
-    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    prefix = f"{project}:"
-    return {key[len(prefix):]: value for key, value in merged.items() if key.startswith(prefix)}
-
-
-def validation_problems(error: ValidationError) -> list[Problem]:
-    """pydantic's errors as problems, each naming its config key."""
+def parse_values(values: dict[str, Any], defaults: dict[str, str]) -> tuple[StackConfig, list[Problem]]:
+    """Each known key parsed on its own; problems for unknown, missing and unreadable keys."""
+    config = StackConfig.model_construct(
+        **{field: INVALID for field in FIELD_OF_KEY.values()},
+        explicit=frozenset(key for key, value in values.items() if defaults.get(key) != value),
+    )
     problems = []
-    for item in error.errors():
-        key = str(item["loc"][0]) if item["loc"] else ""
-        if item["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, sorted(config_keys()), n=1)
+    for key, value in values.items():
+        if key not in FIELD_OF_KEY:
+            close = difflib.get_close_matches(key, sorted(FIELD_OF_KEY), n=1)
             hint = f"; did you mean {close[0]}?" if close else "; Pulumi.yaml lists every setting"
-            message = f"is not a setting of this program{hint}"
-        elif item["type"] == "missing":
-            message = "is required; set it in Pulumi.<stack>.yaml (Pulumi.yaml describes it)"
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-        problems.append(Problem(key=key, message=message))
-    return problems
+            problems.append(Problem(key=key, message=f"is not a setting of this program{hint}"))
+            continue
+        try:
+            StackConfig.__pydantic_validator__.validate_assignment(config, FIELD_OF_KEY[key], value)
+        except ValidationError as error:
+            message = error.errors()[0]["msg"].removeprefix("Value error, ")
+            problems.append(Problem(key=key, message=message))
+    for key in sorted(FIELD_OF_KEY.keys() - values.keys()):
+        problems.append(Problem(key=key, message="is required; set it in Pulumi.<stack>.yaml (Pulumi.yaml describes it)"))
+    return config, problems
+
+
+def namespaced_values(project: str, config: dict[str, str]) -> tuple[dict[str, str], list[Problem]]:
+    """The project's own config, keyed without the namespace, and a problem for each foreign namespace.
+
+    Keys of the provider and the engine pass through; any other namespace is almost always a
+    misspelling of the project's name (``vllm_serving:gpuCount``), which Pulumi would ignore.
+    """
+    own, problems = {}, []
+    for key, value in config.items():
+        namespace, _, name = key.partition(":")
+        if namespace == project:
+            own[name] = value
+        elif namespace not in PASS_THROUGH_NAMESPACES:
+            close = difflib.get_close_matches(namespace, [project, *PASS_THROUGH_NAMESPACES], n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}:{name}?" if close else f"this program reads {project}:{name}"
+            problems.append(Problem(key=key, message=f"is in namespace {namespace}, which nothing reads; {hint}"))
+    return own, problems
+
+
+def running_config() -> dict[str, str]:
+    """Every config value the engine passes to the running program, namespaced."""
+    # pulumi.Config reads one known key at a time; finding unknown keys needs the whole map.
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}

@@ -1,21 +1,30 @@
 """Loading the stack's configuration: every per-key and cross-key rule, before any resource."""
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
-from pydantic import ValidationError
 
 from .checks import cross_field_problems
-from .config import ConfigError, StackConfig, project_values, validation_problems
+from .config import ConfigError, Problem, StackConfig, namespaced_values, parse_values, running_config
+from .project import read_project
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
-def parse_stack_config(project: str, values: dict[str, Any]) -> StackConfig:
-    """Validate raw config values (as Pulumi passes them) into a StackConfig, or raise ConfigError."""
-    try:
-        config = StackConfig.model_validate(values)
-    except ValidationError as error:
-        raise ConfigError(project, validation_problems(error), values) from None
-    problems = cross_field_problems(config)
+def parse_stack_config(
+    project: str, values: dict[str, Any], defaults: dict[str, str], found: tuple[Problem, ...] = ()
+) -> StackConfig:
+    """Validate config values (as Pulumi passes them) into a StackConfig, or raise ConfigError.
+
+    ``defaults`` are Pulumi.yaml's, as the CLI passes them; ``found`` are problems already
+    found in the stack file, reported together with the rest.
+    """
+    config, parsed = parse_values(values, defaults)
+    found_keys = {problem.key for problem in found}
+    problems = [*found, *(problem for problem in parsed if problem.key not in found_keys)]
+    unreadable = {problem.key for problem in problems}
+    problems += cross_field_problems(config, unreadable)
     if problems:
         raise ConfigError(project, problems, values)
     return config
@@ -24,4 +33,5 @@ def parse_stack_config(project: str, values: dict[str, Any]) -> StackConfig:
 def load_stack_config() -> StackConfig:
     """The running stack's validated configuration."""
     project = pulumi.get_project()
-    return parse_stack_config(project, project_values(project))
+    values, foreign = namespaced_values(project, running_config())
+    return parse_stack_config(project, values, read_project(PROJECT_DIR).defaults(), tuple(foreign))

@@ -25,7 +25,8 @@ from pulumi.runtime.rpc import _special_sig_key as SIGNATURE_KEY
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from .config import ConfigError
+from .config import ConfigError, namespaced_values
+from .loading import parse_stack_config
 from .project import StackFileError, read_project, stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -182,11 +183,19 @@ def render_stack(
     Raises ConfigError (invalid config, nothing registered) or StackFileError.
     """
     project = read_project(project_dir)
-    config = stack_config(project, stack)
+    program = project_dir / "__main__.py"
+    if not program.is_file():
+        raise StackFileError(f"{project_dir} has no __main__.py; point --project-dir at this program's folder")
+    config, found = stack_config(project, stack)
+    if found:
+        # The CLI would refuse the file; report that together with every other problem.
+        values, foreign = namespaced_values(project.name, config)
+        parse_stack_config(project.name, values, project.defaults(), (*found, *foreign))
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
-    program = str(project_dir / "__main__.py")
-    return run_under_mocks(lambda: runpy.run_path(program, run_name="__main__"), project.name, stack, config, monitor)
+    return run_under_mocks(
+        lambda: runpy.run_path(str(program), run_name="__main__"), project.name, stack, config, monitor
+    )
 
 
 def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:

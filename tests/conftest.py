@@ -1,5 +1,7 @@
+import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -38,10 +40,26 @@ def run_component(build) -> Rendering:
 
 def project_with_stack(tmp_path: Path, settings: dict, drop: tuple = ()) -> str:
     """A project directory whose stack 'bad' is the dev stack with some settings changed."""
-    for name in ("Pulumi.yaml", "__main__.py"):
-        (tmp_path / name).symlink_to(ROOT / name)
     dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
     config = {key: value for key, value in dev.items() if key.split(":", 1)[1] not in drop}
     config.update({f"vllm-serving:{key}": value for key, value in settings.items()})
-    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": config}))
+    return stack_file(tmp_path, yaml.safe_dump({"config": config}), base=None)
+
+
+def stack_file(tmp_path: Path, text: str, base: Optional[str] = "dev") -> str:
+    """A project directory whose stack 'bad' is this text; with a base, the lines of that stack's
+    config that the text does not set come first."""
+    for name in ("Pulumi.yaml", "__main__.py"):
+        if not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(ROOT / name)
+    if base:
+        own = {_normal_key(key) for key in re.findall(r"^\s+(.*?):(?: |$)", text, flags=re.M)}
+        lines = (ROOT / f"Pulumi.{base}.yaml").read_text().splitlines()
+        kept = [line for line in lines if not line.startswith("  ") or _normal_key(line.strip().split(": ")[0]) not in own]
+        text = "\n".join(kept) + "\n" + text.removeprefix("config:\n")
+    (tmp_path / "Pulumi.bad.yaml").write_text(text)
     return "bad"
+
+
+def _normal_key(key: str) -> str:
+    return key.replace(":config:", ":").rstrip(":")

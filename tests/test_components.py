@@ -291,10 +291,12 @@ def test_server_merges_the_gpu_fragment():
 
 @pytest.mark.parametrize(("marker_present", "exit_code"), [(True, 0), (False, 1)])
 def test_store_check_refuses_an_incomplete_store(tmp_path, marker_present, exit_code):
-    _, pod = server_pod(model_path=str(tmp_path))
+    model = tmp_path / "Qwen" / "Qwen3-0.6B" / "master"
+    model.mkdir(parents=True)
+    _, pod = server_pod(mount_path=str(tmp_path), model_path=str(model))
     (check,) = pod["initContainers"]
     if marker_present:
-        (tmp_path / MARKER_NAME).write_text("{}")
+        (model / MARKER_NAME).write_text("{}")
     env = {e["name"]: e["value"] for e in check["env"]}
     result = subprocess.run(check["command"], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == exit_code

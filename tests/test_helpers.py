@@ -7,18 +7,17 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
+from components.escaping import container_text, promql_selector, promql_string
+from components.grammar import image_reference, parse_quantity
 from components.labels import object_labels, selector_labels
 from components.probes import health_probes
-from components.vllm_args import extra_args_problems, serve_args
-from stack.config import check_image_pinned
+from components.vllm_args import serve_flags
 from stack.project import StackFileError, encode, read_project, stack_config
-from stack.quantity import parse_quantity
 from stack.render import REDACTED, plain, redact, run_under_mocks
 
 
-def test_serve_args_order_and_formatting():
-    args = serve_args(
-        model_path="/models/m",
+def test_serve_flags_order_and_formatting():
+    flags = serve_flags(
         served_model_name="m",
         port=8000,
         tensor_parallel_size=8,
@@ -28,8 +27,7 @@ def test_serve_args_order_and_formatting():
         backend_args=["--enforce-eager"],
         extra_args=["--enable-prefix-caching"],
     )
-    assert args == [
-        "/models/m",
+    assert flags == [
         "--served-model-name", "m",
         "--host", "0.0.0.0",
         "--port", "8000",
@@ -40,21 +38,6 @@ def test_serve_args_order_and_formatting():
         "--enforce-eager",
         "--enable-prefix-caching",
     ]
-
-
-@pytest.mark.parametrize(
-    ("extra", "problems"),
-    [
-        (["--enable-prefix-caching", "--max-num-seqs", "64"], []),
-        (["--kv-cache-dtype=fp8"], []),
-        (["-tp", "2"], ["-tp is set by the program from its own setting; remove it from the extra arguments"]),
-        (["--max-model-len=4096"], ["--max-model-len is set by the program from its own setting; remove it from the extra arguments"]),
-        (["--task", "generate"], ["--task was removed from vLLM; current releases refuse to start with it"]),
-        (["--guided-decoding-backend=xgrammar"], ["--guided-decoding-backend was removed from vLLM; current releases refuse to start with it"]),
-    ],
-)
-def test_extra_args_problems(extra, problems):
-    assert extra_args_problems(extra) == problems
 
 
 @pytest.mark.parametrize(("minutes", "threshold"), [(1, 6), (15, 90), (60, 360), (7, 42)])
@@ -82,9 +65,9 @@ def test_parse_quantity(text, value):
     assert parse_quantity(text) == value
 
 
-@pytest.mark.parametrize("text", ["16GB", "", "Gi", "-1", "1.2.3"])
+@pytest.mark.parametrize("text", ["16GB", "", "Gi", "1.2.3", "1 Gi", "1Gi\n", "1e99999999999"])
 def test_parse_quantity_refuses_non_quantities(text):
-    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+    with pytest.raises(ValueError, match="Kubernetes quantity"):
         parse_quantity(text)
 
 
@@ -92,7 +75,7 @@ def test_parse_quantity_refuses_non_quantities(text):
     "image", ["vllm/vllm-openai:v0.11.0", "registry.local:5000/vllm:v1", "vllm/vllm-openai@sha256:" + "a" * 64]
 )
 def test_pinned_images_pass(image):
-    check_image_pinned(image)
+    assert image_reference(image) == image
 
 
 @pytest.mark.parametrize(
@@ -101,7 +84,7 @@ def test_pinned_images_pass(image):
 )
 def test_unpinned_images_fail(image, words):
     with pytest.raises(ValueError, match=words):
-        check_image_pinned(image)
+        image_reference(image)
 
 
 def test_object_labels_extend_the_selector_labels():
@@ -148,13 +131,51 @@ def write_project(tmp_path, stack_settings):
 
 
 def test_stack_config_layers_the_stack_file_over_project_defaults(tmp_path):
-    project = write_project(tmp_path, {"p:b": "x", "c": [1]})
-    assert stack_config(project, "s") == {"p:a": "1", "p:b": "x", "p:c": "[1]"}
+    project = write_project(tmp_path, {"p:b": "x", "p:config:c": [1], "kubernetes:context": "k"})
+    assert stack_config(project, "s") == ({"p:a": "1", "p:b": "x", "p:c": "[1]", "kubernetes:context": "k"}, [])
 
 
-def test_stack_config_refuses_encrypted_values_and_missing_files(tmp_path):
-    project = write_project(tmp_path, {"p:b": {"secure": "AAAB"}})
-    with pytest.raises(StackFileError, match="cannot decrypt"):
-        stack_config(project, "s")
+def test_stack_config_reports_what_the_cli_refuses(tmp_path):
+    project = write_project(tmp_path, {"p:b": {"secure": "AAAB"}, "p:a": None, "c": 1})
+    values, problems = stack_config(project, "s")
+    assert values == {}
+    assert sorted((p.key, p.message.split(";")[0].split(":")[0]) for p in problems) == [
+        ("a", "has no value (null)"),
+        ("b", "is an encrypted secret"),
+        ("c", "has no namespace"),
+    ]
     with pytest.raises(StackFileError, match="no stack file Pulumi.other.yaml"):
         stack_config(project, "other")
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [("plain", "plain"), ("$(VLLM_API_KEY)", "$$(VLLM_API_KEY)"), ("a$b", "a$$b"), ("$$(X)", "$$$$(X)")],
+)
+def test_container_text_survives_kubelet_expansion(value, escaped):
+    assert container_text(value) == escaped
+    assert kubelet_expand(escaped) == value
+
+
+def kubelet_expand(text: str) -> str:
+    """The kubelet's $(VAR) expansion with an empty environment (third_party/forked/golang/expansion)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "$" and i + 1 < len(text):
+            if text[i + 1] == "$":
+                out.append("$")
+                i += 2
+                continue
+            if text[i + 1] == "(" and ")" in text[i + 2:]:
+                i = text.index(")", i) + 1  # a reference: stands for whatever the variable holds
+                out.append("<expanded>")
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def test_promql_strings_cannot_escape_their_quotes():
+    assert promql_string('a"}b\\') == '"a\\"}b\\\\"'
+    assert promql_selector("m", {"model_name": 'x"} or vector(1)'}) == 'm{model_name="x\\"} or vector(1)"}'
+

@@ -15,11 +15,13 @@ def test_components_install_as_a_package(tmp_path):
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,
     )
-    installed = sorted(p.name for p in (target / "components").glob("*.py"))
-    assert installed == sorted(p.name for p in (ROOT / "components").glob("*.py"))
+    for pattern in ("*.py", "vllm_flags/*.json"):
+        installed = sorted(p.name for p in (target / "components").glob(pattern))
+        assert installed == sorted(p.name for p in (ROOT / "components").glob(pattern))
     probe = (
-        "import components, components.gpu_claim as g; "
+        "import components, components.gpu_claim as g, components.vllm_args as v; "
         "assert components.__file__.startswith(sys.argv[1]); "
+        "assert v.flag_table('0.11.0').release == '0.11.0'; "
         "print(g.pod_fragment({'backend': 'nvidia', 'count': 2})['limits'])"
     )
     result = subprocess.run(
@@ -40,8 +42,8 @@ def test_components_fit_the_cross_language_component_host():
     definitions = result["component_definitions"]
     assert sorted(definitions) == ["Autoscaler", "Exposure", "GpuClaim", "ModelStore", "VLLMServer"]
     required = {name: sorted(k for k, p in d.inputs.items() if not p.optional) for name, d in definitions.items()}
-    assert required["GpuClaim"] == ["backend", "count"]
-    assert required["ModelStore"] == ["image", "modelId", "namespace"]
+    assert required["GpuClaim"] == ["count"]
+    assert required["ModelStore"] == ["modelId", "namespace"]
     assert definitions["ModelStore"].outputs.keys() == {"claimName", "mountPath", "modelPath", "markerName"}
     assert definitions["Exposure"].outputs["endpoint"].description
     for definition in definitions.values():

@@ -221,7 +221,7 @@ def test_pod_monitor_scrapes_the_server_pods(rendered):
 
 
 VARIANTS = {
-    "existing-namespace-and-claim": {"createNamespace": False, "existingClaim": "shared-models", "storageSize": "1Gi"},
+    "existing-namespace-and-claim": {"createNamespace": False, "existingClaim": "shared-models"},
     "gateway-with-tls-and-api-key": {
         "host": "chat.example.com", "exposureRoute": "gateway", "gatewayName": "public", "gatewayNamespace": "gateways",
         "tls": True, "apiKeySecretName": "vllm-api-key",
@@ -237,16 +237,24 @@ VARIANTS = {
 }
 
 
+VARIANT_DROPS = {"existing-namespace-and-claim": ("storageSize",)}
+"""Dev settings a variant leaves out (a claim's size means nothing on an existing claim)."""
+
+
+def render_variant(tmp_path, variant):
+    return render_stack(project_with_stack(tmp_path, VARIANTS[variant], VARIANT_DROPS.get(variant, ())), tmp_path)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stack_variants_render_valid_objects(tmp_path, variant):
-    rendering = render_stack(project_with_stack(tmp_path, VARIANTS[variant]), tmp_path)
+    rendering = render_variant(tmp_path, variant)
     for version in SUPPORTED_KUBERNETES_VERSIONS:
         errors = {f"{o.kind}/{o.name}": schema_errors(o.manifest, version) for o in rendering.objects}
         assert {name: found for name, found in errors.items() if found} == {}, version
 
 
 def test_existing_namespace_and_claim_are_used_not_created(tmp_path):
-    rendering = render_stack(project_with_stack(tmp_path, VARIANTS["existing-namespace-and-claim"]), tmp_path)
+    rendering = render_variant(tmp_path, "existing-namespace-and-claim")
     kinds = {o.kind for o in rendering.objects}
     assert "Namespace" not in kinds and "PersistentVolumeClaim" not in kinds
     _, pod_spec = server_of(rendering)
@@ -255,7 +263,7 @@ def test_existing_namespace_and_claim_are_used_not_created(tmp_path):
 
 
 def test_gateway_variant_routes_the_host_and_guards_the_api(tmp_path):
-    rendering = render_stack(project_with_stack(tmp_path, VARIANTS["gateway-with-tls-and-api-key"]), tmp_path)
+    rendering = render_variant(tmp_path, "gateway-with-tls-and-api-key")
     assert "Ingress" not in {o.kind for o in rendering.objects}
     route = rendering.only("HTTPRoute")["spec"]
     assert route["hostnames"] == ["chat.example.com"]

@@ -1,17 +1,30 @@
 """A local stand-in for the ModelScope hub, for driving the real modelscope client in tests.
 
-It answers the requests ``modelscope.snapshot_download`` makes for a model:
+It answers the requests ``modelscope.snapshot_download`` makes for a model, in the
+tested client (modelscope 1.40.2 with modelscope-hub 0.5.1) and in modelscope 1.30.0:
 
 * ``GET /api/v1/repos/internalAccelerationInfo`` - intra-cloud region probe (answered
   with no region, as outside Alibaba Cloud);
+* ``GET /api/v1/models/{owner}/{name}`` - the existence probe of 1.30.0
+  (``HubApi.repo_exists``, called by ``HubApi.get_endpoint_for_read``); only the status
+  code is read;
+* ``GET /api/v1/models/{owner}/{name}/revisions`` - branches and tags, which 1.30.0
+  (``HubApi.get_valid_revision_detail``) checks the revision against: ``master`` is listed
+  as a branch, every other revision as a tag, each with a ``CreatedAt`` timestamp;
 * ``GET /api/v1/models/{owner}/{name}/repo/files?Revision=..&Recursive=True`` - the listing
   (a ``Root`` parameter, sent for directory-only allow patterns, is ignored: the client
-  filters the full listing itself);
+  filters the full listing itself). Each file carries the ``Revision`` (commit id) that
+  1.30.0 keys its local file index on (``hub/utils/caching.py`` ``ModelFileSystemCache``);
 * ``GET /api/v1/models/{owner}/{name}/repo?Revision=..&FilePath=..`` - one file, honouring
-  ``Range: bytes=N-`` the way the CDN does when the client resumes a partial file.
+  ``Range: bytes=N-`` and ``bytes=N-M`` the way the CDN does when the client resumes a
+  partial file (1.30.0 always sends a closed range).
 
 Unknown models and revisions get a 404 with a JSON error body, which the client raises as
 ``requests.HTTPError``. Every request is recorded so tests can count what reached the hub.
+
+modelscope 1.30.0 reaches a hub only over ``https://`` (the scheme is fixed in its
+``hub/constants.py``), so the hub can serve TLS: pass ``tls=self_signed_certificate(dir)``
+and point the client at the certificate with ``REQUESTS_CA_BUNDLE``.
 """
 
 from __future__ import annotations
@@ -19,13 +32,61 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import ssl
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_address
+from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 _MODEL_PATH = re.compile(r"^/api/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)(?P<rest>/.*)?$")
-_RANGE = re.compile(r"^bytes=(\d+)-$")
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+MASTER = "master"
+
+
+class TlsFiles(NamedTuple):
+    certificate: Path  # PEM; also the CA bundle a client trusts
+    private_key: Path
+
+
+def self_signed_certificate(directory: Path) -> TlsFiles:
+    """A certificate for 127.0.0.1 and localhost, valid for a day, written into directory."""
+    # cryptography is installed with modelscope-hub (a dependency of the tested client).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-modelscope-hub")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / "hub-cert.pem", directory / "hub-key.pem")
+    files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    files.private_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return files
 
 
 @dataclass(frozen=True)
@@ -39,28 +100,47 @@ class RecordedRequest:
 @dataclass
 class _Model:
     files: dict[str, bytes]
+    commit: str  # the commit id the listing gives every file
+    created_at: int  # seconds since the epoch
     corrupted: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
 
 
 class FakeModelScopeHub:
-    """Serve in-memory models on 127.0.0.1; use as a context manager."""
+    """Serve in-memory models on 127.0.0.1; use as a context manager.
 
-    def __init__(self) -> None:
+    With tls, serve HTTPS with that certificate and key instead of plain HTTP.
+    """
+
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self._models: dict[tuple[str, str], _Model] = {}
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.certificate, tls.private_key)
+            # The handshake then runs in each request's thread, not in the accepting one.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self._scheme = "https"
         # A short poll interval keeps shutdown() (and so each test's teardown) quick.
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
 
     @property
-    def endpoint(self) -> str:
+    def domain(self) -> str:
+        """host:port, the form MODELSCOPE_DOMAIN takes."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{host}:{port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self._scheme}://{self.domain}"
 
     def __enter__(self) -> FakeModelScopeHub:
         self._thread.start()
@@ -73,7 +153,9 @@ class FakeModelScopeHub:
 
     # -- test set-up ---------------------------------------------------------------
     def add_model(self, model_id: str, revision: str, files: dict[str, bytes]) -> None:
-        self._models[(model_id, revision)] = _Model(files=dict(files))
+        commit = hashlib.sha1(f"{model_id}@{revision}".encode()).hexdigest()
+        created_at = int(time.time()) - 86400 + len(self._models)  # later additions are newer
+        self._models[(model_id, revision)] = _Model(files=dict(files), commit=commit, created_at=created_at)
 
     def corrupt_file(self, model_id: str, revision: str, path: str) -> None:
         """Serve bytes that differ from the Sha256 in the listing (same length)."""
@@ -107,9 +189,21 @@ class FakeModelScopeHub:
                     "Type": "blob",
                     "Size": len(content),
                     "Sha256": hashlib.sha256(content).hexdigest(),
+                    "Revision": model.commit,
                 }
             )
         return {"Code": 200, "Data": {"Files": entries}, "Message": "success", "Success": True}
+
+    def _revisions(self, model_id: str) -> dict:
+        revisions = {rev: model for (mid, rev), model in self._models.items() if mid == model_id}
+        details = {
+            rev: {"Revision": rev, "CommitId": model.commit, "CreatedAt": model.created_at}
+            for rev, model in revisions.items()
+        }
+        # Newest tag first, as the hub orders them.
+        tags = sorted((d for rev, d in details.items() if rev != MASTER), key=lambda d: -d["CreatedAt"])
+        branches = [details[MASTER]] if MASTER in details else []
+        return {"Code": 200, "Data": {"RevisionMap": {"Branches": branches, "Tags": tags}}, "Success": True}
 
     def _served_bytes(self, model: _Model, path: str) -> bytes:
         content = model.files[path]
@@ -129,7 +223,13 @@ class FakeModelScopeHub:
         if match is None:
             return _send_not_found(handler, f"no route for {url.path}")
         model_id = f"{unquote(match['owner'])}/{unquote(match['name'])}"
-        model = self._models.get((model_id, query.get("Revision", "master")))
+        if not any(mid == model_id for mid, _ in self._models):
+            return _send_not_found(handler, f"model {model_id} does not exist")
+        if match["rest"] is None:
+            return _send_json(handler, 200, {"Code": 200, "Data": {"Path": model_id}, "Success": True})
+        if match["rest"] == "/revisions":
+            return _send_json(handler, 200, self._revisions(model_id))
+        model = self._models.get((model_id, query.get("Revision", MASTER)))
         if model is None:
             return _send_not_found(handler, f"model {model_id} has no revision {query.get('Revision')}")
         if match["rest"] == "/repo/files":
@@ -144,24 +244,26 @@ class FakeModelScopeHub:
         if path in model.failing:
             return _send_json(handler, 500, {"Code": 500, "Message": "internal error", "Success": False})
         content = self._served_bytes(model, path)
-        start = 0
+        start, end = 0, len(content) - 1
         range_match = _RANGE.match(range_header or "")
         if range_match:
             start = int(range_match[1])
-            if start >= len(content):
+            if range_match[2]:
+                end = min(end, int(range_match[2]))
+            if start >= len(content) or start > end:
                 handler.send_response(416)
                 handler.send_header("Content-Range", f"bytes */{len(content)}")
                 handler.send_header("Content-Length", "0")
                 handler.end_headers()
                 return
             handler.send_response(206)
-            handler.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            handler.send_header("Content-Range", f"bytes {start}-{end}/{len(content)}")
         else:
             handler.send_response(200)
         handler.send_header("Content-Type", "application/octet-stream")
-        handler.send_header("Content-Length", str(len(content) - start))
+        handler.send_header("Content-Length", str(end + 1 - start))
         handler.end_headers()
-        handler.wfile.write(content[start:])
+        handler.wfile.write(content[start : end + 1])
 
 
 def _handler_for(hub: FakeModelScopeHub) -> type[BaseHTTPRequestHandler]:

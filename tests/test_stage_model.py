@@ -49,8 +49,8 @@ def target(tmp_path) -> Path:
 def run_stage(tmp_path, hub, target):
     """Run the script in a subprocess, as the Job does.
 
-    Keyword arguments replace the model id, revision or endpoint, or change the environment
-    (a value of None unsets the variable).
+    Keyword arguments replace the model id, revision, target or endpoint, or change the
+    environment (a value of None unsets the variable).
     """
     env = {name: value for name, value in os.environ.items() if not name.startswith("MODELSCOPE_")}
     env.update(
@@ -67,7 +67,7 @@ def run_stage(tmp_path, hub, target):
         no_proxy="127.0.0.1",
     )
 
-    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None):
+    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None, target=target):
         command = [
             sys.executable,
             str(SCRIPT),
@@ -297,8 +297,8 @@ def test_marker_of_another_revision_exits_2(run_stage, hub, target):
 
 @pytest.mark.parametrize(
     "bad_args",
-    [["--model-id", "no-owner"], ["--max-workers", "0"]],
-    ids=["model-id-without-owner", "zero-workers"],
+    [["--model-id", "no-owner"], ["--model-id", f"{MODEL_ID}\n"], ["--max-workers", "0"], ["--keep-revisions", "-1"]],
+    ids=["model-id-without-owner", "model-id-with-newline", "zero-workers", "negative-keep-revisions"],
 )
 def test_bad_arguments_exit_2(run_stage, hub, bad_args):
     result = run_stage(*bad_args)
@@ -335,3 +335,209 @@ def test_read_marker(tmp_path):
 
     marker_path.write_text("[1, 2]")
     assert stage_model.read_marker(str(tmp_path)) is None
+
+
+# -- --keep-revisions -------------------------------------------------------------------
+
+
+def stage_revision(model_root: Path, revision: str, completed_at: str, model_id: str = MODEL_ID) -> Path:
+    """A complete revision as an earlier run leaves it: files and a marker."""
+    directory = model_root / revision
+    files = {"config.json": b"{}", "model.safetensors": os.urandom(2048)}
+    write_files(directory, files)
+    marker = {
+        "modelId": model_id,
+        "revision": revision,
+        "files": len(files),
+        "bytes": sum(len(content) for content in files.values()),
+        "completedAt": completed_at,
+    }
+    (directory / MARKER_NAME).write_text(json.dumps(marker))
+    return directory
+
+
+def revisions_on_disk(model_root: Path) -> set:
+    """Revisions under model_root that hold a marker, as paths relative to it."""
+    return {
+        marker.parent.relative_to(model_root).as_posix()
+        for marker in model_root.rglob(MARKER_NAME)
+        if ".modelscope" not in marker.parts
+    }
+
+
+def removal_lines(result) -> list:
+    return [line for line in result.stdout.splitlines() if line.startswith("stage_model: removed ")]
+
+
+def removal_line(model_root: Path, revision: str, keep: int) -> str:
+    """The line that logs the removal of a revision, taken before it is removed."""
+    size = sum(
+        os.lstat(os.path.join(directory, name)).st_size
+        for directory, _, names in os.walk(model_root / revision)
+        for name in names
+    )
+    assert 1024 <= size < 1024 * 1024
+    return f"stage_model: removed {MODEL_ID}@{revision} ({size / 1024:.1f} KiB) to keep {keep} revisions"
+
+
+@pytest.mark.parametrize(("keep", "kept_others"), [(2, {"v0.9"}), (3, {"v0.9", "v0.8"})])
+def test_keep_revisions_removes_the_oldest_before_staging(run_stage, target, model_files, keep, kept_others):
+    model_root = target.parent
+    for revision, month in (("v0.7", 1), ("v0.9", 3), ("v0.8", 2)):
+        stage_revision(model_root, revision, f"2026-0{month}-01T00:00:00Z")
+    removed = {"v0.7", "v0.8", "v0.9"} - kept_others
+    expected_lines = sorted(removal_line(model_root, revision, keep) for revision in removed)
+
+    result = run_stage("--keep-revisions", str(keep))
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert revisions_on_disk(model_root) == {REVISION, *kept_others}
+    assert not any((model_root / revision).exists() for revision in removed)
+    lines = removal_lines(result)
+    assert sorted(lines) == expected_lines
+    # Old revisions go before the download starts, so they free room for it.
+    stdout = result.stdout.splitlines()
+    assert max(stdout.index(line) for line in lines) < next(
+        index for index, line in enumerate(stdout) if line.startswith("stage_model: staging ")
+    )
+
+
+def test_keep_revisions_on_a_complete_target_removes_without_contacting_the_hub(run_stage, hub, target):
+    model_root = target.parent
+    stage_revision(model_root, REVISION, "2026-05-01T00:00:00Z")
+    stage_revision(model_root, "v0.8", "2026-03-01T00:00:00Z")
+    stage_revision(model_root, "v0.9", "2026-04-01T00:00:00Z")
+
+    result = run_stage("--keep-revisions", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert "already complete" in result.stdout
+    assert hub.requests == []
+    assert revisions_on_disk(model_root) == {REVISION, "v0.9"}
+    assert read_marker_file(target)["completedAt"] == "2026-05-01T00:00:00Z"
+
+
+def test_keep_revisions_on_a_rollback_keeps_the_newest_other(run_stage, hub, target):
+    # The target is an older revision, complete from before; the server runs the newest.
+    model_root = target.parent
+    stage_revision(model_root, REVISION, "2026-01-01T00:00:00Z")
+    stage_revision(model_root, "v1.1", "2026-02-01T00:00:00Z")
+    stage_revision(model_root, "v1.2", "2026-03-01T00:00:00Z")
+    expected_lines = [removal_line(model_root, "v1.1", 2)]
+
+    result = run_stage("--keep-revisions", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert revisions_on_disk(model_root) == {REVISION, "v1.2"}
+    assert removal_lines(result) == expected_lines
+    assert "already complete" in result.stdout
+    assert read_marker_file(target)["completedAt"] == "2026-01-01T00:00:00Z"
+    assert hub.requests == []
+
+
+def test_keep_revisions_leaves_partial_foreign_and_outside_directories(run_stage, tmp_path, target, model_files):
+    model_root = target.parent
+    oldest = stage_revision(model_root, "v0.1", "2026-01-01T00:00:00Z")
+    stage_revision(model_root, "v0.2", "2026-02-01T00:00:00Z")
+    write_files(model_root / "v0.3", {"model.safetensors.incomplete": b"x" * 100})
+    untouched = {
+        # a download in progress, or one that failed: no marker
+        "partial": model_root / "v0.3",
+        # markers that do not describe the directory they are in
+        "other-model": stage_revision(model_root, "v0.4", "2020-01-01T00:00:00Z", model_id="acme/other-llm"),
+        "renamed-copy": stage_revision(model_root, "v0.5", "2020-01-01T00:00:00Z").rename(model_root / "v0.5-copy"),
+        "bad-time": stage_revision(model_root, "v0.6", "yesterday"),
+        "bad-json": stage_revision(model_root, "v0.7", "2020-01-01T00:00:00Z"),
+        # another model beside this one
+        "sibling-model": stage_revision(
+            target.parents[1] / "other-llm", "v0.1", "2020-01-01T00:00:00Z", model_id="acme/other-llm"
+        ),
+    }
+    (model_root / "v0.7" / MARKER_NAME).write_text('{"modelId": "acme/tiny-llm", "revis')
+    # A complete old revision outside the model root, linked from inside it and from a
+    # revision that is removed.
+    outside = stage_revision(tmp_path / "elsewhere", "v0.0", "2020-01-01T00:00:00Z")
+    (model_root / "v0.0").symlink_to(outside, target_is_directory=True)
+    (oldest / "linked-out").symlink_to(outside, target_is_directory=True)
+    before = {path: files_under(path) for path in [*untouched.values(), outside]}
+    expected_lines = [removal_line(model_root, "v0.1", 2)]
+
+    result = run_stage("--keep-revisions", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert removal_lines(result) == expected_lines
+    assert not oldest.exists()
+    assert (model_root / "v0.2" / MARKER_NAME).exists()
+    assert {path: files_under(path) for path in before} == before
+    assert (model_root / "v0.0").is_symlink()
+    assert_complete_store(target, model_files)
+
+
+def test_keep_revisions_with_nested_revision_names(run_stage, hub, tmp_path, model_files):
+    model_root = tmp_path / "models" / MODEL_ID
+    target = model_root / "release" / "v2.0"
+    hub.add_model(MODEL_ID, "release/v2.0", model_files)
+    stage_revision(model_root, "release/v1.0", "2026-01-01T00:00:00Z")
+    stage_revision(model_root, "hotfix/v1.0.1", "2026-02-01T00:00:00Z")
+    stage_revision(model_root, "release/v1.1", "2026-03-01T00:00:00Z")
+    expected_lines = sorted(removal_line(model_root, revision, 2) for revision in ("hotfix/v1.0.1", "release/v1.0"))
+
+    result = run_stage("--keep-revisions", "2", revision="release/v2.0", target=target)
+
+    assert result.returncode == 0, result.stderr
+    assert revisions_on_disk(model_root) == {"release/v2.0", "release/v1.1"}
+    assert sorted(removal_lines(result)) == expected_lines
+    assert not (model_root / "hotfix").exists()  # emptied parents go too
+    assert read_marker_file(target)["revision"] == "release/v2.0"
+
+
+@pytest.mark.parametrize("keep_args", [[], ["--keep-revisions", "0"]], ids=["default", "zero"])
+def test_keep_revisions_zero_keeps_every_revision(run_stage, target, keep_args):
+    model_root = target.parent
+    for month in range(1, 5):
+        stage_revision(model_root, f"v0.{month}", f"2026-0{month}-01T00:00:00Z")
+
+    result = run_stage(*keep_args)
+
+    assert result.returncode == 0, result.stderr
+    assert revisions_on_disk(model_root) == {REVISION, "v0.1", "v0.2", "v0.3", "v0.4"}
+    assert removal_lines(result) == []
+
+
+def test_keep_one_revision_is_refused(run_stage, hub, target):
+    model_root = target.parent
+    stage_revision(model_root, "v0.9", "2026-01-01T00:00:00Z")
+
+    result = run_stage("--keep-revisions", "1")
+
+    assert result.returncode == 2
+    assert "--keep-revisions: must be 0 (keep every revision) or at least 2, got 1" in result.stderr
+    assert "running server" in result.stderr
+    assert hub.requests == []
+    assert revisions_on_disk(model_root) == {"v0.9"}
+
+
+def test_keep_revisions_needs_a_target_named_after_the_revision(run_stage, hub, tmp_path):
+    result = run_stage("--keep-revisions", "2", target=tmp_path / "models" / MODEL_ID / "current")
+
+    assert result.returncode == 2
+    assert "--keep-revisions needs a --target that ends with the revision" in result.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize(
+    ("target", "revision", "model_root"),
+    [
+        ("/models/acme/m/v1.0", "v1.0", "/models/acme/m"),
+        ("/models/acme/m/v1.0/", "v1.0", "/models/acme/m"),
+        ("/models/acme/m/release/v1.0", "release/v1.0", "/models/acme/m"),
+        ("/models/acme/m/v1.0", "release/v1.0", None),
+        ("/models/acme/m/other", "v1.0", None),
+        ("/v1.0", "v1.0", None),
+        ("/models/acme/m/v1.0", "../v1.0", None),
+        ("/models/acme/m/v1.0", "release//v1.0", None),
+    ],
+)
+def test_model_root_of(target, revision, model_root):
+    assert load_stage_model().model_root_of(target, revision) == model_root

@@ -12,7 +12,7 @@ import argparse
 import json
 import runpy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -48,11 +48,63 @@ APPLY_ORDER = [
 
 
 @dataclass(frozen=True)
+class Options:
+    """The resource options a registration carried: the part of the plan manifests do not show."""
+
+    depends_on: frozenset[str] = frozenset()
+    """What it waits for, as Kind/name (components as their type token/name)."""
+    timeouts: dict[str, str] = field(default_factory=dict)
+    """Custom timeouts by operation (create, update, delete)."""
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+    replace_on_changes: tuple[str, ...] = ()
+    ignore_changes: tuple[str, ...] = ()
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """The mock monitor, also keeping each registration's resource options by URN."""
+
+    def __init__(self, mocks_impl: mocks.Mocks):
+        super().__init__(mocks_impl)
+        self.requests: dict[str, Any] = {}
+
+    def RegisterResource(self, request):  # noqa: N802 - the monitor's RPC name
+        response = super().RegisterResource(request)
+        self.requests[response.urn] = request
+        return response
+
+    def options(self, urn: str) -> Options:
+        request = self.requests.get(urn)
+        if request is None:
+            return Options()
+        timeouts = request.customTimeouts
+        return Options(
+            depends_on=frozenset(self._describe(dependency) for dependency in request.dependencies),
+            timeouts={op: getattr(timeouts, op) for op in ("create", "update", "delete") if getattr(timeouts, op)},
+            protect=request.protect,
+            retain_on_delete=request.retainOnDelete,
+            delete_before_replace=request.deleteBeforeReplace,
+            replace_on_changes=tuple(request.replaceOnChanges),
+            ignore_changes=tuple(request.ignoreChanges),
+        )
+
+    def _describe(self, urn: str) -> str:
+        registration = self.resources.get(urn)
+        state = registration.state if registration else {}
+        if isinstance(state, dict) and "kind" in state:
+            return f"{state['kind']}/{plain(state.get('metadata', {})).get('name', '')}"
+        return f"{_type_chain(urn)[-1]}/{urn.rsplit('::', 1)[-1]}"
+
+
+@dataclass(frozen=True)
 class RenderedObject:
     manifest: dict
     """The object as kubectl would apply it."""
     component: str
     """Type token of the component that created it, or "" for the stack itself."""
+    options: Options = Options()
+    """Its resource options: dependencies, timeouts, protect, retain and replace behaviour."""
 
     @property
     def kind(self) -> str:
@@ -84,6 +136,11 @@ class Rendering:
         """The manifest of the one object of a kind; ValueError unless there is exactly one."""
         (manifest,) = [obj.manifest for obj in self.objects if obj.kind == kind]
         return manifest
+
+    def options(self, kind: str, name: Optional[str] = None) -> Options:
+        """The resource options of an object (the only one of its kind when no name is given)."""
+        (found,) = [obj.options for obj in self.objects if obj.kind == kind and name in (None, obj.name)]
+        return found
 
 
 class EchoMocks(mocks.Mocks):
@@ -160,15 +217,16 @@ def run_under_mocks(
 
     Pass a monitor to see what was registered even when the program raises.
     """
-    monitor = monitor or mocks.MockMonitor(EchoMocks())
+    monitor = monitor or RecordingMonitor(EchoMocks())
     settings.ROOT.set(None)
     mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
     set_all_config(config)
     _sync_await(run_pulumi_func(program))
     registered = list(monitor.resources.items())
     outputs = _sync_await(_stack_outputs())
+    recorded = monitor.options if isinstance(monitor, RecordingMonitor) else lambda urn: Options()
     objects = [
-        RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn))
+        RenderedObject(manifest=redact(plain(registration.state)), component=_component_of(urn), options=recorded(urn))
         for urn, registration in registered
         if _type_chain(urn)[-1].startswith("kubernetes:")
     ]

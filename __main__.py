@@ -19,7 +19,13 @@ name = config.name
 
 namespace: pulumi.Input[str] = config.namespace
 if config.create_namespace:
-    namespace = k8s.core.v1.Namespace(config.namespace, metadata={"name": config.namespace}).metadata.name
+    # Kept on destroy: deleting a namespace deletes everything in it, the model claim and
+    # whatever else came to live there.
+    namespace = k8s.core.v1.Namespace(
+        config.namespace,
+        metadata={"name": config.namespace},
+        opts=pulumi.ResourceOptions(retain_on_delete=True),
+    ).metadata.name
 
 gpu = GpuClaim(f"{name}-gpu", gpu_claim_args(config))
 store = ModelStore(name, model_store_args(config, namespace))

@@ -5,10 +5,10 @@ from .autoscaler import Autoscaler, AutoscalerArgs
 from .exposure import Exposure, ExposureArgs
 from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs
 from .model_store import ModelStore, ModelStoreArgs
-from .vllm_server import ApiKeySecretArgs, VLLMServer, VLLMServerArgs
+from .pods import PodSettingsArgs, SecretKeyArgs, TolerationArgs
+from .vllm_server import VLLMServer, VLLMServerArgs
 
 __all__ = [
-    "ApiKeySecretArgs",
     "Autoscaler",
     "AutoscalerArgs",
     "ComponentArgsError",
@@ -20,6 +20,9 @@ __all__ = [
     "HamiSliceArgs",
     "ModelStore",
     "ModelStoreArgs",
+    "PodSettingsArgs",
+    "SecretKeyArgs",
+    "TolerationArgs",
     "VLLMServer",
     "VLLMServerArgs",
 ]

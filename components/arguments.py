@@ -79,18 +79,17 @@ HttpUrl = rule(grammar.http_url)
 class Check:
     """A rule between arguments; it runs only when every argument it reads is valid and known.
 
-    Arguments in ``presence`` are read only for whether they are set, so the rule runs even
-    when their value is wrong (that is reported on its own).
+    An argument the rule only tests for being set is not one it reads: the rule then runs
+    even when that argument's value is wrong (which is reported on its own).
     """
 
     reads: tuple[str, ...]
-    presence: tuple[str, ...]
     run: Callable[[dict[str, Any]], Problems]
 
 
-def check(*reads: str, presence: tuple[str, ...] = ()) -> Callable[[Callable[[dict[str, Any]], Problems]], Check]:
-    """Declare a cross-argument rule, the arguments it reads, and those it only tests for being set."""
-    return lambda run: Check(reads=reads, presence=presence, run=run)
+def check(*reads: str) -> Callable[[Callable[[dict[str, Any]], Problems]], Check]:
+    """Declare a cross-argument rule and the arguments whose values it reads."""
+    return lambda run: Check(reads=reads, run=run)
 
 
 def with_defaults(args: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,6 +117,8 @@ class ArgsSpec:
         self.name_rule = name_rule
         self.fields: dict[str, set[str]] = {}
         """Field names of every TypedDict level, keyed by its dotted path ("" is the top)."""
+        self.key_paths: set[str] = set()
+        """Paths of mapping arguments' keys (``env[key]``), which rules may also name."""
         self._adapter = TypeAdapter(self._validating_typeddict(args_type, ""))
         unused = set(self.rules) - self._paths()
         if unused:
@@ -181,13 +182,15 @@ class ArgsSpec:
         if origin is list:
             return list[self._validating_type(params[0], path)]  # type: ignore[misc]
         if origin is dict:
-            return dict[self._validating_type(params[0], path), self._validating_type(params[1], path)]  # type: ignore[misc]
+            self.key_paths.add(f"{path}[key]")
+            key = self.rules.get(f"{path}[key]") or self._validating_type(params[0], path)
+            return dict[key, self._validating_type(params[1], path)]  # type: ignore[misc]
         if annotation is str:
             return Text
         return annotation
 
     def _paths(self) -> set[str]:
-        return {f"{prefix}{field}" for prefix, names in self.fields.items() for field in names}
+        return {f"{prefix}{field}" for prefix, names in self.fields.items() for field in names} | self.key_paths
 
     def _without_none(self, args: Mapping[str, Any], typed_dict: type) -> dict[str, Any]:
         """Optional arguments given as None mean "the default", as if they were left out."""
@@ -214,7 +217,7 @@ class ArgsSpec:
                 messages.append((path, f"is not an argument of {self.component}{hint}"))
                 continue
             path, rest = self._split_location(item["loc"])
-            where = "".join(f"item {part + 1}: " if isinstance(part, int) else f"key {part!r}: " for part in rest)
+            where = "".join(_where(part, rest[index + 1 :]) for index, part in enumerate(rest) if part != "[key]")
             messages.append((path, where + _message(item)))
         return messages
 
@@ -223,7 +226,7 @@ class ArgsSpec:
         path, level = "", ""
         for index, part in enumerate(loc):
             if not (isinstance(part, str) and part in self.fields.get(level, ())):
-                return path, tuple(p for p in loc[index:] if p != "[key]")
+                return path, loc[index:]
             path = f"{level}{part}"
             level = f"{path}."
         return path, ()
@@ -235,6 +238,7 @@ _Awaitable = get_origin(typing.Awaitable[int])
 def _hints(typed_dict: type) -> dict[str, Any]:
     # pulumi.Input[T] refers to "Output[T]" by name, resolved in pulumi.output's namespace.
     return typing.get_type_hints(typed_dict, localns={"Output": pulumi.Output, "T": pulumi_output.T})
+
 
 _TYPE_WORDS = {
     "string_type": "a string",
@@ -265,10 +269,17 @@ def _message(item: dict) -> str:
         words, key = bounds[kind]
         return f"must be {words} {context[key]}"
     if kind == "literal_error":
-        return f"must be one of {context['expected'].replace(chr(39), '')}"
+        return f"must be one of {context['expected'].replace(repr(''), '(empty)').replace(chr(39), '')}"
     if kind == "value_error":
         return str(context["error"])
     return item["msg"]
+
+
+def _where(part: Any, after: tuple) -> str:
+    """Where below an argument a problem is: "item 2: ", "key 'a/b': " or "'a': "."""
+    if isinstance(part, int):
+        return f"item {part + 1}: "
+    return f"key {part!r}: " if after[:1] == ("[key]",) else f"{part!r}: "
 
 
 def _get(args: Mapping[str, Any], path: str) -> Any:

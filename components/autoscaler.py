@@ -158,6 +158,9 @@ def scaled_object_spec(args: AutoscalerArgs) -> dict:
                     "serverAddress": args["prometheus_address"],
                     "query": queue_depth_query(args["namespace"], args["served_model_name"]),
                     "threshold": str(args["queue_depth_target"]),
+                    # KEDA reads an empty result as 0 by default, so a metric Prometheus never
+                    # scrapes looks like an idle server; this makes it an error on the ScaledObject.
+                    "ignoreNullValues": "false",
                 },
             }
         ],

@@ -18,7 +18,7 @@ COMPONENT = "api"
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
-INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer")
+INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener")
 
 
@@ -55,6 +55,9 @@ class ExposureArgs(TypedDict):
     """How long the route keeps a request open (streamed completions). Default 3600."""
     max_body_size: NotRequired[str]
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
+    wait_for_address: NotRequired[bool]
+    """Ingress only: wait until the controller publishes the Ingress's address (Pulumi's default, up to
+    10 minutes). False for controllers that never publish one, e.g. on bare metal. Default true."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -69,7 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "cluster_issuer": None,
     "stream_timeout_seconds": 3600,
     "max_body_size": "64m",
+    "wait_for_address": True,
 }
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 
 def _nginx_size(value: str) -> str:
@@ -83,8 +88,9 @@ def _given(args: dict, fields: tuple[str, ...]) -> list[str]:
     return [field for field in fields if args[field] not in (None, DEFAULTS[field])]
 
 
-@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds", presence=("host",))
+@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds")
 def _route_settings_take_effect(args: dict) -> Problems:
+    # host is only tested for being set, so this runs even when its value is wrong.
     if not args["host"]:
         problems = {"tls": "needs a host: a certificate is issued for a host name"} if args["tls"] else {}
         route_fields = ("route", "stream_timeout_seconds", *INGRESS_ONLY, *GATEWAY_ONLY)
@@ -103,7 +109,7 @@ def _route_settings_take_effect(args: dict) -> Problems:
     }
     problems |= {
         field: "only applies to an Ingress; remove it with route gateway"
-        for field in _given(args, ("ingress_class", "max_body_size"))
+        for field in _given(args, ("ingress_class", "max_body_size", "wait_for_address"))
     }
     if not args["gateway_name"]:
         problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
@@ -160,6 +166,9 @@ def ingress_annotations(args: ExposureArgs) -> dict[str, str]:
         )
     if args["tls"] and args["cluster_issuer"]:
         annotations["cert-manager.io/cluster-issuer"] = args["cluster_issuer"]
+    if not args["wait_for_address"]:
+        # pulumi-kubernetes waits for .status.loadBalancer.ingress otherwise (pkg/await/ingress.go).
+        annotations.update(SKIP_AWAIT)
     return annotations
 
 

@@ -11,8 +11,8 @@ from typing import Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 
-from .arguments import ArgsSpec, DnsSubdomain, LabelValue, Problems, check, int_range, rule, with_defaults
-from .grammar import token
+from .arguments import ArgsSpec, DnsSubdomain, Problems, check, int_range, rule, with_defaults
+from .grammar import label_value, token
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -45,8 +45,9 @@ class GpuClaimArgs(TypedDict):
     """How pods get GPUs: nvidia (whole GPUs) or hami (vGPU slices). Default nvidia."""
     count: int
     """GPUs per pod (whole GPUs, or the GPUs a HAMi slice spans), at least 1."""
-    product: NotRequired[Optional[str]]
-    """Require nodes whose nvidia.com/gpu.product label has this value."""
+    products: NotRequired[list[str]]
+    """Require nodes whose nvidia.com/gpu.product label (GPU Feature Discovery) is one of these, e.g.
+    ["NVIDIA-H100-80GB-HBM3"]; empty allows any GPU."""
     runtime_class_name: NotRequired[Optional[str]]
     """runtimeClassName for the pod, e.g. nvidia on GPU Operator clusters."""
     tolerate_gpu_taint: NotRequired[bool]
@@ -57,7 +58,7 @@ class GpuClaimArgs(TypedDict):
 
 DEFAULTS: dict[str, Any] = {
     "backend": "nvidia",
-    "product": None,
+    "products": [],
     "runtime_class_name": None,
     "tolerate_gpu_taint": True,
     "hami": {},
@@ -126,7 +127,7 @@ SPEC = ArgsSpec(
     rules={
         "backend": Literal["nvidia", "hami"],
         "count": int_range(1),
-        "product": LabelValue,
+        "products": list[rule(lambda value: label_value(token(value)))],  # type: ignore[misc]
         "runtime_class_name": DnsSubdomain,
         **HAMI_RULES,
     },
@@ -143,7 +144,7 @@ def pod_fragment(args: GpuClaimArgs) -> GpuPodFragment:
     """The pod-spec fragment for valid arguments."""
     args = with_defaults(args, DEFAULTS)
     count = args["count"]
-    product = args["product"]
+    products = args["products"]
     fragment = GpuPodFragment(
         limits={GPU_RESOURCE: str(count)},
         annotations={},
@@ -153,7 +154,7 @@ def pod_fragment(args: GpuClaimArgs) -> GpuPodFragment:
             if args["tolerate_gpu_taint"]
             else []
         ),
-        affinity=_product_affinity(product) if product else None,
+        affinity=_product_affinity(products) if products else None,
         runtime_class_name=args["runtime_class_name"],
         vllm_args=[],
     )
@@ -162,8 +163,8 @@ def pod_fragment(args: GpuClaimArgs) -> GpuPodFragment:
     return fragment
 
 
-def _product_affinity(product: str) -> dict:
-    term = {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": [product]}]}
+def _product_affinity(products: list[str]) -> dict:
+    term = {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": products}]}
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
 
 

@@ -245,3 +245,31 @@ def port_name(value: str) -> str:
     if len(value) > 15 or not valid:
         raise ValueError("must be a port name: at most 15 lowercase letters, digits and '-', with a letter, e.g. http")
     return value
+
+
+def with_registry(reference: str, registry: str) -> str:
+    """A valid image reference pulled from another registry (a mirror): its own registry, if any,
+    replaced, e.g. vllm/vllm-openai:v0.11.0 -> harbor.internal/hub/vllm/vllm-openai:v0.11.0."""
+    # Without '.', ':' or localhost the first component is a Docker Hub path, as
+    # distribution/reference's normalize.go splits it.
+    match = _IMAGE.fullmatch(reference)
+    if match is None:
+        raise ValueError(f"{reference!r} is not an image reference")
+    domain = match["domain"]
+    own_registry = domain and ("." in domain or ":" in domain or domain == "localhost")
+    rest = reference[len(domain) + 1 :] if own_registry else reference
+    if not own_registry and "/" not in match["name"]:
+        rest = f"library/{rest}"  # Docker Hub's own images, as a mirror of it names them
+    return f"{registry.rstrip('/')}/{rest}"
+
+
+def registry(value: str) -> str:
+    """A registry host, with an optional port and path, that image references can start with."""
+    host = value.split("/")[0]
+    try:
+        image_reference(f"{value}/image:tag")
+    except ValueError:
+        host = ""
+    if not ("." in host or ":" in host or host == "localhost"):
+        raise ValueError("must be a registry such as harbor.internal or harbor.internal:5000/dockerhub")
+    return value

@@ -11,10 +11,11 @@ created after the weights are in place. Pods never download, so they never race.
 import hashlib
 import posixpath
 from pathlib import Path
-from typing import Any, Literal, NotRequired, Optional, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import AfterValidator, Field
 
 from . import grammar
 from .arguments import (
@@ -31,8 +32,10 @@ from .arguments import (
     rule,
     with_defaults,
 )
-from .escaping import container_texts
+from .escaping import container_text, container_texts
 from .labels import object_labels
+from .pods import RULES as POD_RULES
+from .pods import PodSettingsArgs, apply_pod_settings, rules_under, tolerations_problems
 from .stage_model import MARKER_NAME
 
 STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
@@ -45,6 +48,7 @@ INSTALL_AND_RUN = (
     '--target "$CLIENT_DIR" $MODELSCOPE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
 )
 COMPONENT = "model-store"
+REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
 JOB_SUFFIX = "-stage-12345678"
 """What the Job's name adds to the component's name: the Job labels its pods with its name, a label value."""
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
@@ -82,6 +86,19 @@ class ModelStoreArgs(TypedDict):
     """How long the Job may run before it is failed. Default 240."""
     max_workers: NotRequired[int]
     """Files downloaded in parallel. Default 4."""
+    package_index: NotRequired[Optional[str]]
+    """Python package index (a mirror) the Job installs the client from; None uses pip's default."""
+    model_size_gb: NotRequired[Optional[float]]
+    """Size of the model's weights in GB; with it, a claim too small for revisions_to_keep of them is refused."""
+    revisions_to_keep: NotRequired[int]
+    """Complete revisions of the model kept on the claim: before staging, the Job removes the oldest
+    beyond this many, keeping the newest other one, which the server still uses during an upgrade.
+    At least 2; 0 keeps every revision. Default 2."""
+    protect_claim: NotRequired[bool]
+    """Protect the claim it creates: Pulumi refuses to delete or replace it. Default false; the claim
+    is kept in the cluster on destroy either way."""
+    pod: NotRequired[PodSettingsArgs]
+    """Pull secrets, priority class, extra node selector and tolerations of the Job's pod."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -97,7 +114,13 @@ DEFAULTS: dict[str, Any] = {
     "mount_path": "/models",
     "timeout_minutes": 240,
     "max_workers": 4,
+    "package_index": None,
+    "model_size_gb": None,
+    "revisions_to_keep": 2,
+    "protect_claim": False,
+    "pod": {},
 }
+GIGABYTE = 10**9
 
 
 def model_dir(mount_path: str, model_id: str, revision: str) -> str:
@@ -128,12 +151,40 @@ def _revision(value: str) -> str:
     return grammar.path_segments(value, "a branch, tag or commit, e.g. master or v1.0.0")
 
 
-@check("existing_claim", "size", "storage_class", "access_mode")
+@check("existing_claim", "size", "storage_class", "access_mode", "protect_claim")
 def _claim_settings(args: dict) -> Problems:
     if not args["existing_claim"]:
         return {} if args["size"] else {"size": "is required to create a claim (or name an existing_claim)"}
-    given = [f for f in ("size", "storage_class", "access_mode") if args[f] not in (None, DEFAULTS[f])]
+    given = [f for f in ("size", "storage_class", "access_mode", "protect_claim") if args[f] not in (None, DEFAULTS[f])]
     return {field: "has no effect with existing_claim; remove it" for field in given}
+
+
+@check("size", "model_size_gb", "revisions_to_keep", "existing_claim")
+def _claim_holds_the_revisions(args: dict) -> Problems:
+    if args["existing_claim"] or not args["size"] or args["model_size_gb"] is None:
+        return {}
+    revisions = args["revisions_to_keep"] or 2
+    needed = args["model_size_gb"] * revisions * GIGABYTE
+    if grammar.parse_quantity(args["size"]) < needed:
+        return {
+            "size": f"cannot hold {revisions} revisions of a {args['model_size_gb']:g} GB model "
+            f"({needed / GIGABYTE:g} GB): during an upgrade the new revision downloads while the server still "
+            "reads the old one; raise it"
+        }
+    return {}
+
+
+@check("package_index", "install_client")
+def _index_needs_the_install(args: dict) -> Problems:
+    if args["package_index"] and not args["install_client"]:
+        return {"package_index": "has no effect when install_client is false (nothing is installed); remove it"}
+    return {}
+
+
+def _revisions_to_keep(value: int) -> int:
+    if value == 1:
+        raise ValueError("must be 0 (keep all) or at least 2: the revision the server uses must survive an upgrade")
+    return value
 
 
 SPEC = ArgsSpec(
@@ -154,8 +205,12 @@ SPEC = ArgsSpec(
         "mount_path": rule(grammar.absolute_path),
         "timeout_minutes": int_range(1, MAX_TIMEOUT_MINUTES),
         "max_workers": int_range(1, 64),
+        "package_index": HttpUrl,
+        "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
+        "revisions_to_keep": Annotated[int, Field(ge=0, le=100), AfterValidator(_revisions_to_keep)],
+        **rules_under("pod", POD_RULES),
     },
-    checks=(_claim_settings,),
+    checks=(_claim_settings, _claim_holds_the_revisions, _index_needs_the_install, tolerations_problems("pod")),
     name_rule=lambda name: grammar.dns_label(name, grammar.DNS_LABEL_MAX - len(JOB_SUFFIX)),
 )
 
@@ -175,6 +230,8 @@ def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
         "--target", target,
         "--max-workers", str(args["max_workers"]),
     ]
+    if args["revisions_to_keep"]:
+        command += ["--keep-revisions", str(args["revisions_to_keep"])]
     if args["endpoint"]:
         command += ["--endpoint", args["endpoint"]]
     for pattern in args["allow_patterns"]:
@@ -198,6 +255,9 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
         {"name": "MODELSCOPE_CLIENT", "value": " ".join(MODELSCOPE_CLIENT)},
         {"name": "CLIENT_DIR", "value": CLIENT_DIR},
     ]
+    if args["package_index"]:
+        # pip reads its index from the environment: no URL is spliced into the shell text.
+        env.append({"name": "PIP_INDEX_URL", "value": container_text(args["package_index"])})
     # sh -c SCRIPT NAME ARGS...: the script sees ARGS as "$@".
     return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": script_args, "env": env}
 
@@ -212,7 +272,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
         "activeDeadlineSeconds": args["timeout_minutes"] * 60,
         "template": {
             "metadata": {"labels": object_labels(name, COMPONENT)},
-            "spec": {
+            "spec": apply_pod_settings({
                 "restartPolicy": "Never",
                 "containers": [
                     {
@@ -236,7 +296,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
                     {"name": "script", "configMap": {"name": script_config_map}},
                     {"name": "tmp", "emptyDir": {}},
                 ],
-            },
+            }, args["pod"]),
         },
     }
 
@@ -272,7 +332,9 @@ class ModelStore(pulumi.ComponentResource):
                     "resources": {"requests": {"storage": args["size"]}},
                     **({"storageClassName": args["storage_class"]} if args["storage_class"] else {}),
                 },
-                opts=child,
+                # The weights took hours to stage: a destroy leaves the claim (and its volume) in
+                # the cluster; protect_claim also refuses a replacement, e.g. on a storage change.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, protect=args["protect_claim"]),
             )
             claim_name = claim.metadata.name
 
@@ -286,7 +348,10 @@ class ModelStore(pulumi.ComponentResource):
         timeout = f"{args['timeout_minutes'] + 5}m"
         job = k8s.batch.v1.Job(
             job_name,
-            metadata={"name": job_name, "namespace": namespace, "labels": labels},
+            # A failed Job is replaced on the next up, and the new one resumes from the volume;
+            # without this the provider awaits the failed Job again and fails at once
+            # (provider.go Diff, replaceUnready for Jobs).
+            metadata={"name": job_name, "namespace": namespace, "labels": labels, "annotations": REPLACE_UNREADY},
             spec=job_spec(args, name, claim_name, f"{name}-stage-script"),
             opts=pulumi.ResourceOptions(
                 parent=self,

@@ -1,7 +1,7 @@
 """VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
 
 import posixpath
-from typing import Annotated, Any, NotRequired, Optional, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -25,7 +25,20 @@ from .arguments import (
 from .escaping import container_text, container_texts
 from .gpu_claim import GPU_RESOURCE, GpuPodFragment
 from .labels import object_labels, selector_labels
+from .pods import (
+    RULES as POD_RULES,
+    SECRET_KEY_RULES,
+    EnvName,
+    PodSettingsArgs,
+    SecretKeyArgs,
+    apply_pod_settings,
+    env_list,
+    plain_env_name,
+    rules_under,
+    tolerations_problems,
+)
 from .probes import MAX_STARTUP_MINUTES, health_probes
+from .rollout import load_minutes, rollout_timeouts, termination_grace_seconds
 from .vllm_args import (
     SERVE_COMMAND,
     extra_args_problems,
@@ -43,15 +56,6 @@ PARALLEL_SHM_SIZE = "20Gi"
 SINGLE_GPU_SHM_SIZE = "2Gi"
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 """The release this project's facts were checked against (API key scope, loading options, flags)."""
-
-
-class ApiKeySecretArgs(TypedDict):
-    """An existing Secret key holding the API key clients must send."""
-
-    name: str
-    """Name of the Secret."""
-    key: str
-    """Key inside the Secret."""
 
 
 class VLLMServerArgs(TypedDict):
@@ -94,14 +98,34 @@ class VLLMServerArgs(TypedDict):
     """Size of the memory-backed /dev/shm; None picks one from the parallelism."""
     replicas: NotRequired[Optional[int]]
     """Replica count; None leaves it to an autoscaler."""
-    api_key_secret: NotRequired[Optional[ApiKeySecretArgs]]
+    max_replicas: NotRequired[Optional[int]]
+    """The most replicas that may run (an autoscaler's maximum); sizes the rollout's timeout. None: replicas."""
+    api_key_secret: NotRequired[Optional[SecretKeyArgs]]
     """Secret key with the API key; None serves without one."""
     startup_timeout_minutes: NotRequired[int]
-    """How long a pod may take to load the model. Default 30."""
+    """How long a pod may take to load the model (the startup probe's budget). Default 30."""
+    image_pull_minutes: NotRequired[int]
+    """Time allowed to pull the image on a fresh node (about 10 GB), per pod of a rollout. Default 15."""
+    model_size_gb: NotRequired[Optional[float]]
+    """Size of the model's weights in GB; with it, a startup budget too short to read them is refused."""
+    min_read_mb_per_s: NotRequired[int]
+    """The slowest rate, in MB/s, the model volume is expected to deliver during a load. Default 200."""
+    network_volume: NotRequired[bool]
+    """The model volume is a network file system (NFS, Lustre): load the weights eagerly. Default false."""
+    load_strategy: NotRequired[Optional[str]]
+    """vllm --safetensors-load-strategy, lazy or eager; None: eager on a network volume, else vLLM's default."""
+    drain_seconds: NotRequired[int]
+    """How long a stopping pod keeps serving its open streams after it leaves the Service. Default 120."""
     max_surge: NotRequired[int]
     """Extra pods during a rolling update. Default 0: GPUs are scarce."""
     max_unavailable: NotRequired[int]
     """Pods that may be down during a rolling update. Default 1."""
+    env: NotRequired[dict[str, str]]
+    """Extra environment variables of the server (NCCL, hub settings); never secrets."""
+    secret_env: NotRequired[dict[str, SecretKeyArgs]]
+    """Extra environment variables of the server taken from Secrets."""
+    pod: NotRequired[PodSettingsArgs]
+    """Pull secrets, priority class, extra node selector and tolerations of the server's pods."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -113,11 +137,24 @@ DEFAULTS: dict[str, Any] = {
     "extra_args": [],
     "shm_size": None,
     "replicas": None,
+    "max_replicas": None,
     "api_key_secret": None,
     "startup_timeout_minutes": 30,
+    "image_pull_minutes": 15,
+    "model_size_gb": None,
+    "min_read_mb_per_s": 200,
+    "network_volume": False,
+    "load_strategy": None,
+    "drain_seconds": 120,
     "max_surge": 0,
     "max_unavailable": 1,
+    "env": {},
+    "secret_env": {},
+    "pod": {},
 }
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+"""Environment the server always gets: serve only the staged files, send no usage reports."""
+API_KEY_ENV = "VLLM_API_KEY"
 
 
 def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> str:
@@ -173,6 +210,32 @@ def _extra_args_exist_in_the_release(args: dict) -> Problems:
     return {}
 
 
+@check("startup_timeout_minutes", "model_size_gb", "min_read_mb_per_s")
+def _startup_budget_reads_the_weights(args: dict) -> Problems:
+    if args["model_size_gb"] is None:
+        return {}
+    needed = load_minutes(args["model_size_gb"], args["min_read_mb_per_s"])
+    if args["startup_timeout_minutes"] < needed:
+        return {
+            "startup_timeout_minutes": f"({args['startup_timeout_minutes']}) is shorter than the {needed} minutes a "
+            f"{args['model_size_gb']:g} GB model needs to load at min_read_mb_per_s ({args['min_read_mb_per_s']} MB/s); "
+            "raise it, or min_read_mb_per_s if the volume is faster"
+        }
+    return {}
+
+
+@check("env", "secret_env", "api_key_secret")
+def _env_names_are_free(args: dict) -> Problems:
+    taken = {*SERVER_ENV, *([API_KEY_ENV] if args["api_key_secret"] else [])}
+    problems = {}
+    for argument in ("env", "secret_env"):
+        if clash := sorted(taken & args[argument].keys()):
+            problems[argument] = f"sets {', '.join(clash)}, which the server sets itself"
+    if both := sorted(args["env"].keys() & args["secret_env"].keys()):
+        problems["secret_env"] = f"and env both set {', '.join(both)}; keep one"
+    return problems
+
+
 SAMPLE_SETTINGS = {
     "served_model_name": "m",
     "tensor_parallel_size": 1,
@@ -215,11 +278,20 @@ SPEC = ArgsSpec(
         "memory": ByteQuantity,
         "shm_size": ByteQuantity,
         "replicas": int_range(1),
-        "api_key_secret.name": DnsSubdomain,
-        "api_key_secret.key": rule(grammar.secret_key),
+        "max_replicas": int_range(1),
+        **rules_under("api_key_secret", SECRET_KEY_RULES),
         "startup_timeout_minutes": int_range(1, MAX_STARTUP_MINUTES),
+        "image_pull_minutes": int_range(0, 24 * 60),
+        "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
+        "min_read_mb_per_s": int_range(1, 10**6),
+        "load_strategy": Literal["lazy", "eager"],
+        "drain_seconds": int_range(0, 24 * 3600),
         "max_surge": int_range(0),
         "max_unavailable": int_range(0),
+        "env[key]": rule(plain_env_name),
+        "secret_env[key]": EnvName,
+        **rules_under("secret_env", SECRET_KEY_RULES),
+        **rules_under("pod", POD_RULES),
     },
     checks=(
         _within_mount,
@@ -228,6 +300,9 @@ SPEC = ArgsSpec(
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
         _own_flags_exist_in_the_release,
+        _startup_budget_reads_the_weights,
+        _env_names_are_free,
+        tolerations_problems("pod"),
     ),
     name_rule=grammar.dns_label,
 )
@@ -262,11 +337,18 @@ def _container_input(value: pulumi.Input[str]) -> pulumi.Input[str]:
 
 def container_env(args: VLLMServerArgs) -> list[dict]:
     args = with_defaults(args, DEFAULTS)
-    env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "VLLM_NO_USAGE_STATS", "value": "1"}]
+    env = [{"name": name, "value": value} for name, value in SERVER_ENV.items()]
     if secret := args["api_key_secret"]:
-        key_ref = {"secretKeyRef": {"name": secret["name"], "key": secret["key"]}}
-        env.append({"name": "VLLM_API_KEY", "valueFrom": key_ref})
-    return env
+        env += env_list({}, {API_KEY_ENV: secret})
+    return env + env_list(args["env"], args["secret_env"])
+
+
+def load_flags(args: VLLMServerArgs) -> list[str]:
+    """Eager loading from network file systems: vLLM's lazy default memory-maps every file, and each
+    rank reads it again (vllm/config/load.py recommends eager for NFS and Lustre)."""
+    args = with_defaults(args, DEFAULTS)
+    strategy = args["load_strategy"] or ("eager" if args["network_volume"] else None)
+    return ["--safetensors-load-strategy", strategy] if strategy else []
 
 
 def store_check_container(args: VLLMServerArgs) -> dict:
@@ -301,7 +383,11 @@ def server_container(args: VLLMServerArgs) -> dict:
         "args": [
             _container_input(args["model_path"]),
             *container_texts(
-                serve_flags(**_serve_settings(args), backend_args=gpu["vllm_args"], extra_args=args["extra_args"])
+                serve_flags(
+                    **_serve_settings(args),
+                    backend_args=[*gpu["vllm_args"], *load_flags(args)],
+                    extra_args=args["extra_args"],
+                )
             ),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
@@ -312,7 +398,15 @@ def server_container(args: VLLMServerArgs) -> dict:
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
         **health_probes(PORT_NAME, args["startup_timeout_minutes"]),
+        **drain_hook(args["drain_seconds"]),
     }
+
+
+def drain_hook(drain_seconds: int) -> dict:
+    """A preStop delay: a stopping pod leaves the Service's endpoints at once and keeps serving
+    its open streams this long. vLLM 0.11.0 stops its engine at SIGTERM before its HTTP server
+    drains (entrypoints/openai/api_server.py run_server_worker), so what still runs then is cut."""
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": drain_seconds}}}} if drain_seconds else {}
 
 
 def pod_spec(args: VLLMServerArgs) -> dict:
@@ -336,7 +430,21 @@ def pod_spec(args: VLLMServerArgs) -> dict:
         "runtimeClassName": gpu["runtime_class_name"],
     }
     spec.update({key: value for key, value in optional.items() if value})
-    return spec
+    spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
+    return apply_pod_settings(spec, args["pod"])
+
+
+def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
+    """(create, update) minutes for Pulumi's wait on the Deployment."""
+    args = with_defaults(args, DEFAULTS)
+    return rollout_timeouts(
+        max_replicas=args["max_replicas"] or args["replicas"] or 1,
+        max_surge=args["max_surge"],
+        max_unavailable=args["max_unavailable"],
+        startup_minutes=args["startup_timeout_minutes"],
+        image_pull_minutes=args["image_pull_minutes"],
+        drain_seconds=args["drain_seconds"],
+    )
 
 
 def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
@@ -379,18 +487,20 @@ class VLLMServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
-        # Pulumi waits for the pods to become ready; a large model needs the whole startup budget.
-        timeout = f"{args['startup_timeout_minutes'] + 10}m"
+        create, update = server_timeouts(args)
         deployment = k8s.apps.v1.Deployment(
             name,
             metadata={"name": name, "namespace": args["namespace"], "labels": object_labels(name, COMPONENT)},
             spec=deployment_spec(name, args),
             opts=pulumi.ResourceOptions(
-                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout)
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
             ),
         )
         self.deployment_name = deployment.metadata.name
-        self.selector_labels = pulumi.Output.from_input(selector_labels(name, COMPONENT))
+        # Resolved only once the rollout is complete, so whatever selects the pods (the Service)
+        # is created after them rather than in parallel.
+        labels = selector_labels(name, COMPONENT)
+        self.selector_labels = deployment.metadata.apply(lambda _: labels)
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
         self.register_outputs(

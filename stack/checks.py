@@ -9,6 +9,7 @@ sets that no component would ever see.
 import re
 
 from components.autoscaler import autoscaler_problems
+from components.grammar import registry
 from components.exposure import exposure_problems
 from components.gpu_claim import gpu_claim_problems, pod_fragment
 from components.model_store import model_dir, model_store_problems
@@ -19,12 +20,12 @@ from .component_args import (
     AUTOSCALER_KEYS,
     EXPOSURE_KEYS,
     GPU_KEYS,
-    SERVER_KEYS,
     StoreOutputs,
     autoscaler_args,
     exposure_args,
     gpu_claim_args,
     model_store_args,
+    server_keys,
     store_keys,
     vllm_server_args,
 )
@@ -61,7 +62,7 @@ def component_problems(config: StackConfig) -> list[Problem]:
     server = vllm_server_args(config, config.namespace, _fragment_for_checks(config, gpu_args, gpu_problems), store)
     problems = as_config_problems(gpu_problems, GPU_KEYS)
     problems += as_config_problems(store_problems, store_keys(config))
-    problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
+    problems += as_config_problems(vllm_server_problems(server, config.name), server_keys(config))
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME), config.name), EXPOSURE_KEYS
     )
@@ -122,6 +123,11 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             for key in AUTOSCALING_KEYS
             if key in config.explicit
         ]
+    if config.image_registry not in (None, INVALID):
+        try:
+            registry(config.image_registry)
+        except ValueError as error:
+            problems.append(Problem(key="imageRegistry", message=str(error)))
     if config.api_key_secret_name is None and "apiKeySecretKey" in config.explicit:
         problems.append(Problem(key="apiKeySecretKey", message="has no effect without apiKeySecretName; set both or neither"))
     return problems

@@ -20,6 +20,8 @@ from components import (
     VLLMServerArgs,
 )
 
+from components.grammar import with_registry
+
 from .config import StackConfig
 
 
@@ -36,7 +38,7 @@ GPU_KEYS = {
     "name": "name",
     "backend": "gpuBackend",
     "count": "gpuCount",
-    "product": "gpuProduct",
+    "products": "gpuProducts",
     "runtime_class_name": "gpuRuntimeClass",
     "tolerate_gpu_taint": "gpuTolerateTaint",
     "hami.memory_mib": "hamiMemoryMiB",
@@ -62,6 +64,12 @@ STORE_KEYS = {
     "existing_claim": "existingClaim",
     "timeout_minutes": "downloadTimeoutMinutes",
     "max_workers": "downloadMaxWorkers",
+    "package_index": "downloaderPackageIndex",
+    "model_size_gb": "modelSizeGB",
+    "revisions_to_keep": "modelRevisionsToKeep",
+    "protect_claim": "protectModelVolume",
+    "pod.image_pull_secrets": "imagePullSecrets",
+    "pod.priority_class_name": "priorityClassName",
 }
 SERVER_KEYS = {
     "name": "name",
@@ -83,8 +91,23 @@ SERVER_KEYS = {
     "api_key_secret.name": "apiKeySecretName",
     "api_key_secret.key": "apiKeySecretKey",
     "startup_timeout_minutes": "startupTimeoutMinutes",
+    "max_replicas": "replicas",
+    "image_pull_minutes": "imagePullMinutes",
+    "model_size_gb": "modelSizeGB",
+    "min_read_mb_per_s": "modelLoadMinReadMBps",
+    "network_volume": "modelVolumeIsNetwork",
+    "load_strategy": "safetensorsLoadStrategy",
+    "drain_seconds": "drainSeconds",
     "max_surge": "maxSurge",
     "max_unavailable": "maxUnavailable",
+    "env": "serverEnv",
+    "secret_env": "serverSecretEnv",
+    "secret_env.name": "serverSecretEnv",
+    "secret_env.key": "serverSecretEnv",
+    "pod.image_pull_secrets": "imagePullSecrets",
+    "pod.priority_class_name": "priorityClassName",
+    "pod.node_selector": "nodeSelector",
+    "pod.tolerations": "tolerations",
 }
 EXPOSURE_KEYS = {
     "name": "name",
@@ -100,6 +123,7 @@ EXPOSURE_KEYS = {
     "cluster_issuer": "tlsClusterIssuer",
     "stream_timeout_seconds": "streamTimeoutSeconds",
     "max_body_size": "maxRequestBodySize",
+    "wait_for_address": "ingressWaitForAddress",
 }
 AUTOSCALER_KEYS = {
     "name": "name",
@@ -120,11 +144,25 @@ def store_keys(config: StackConfig) -> dict[str, str]:
     return {**STORE_KEYS, "image": "downloaderImage" if config.downloader_image else "image"}
 
 
+def server_keys(config: StackConfig) -> dict[str, str]:
+    """SERVER_KEYS, with the most replicas fed by the autoscaler's maximum when it scales."""
+    scaling = config.autoscaling_enabled is True
+    return {**SERVER_KEYS, "max_replicas": "autoscalingMaxReplicas" if scaling else "replicas"}
+
+
+def image(config: StackConfig, reference: str) -> str:
+    """An image as the stack pulls it: from imageRegistry, a mirror, when one is set."""
+    try:
+        return with_registry(reference, config.image_registry) if config.image_registry else reference
+    except (TypeError, ValueError):  # the image's or the registry's own rule reports it
+        return reference
+
+
 def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
     return {
         "backend": config.gpu_backend,
         "count": config.gpu_count,
-        "product": config.gpu_product,
+        "products": config.gpu_products,
         "runtime_class_name": config.gpu_runtime_class,
         "tolerate_gpu_taint": config.gpu_tolerate_taint,
         "hami": {
@@ -148,7 +186,7 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "revision": config.model_revision,
         "endpoint": config.model_endpoint,
         "allow_patterns": config.model_allow_patterns,
-        "image": config.downloader_image or config.image,
+        "image": image(config, config.downloader_image or config.image),
         "install_client": config.downloader_install_client,
         "size": claim_setting("storageSize"),
         "storage_class": claim_setting("storageClass"),
@@ -156,6 +194,11 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "existing_claim": config.existing_claim,
         "timeout_minutes": config.download_timeout_minutes,
         "max_workers": config.download_max_workers,
+        "package_index": config.downloader_package_index,
+        "model_size_gb": config.model_size_gb or None,
+        "revisions_to_keep": config.model_revisions_to_keep,
+        "protect_claim": claim_setting("protectModelVolume"),
+        "pod": {"image_pull_secrets": config.image_pull_secrets, "priority_class_name": config.priority_class_name},
     }
 
 
@@ -163,9 +206,11 @@ def vllm_server_args(
     config: StackConfig, namespace: pulumi.Input[str], gpu: GpuPodFragment, store: StoreOutputs
 ) -> VLLMServerArgs:
     secret = config.api_key_secret_name
+    scaling = config.autoscaling_enabled is True
+    shared_volume = config.existing_claim is None and config.storage_access_mode == "ReadWriteMany"
     return {
         "namespace": namespace,
-        "image": config.image,
+        "image": image(config, config.image),
         "vllm_release": config.vllm_release,
         **store,
         "served_model_name": config.served_model_name,
@@ -178,11 +223,26 @@ def vllm_server_args(
         "cpu": config.cpu,
         "memory": config.memory,
         "shm_size": config.shm_size,
-        "replicas": None if config.autoscaling_enabled is True else config.replicas,
+        "replicas": None if scaling else config.replicas,
+        "max_replicas": config.autoscaling_max_replicas if scaling else config.replicas,
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
         "startup_timeout_minutes": config.startup_timeout_minutes,
+        "image_pull_minutes": config.image_pull_minutes,
+        "model_size_gb": config.model_size_gb or None,
+        "min_read_mb_per_s": config.model_load_min_read_m_bps,
+        "network_volume": config.model_volume_is_network is True or shared_volume,
+        "load_strategy": config.safetensors_load_strategy,
+        "drain_seconds": config.drain_seconds,
         "max_surge": config.max_surge,
         "max_unavailable": config.max_unavailable,
+        "env": config.server_env,
+        "secret_env": config.server_secret_env,
+        "pod": {
+            "image_pull_secrets": config.image_pull_secrets,
+            "priority_class_name": config.priority_class_name,
+            "node_selector": config.node_selector,
+            "tolerations": config.tolerations,
+        },
     }
 
 
@@ -205,6 +265,7 @@ def exposure_args(
         "cluster_issuer": config.tls_cluster_issuer,
         "stream_timeout_seconds": config.set_or_none("streamTimeoutSeconds"),
         "max_body_size": config.set_or_none("maxRequestBodySize"),
+        "wait_for_address": config.set_or_none("ingressWaitForAddress"),
     }
 
 

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, get_args, get_origin
+from typing import Any, Callable, Optional, get_args, get_origin
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 PASS_THROUGH_NAMESPACES = ("kubernetes", "pulumi")
 """Config namespaces of the provider and the engine: read by them, not by this program."""
-HIDDEN_VALUE_KEYS = frozenset({"extraArgs"})
+HIDDEN_VALUE_KEYS = frozenset({"extraArgs", "serverEnv"})
 """Keys whose value an error never repeats: an item given by mistake may hold a secret."""
 INT64_MAX = 2**63 - 1
 
@@ -75,6 +75,8 @@ class StackConfig(BaseModel):
     served_model_name: str
     model_endpoint: Optional[str]
     model_allow_patterns: list[str]
+    model_size_gb: int = Field(alias="modelSizeGB")
+    model_revisions_to_keep: int
 
     storage_size: str
     storage_class: Optional[str]
@@ -84,6 +86,8 @@ class StackConfig(BaseModel):
     downloader_install_client: bool
     download_timeout_minutes: int
     download_max_workers: int
+    downloader_package_index: Optional[str]
+    protect_model_volume: bool
 
     image: str
     vllm_release: Optional[str]
@@ -99,12 +103,25 @@ class StackConfig(BaseModel):
     api_key_secret_name: Optional[str]
     api_key_secret_key: str
     startup_timeout_minutes: int
+    model_load_min_read_m_bps: int = Field(alias="modelLoadMinReadMBps")
+    model_volume_is_network: bool
+    safetensors_load_strategy: Optional[str]
+    image_pull_minutes: int
+    drain_seconds: int
     max_surge: int
     max_unavailable: int
+    server_env: dict[str, str]
+    server_secret_env: dict[str, dict[str, str]]
+
+    image_registry: Optional[str]
+    image_pull_secrets: list[str]
+    priority_class_name: Optional[str]
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
 
     gpu_backend: str
     gpu_count: int
-    gpu_product: Optional[str]
+    gpu_products: list[str]
     gpu_runtime_class: Optional[str]
     gpu_tolerate_taint: bool
     hami_memory_mib: int = Field(alias="hamiMemoryMiB")
@@ -126,6 +143,7 @@ class StackConfig(BaseModel):
     tls_secret_name: Optional[str]
     stream_timeout_seconds: int
     max_request_body_size: str
+    ingress_wait_for_address: bool
 
     autoscaling_enabled: bool
     autoscaling_min_replicas: int
@@ -193,20 +211,58 @@ def _parse(text: str, kind: Any, field: str) -> Any:
             items = None
         if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
             raise ValueError('must be a list of strings, e.g. ["a", "b"]')
-        return _label_pairs(items) if get_origin(kind) is dict else items
+        return ITEM_PARSERS[field](items) if field in ITEM_PARSERS else items
     return text
 
 
-def _label_pairs(items: list[str]) -> dict[str, str]:
-    """key=value strings as a mapping."""
-    pairs = {}
+def _pairs(example: str) -> Callable[[list[str]], dict[str, str]]:
+    """A parser of NAME=value strings into a mapping."""
+
+    def parse(items: list[str]) -> dict[str, str]:
+        pairs: dict[str, str] = {}
+        for item in items:
+            key, equals, value = item.partition("=")
+            if not equals or key in pairs:
+                reason = "repeats a name" if equals else "has no '='"
+                raise ValueError(f"{item!r} {reason}; give each as {example}")
+            pairs[key] = value
+        return pairs
+
+    return parse
+
+
+def _secret_refs(items: list[str]) -> dict[str, dict[str, str]]:
+    """NAME=secret:key strings as environment variables taken from Secrets."""
+    refs = {}
+    for name, ref in _pairs("NAME=secret-name:key, e.g. HF_TOKEN=hub-token:token")(items).items():
+        secret, colon, key = ref.partition(":")
+        if not colon:
+            raise ValueError(f"{name}={ref!r} names no key; give it as NAME=secret-name:key")
+        refs[name] = {"name": secret, "key": key}
+    return refs
+
+
+def _tolerations(items: list[str]) -> list[dict[str, str]]:
+    """key=value:Effect, key:Effect or key, as kubectl writes taints, into tolerations."""
+    tolerations = []
     for item in items:
-        key, equals, value = item.partition("=")
-        if not equals or key in pairs:
-            reason = "repeats a key" if equals else "is not key=value"
-            raise ValueError(f"{item!r} {reason}; give labels as key=value, e.g. release=kube-prometheus-stack")
-        pairs[key] = value
-    return pairs
+        taint, _, effect = item.partition(":")
+        key, equals, value = taint.partition("=")
+        toleration = {"key": key, "operator": "Equal" if equals else "Exists"}
+        toleration |= {"value": value} if equals else {}
+        toleration |= {"effect": effect} if effect else {}
+        tolerations.append(toleration)
+    return tolerations
+
+
+ITEM_PARSERS: dict[str, Callable[[list[str]], Any]] = {
+    "autoscaling_pod_monitor_labels": _pairs("key=value, e.g. release=kube-prometheus-stack"),
+    "node_selector": _pairs("key=value, e.g. node-pool=gpu"),
+    "server_env": _pairs("NAME=value, e.g. NCCL_SOCKET_IFNAME=eth0"),
+    "server_secret_env": _secret_refs,
+    "tolerations": _tolerations,
+}
+"""Array keys whose items are parsed further, by field."""
 
 
 def config_keys() -> set[str]:

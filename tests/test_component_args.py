@@ -18,7 +18,6 @@ from components import (
     VLLMServer,
 )
 from components import autoscaler, exposure, gpu_claim, model_store, vllm_server
-from components.arguments import ArgsSpec
 from stack.component_args import (
     AUTOSCALER_KEYS,
     EXPOSURE_KEYS,
@@ -102,21 +101,55 @@ def test_arguments_that_are_not_a_mapping(component):
 
 @pytest.mark.parametrize("component", sorted(SPECS))
 def test_every_string_argument_refuses_a_newline(component):
-    """The class, not the example: no string argument of any component takes a control character."""
+    """The class, not the example: no string anywhere in any component's arguments takes a newline."""
     _, spec, good = SPECS[component]
-    for path in string_paths(spec):
-        args = good()
-        parent, _, field = path.rpartition(".")
-        (args.setdefault(parent, {}) if parent else args)[field] = "value\n"
-        assert path in spec.problems(args), path
+    places = list(string_places(spec.args_type))
+    assert places
+    for reported, build in places:
+        args = merged(good(), build("value\n"))
+        assert reported in spec.problems(args), (reported, args)
+
+
+def string_places(args_type, prefix=""):
+    """(the argument path a problem names, a function building args with a string there) for every
+    string in a TypedDict: fields, list items, mapping keys and values, nested TypedDicts."""
+    for field, hint in hints(args_type).items():
+        path = f"{prefix}{field}"
+        for kind in flatten(hint):
+            origin, params = typing.get_origin(kind), typing.get_args(kind)
+            if kind is str:
+                yield path, lambda v, f=field: {f: v}
+            elif typing.is_typeddict(kind):
+                for reported, build in string_places(kind, f"{path}."):
+                    yield reported, lambda v, f=field, b=build: {f: b(v)}
+            elif origin is list and params[0] is str:
+                yield path, lambda v, f=field: {f: ["ok", v]}
+            elif origin is list and typing.is_typeddict(params[0]):
+                for _, build in string_places(params[0]):
+                    yield path, lambda v, f=field, b=build: {f: [b(v)]}
+            elif origin is dict and params[0] is str:
+                yield path, lambda v, f=field: {f: {v: "x"}}
+                if params[1] is str:
+                    yield path, lambda v, f=field: {f: {"x": v}}
+
+
+def merged(base: dict, change: dict) -> dict:
+    result = dict(base)
+    for key, value in change.items():
+        result[key] = merged(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) else value
+    return result
+
+
+def hints(args_type) -> dict:
+    return typing.get_type_hints(args_type, localns={"Output": pulumi.Output, "T": typing.TypeVar("T")})
 
 
 @pytest.mark.parametrize("component", sorted(set(SPECS) - {"GpuClaim"}))
 def test_unknown_values_pass_until_they_are_known(component, pulumi_mocks):
     """An Output (e.g. a namespace created in the same program) is not refused for being unknown."""
     _, spec, good = SPECS[component]
-    hints = typing.get_type_hints(spec.args_type, localns={"Output": pulumi.Output, "T": typing.TypeVar("T")})
-    inputs = [key for key in good() if any(typing.get_origin(t) is pulumi.Output for t in flatten(hints[key]))]
+    types = hints(spec.args_type)
+    inputs = [key for key in good() if any(typing.get_origin(t) is pulumi.Output for t in flatten(types[key]))]
     args = {key: pulumi.Output.from_input(value) if key in inputs else value for key, value in good().items()}
     assert inputs and spec.problems(args) == {}
     assert spec.problems({**args, inputs[0]: 42})  # a known value is still checked
@@ -146,21 +179,6 @@ def test_arguments_set_only_when_the_stack_sets_them_default_as_in_pulumi_yaml(k
         declared = project.declarations[key].get("default")
         if spec.defaults.get(path) is not None and declared:  # "", 0 and [] in Pulumi.yaml mean "not set"
             assert encode(declared) == encode(spec.defaults[path]), (path, key)
-
-
-def string_paths(spec: ArgsSpec) -> list[str]:
-    """Argument paths whose type is a plain string (or an Input of one)."""
-    paths = []
-    for prefix, fields in spec.fields.items():
-        owner = spec.args_type if not prefix else nested_type(spec.args_type, prefix.rstrip("."))
-        hints = typing.get_type_hints(owner, localns={"Output": pulumi.Output, "T": typing.TypeVar("T")})
-        paths += [f"{prefix}{field}" for field in fields if str in flatten(hints[field])]
-    return paths
-
-
-def nested_type(args_type, path: str):
-    hint = typing.get_type_hints(args_type, localns={"Output": pulumi.Output, "T": typing.TypeVar("T")})[path]
-    return next(t for t in flatten(hint) if typing.is_typeddict(t))
 
 
 def flatten(hint) -> list:

@@ -92,12 +92,12 @@ def assert_refused(component, args, problem_keys):
 
 
 def test_whole_gpus_fragment():
-    fragment = pod_fragment(gpu_args(count=8, product="NVIDIA-H100-80GB-HBM3", runtime_class_name="nvidia"))
+    fragment = pod_fragment(gpu_args(count=8, products=["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"], runtime_class_name="nvidia"))
     assert fragment["limits"] == {"nvidia.com/gpu": "8"}
     assert fragment["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     terms = fragment["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [
-        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}]}
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"]}]}
     ]
     assert fragment["runtime_class_name"] == "nvidia"
     assert fragment["scheduler_name"] is None
@@ -183,7 +183,7 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
     assert stage["args"] == [
         "/opt/model-store/stage_model.py",
         "--model-id", "Qwen/Qwen3-0.6B", "--revision", "master",
-        "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4",
+        "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4", "--keep-revisions", "2",
     ]
     env = {e["name"]: e["value"] for e in stage["env"]}
     assert env["MODELSCOPE_CLIENT"] == "modelscope==1.40.2 modelscope-hub==0.5.1"
@@ -276,7 +276,7 @@ def test_server_deployment_wiring():
 
 
 def test_server_merges_the_gpu_fragment():
-    hami = pod_fragment(gpu_args(backend="hami", count=2, product="A100", runtime_class_name="nvidia", hami={"memory_percent": 40, "gpu_types": ["A100"]}))
+    hami = pod_fragment(gpu_args(backend="hami", count=2, products=["A100"], runtime_class_name="nvidia", hami={"memory_percent": 40, "gpu_types": ["A100"]}))
     deployment, pod = server_pod(gpu=hami, tensor_parallel_size=2, memory="64Gi")
     assert pod["schedulerName"] == "hami-scheduler"
     assert pod["runtimeClassName"] == "nvidia"
@@ -455,6 +455,7 @@ def test_autoscaler_scaled_object_and_pod_monitor():
                 "serverAddress": "http://prometheus:9090",
                 "query": 'sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})',
                 "threshold": "3",
+                "ignoreNullValues": "false",
             },
         }
     ]

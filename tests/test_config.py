@@ -88,7 +88,7 @@ BAD_CONFIGS = [
     ({"storageClass": "NFS_Client"}, "storageClass", "DNS name"),
     ({"existingClaim": "-claim"}, "existingClaim", "DNS name"),
     ({"gpuRuntimeClass": "nvidia runtime"}, "gpuRuntimeClass", "DNS name"),
-    ({"gpuProduct": "NVIDIA H100"}, "gpuProduct", "label value"),
+    ({"gpuProducts": ["NVIDIA H100"]}, "gpuProducts", "without spaces"),
     ({**WITH_HOST, "ingressClass": "Nginx"}, "ingressClass", "DNS name"),
     ({**WITH_HOST, "tls": True, "tlsSecretName": "tls_secret"}, "tlsSecretName", "DNS name"),
     ({**WITH_HOST, "tls": True, "tlsClusterIssuer": "Lets Encrypt"}, "tlsClusterIssuer", "DNS name"),
@@ -115,6 +115,34 @@ BAD_CONFIGS = [
     ({"gpuBackend": "amd"}, "gpuBackend", "nvidia or hami"),
     ({"gpuCont": 1}, "gpuCont", "did you mean gpuCount"),
     ({"modelAllowPatterns": ["*.safetensors", "bad pattern"]}, "modelAllowPatterns", "without spaces"),
+    # Day two: storage for an upgrade, the load budget, drain, staging without the index.
+    ({"modelSizeGB": 470, "storageSize": "500Gi", "startupTimeoutMinutes": 60}, "storageSize", "cannot hold 2 revisions"),
+    ({"modelSizeGB": 470, "startupTimeoutMinutes": 30, "storageSize": "1Ti"}, "startupTimeoutMinutes", "shorter than the 45 minutes"),
+    ({"modelRevisionsToKeep": 1}, "modelRevisionsToKeep", "at least 2"),
+    ({"safetensorsLoadStrategy": "fast"}, "safetensorsLoadStrategy", "lazy or eager"),
+    ({"drainSeconds": -1}, "drainSeconds", "at least 0"),
+    ({"imagePullMinutes": -1}, "imagePullMinutes", "at least 0"),
+    ({"modelLoadMinReadMBps": 0}, "modelLoadMinReadMBps", "at least 1"),
+    ({"downloaderPackageIndex": "https://pypi.internal/simple", "downloaderInstallClient": False}, "downloaderPackageIndex", "no effect"),
+    ({"downloaderPackageIndex": "pypi.internal"}, "downloaderPackageIndex", "http:// or https://"),
+    ({**GATEWAY, "ingressWaitForAddress": False}, "ingressWaitForAddress", "only applies to an Ingress"),
+    ({"ingressWaitForAddress": False}, "ingressWaitForAddress", "without a host"),
+    # Cluster placement, images and environment.
+    ({"serverEnv": ["HF_TOKEN=hf_abc"]}, "serverEnv", "looks like a secret"),
+    ({"serverEnv": ["NCCL_DEBUG"]}, "serverEnv", "has no '='"),
+    ({"serverEnv": ["HF_HUB_OFFLINE=0"]}, "serverEnv", "sets itself"),
+    ({"serverEnv": ["1NCCL=x"]}, "serverEnv", "environment variable name"),
+    ({"serverSecretEnv": ["HF_TOKEN=hub-token"]}, "serverSecretEnv", "names no key"),
+    ({"serverSecretEnv": ["HF_TOKEN=Hub_Token:token"]}, "serverSecretEnv", "DNS name"),
+    ({"serverEnv": ["A=1"], "serverSecretEnv": ["A=s:k"]}, "serverSecretEnv", "both set A"),
+    ({"imagePullSecrets": ["Bad_Secret"]}, "imagePullSecrets", "DNS name"),
+    ({"imageRegistry": "harbor"}, "imageRegistry", "registry such as"),
+    ({"priorityClassName": "High Priority"}, "priorityClassName", "DNS name"),
+    ({"nodeSelector": ["pool"]}, "nodeSelector", "has no '='"),
+    ({"nodeSelector": ["a/b/c=x"]}, "nodeSelector", "label key"),
+    ({"tolerations": ["dedicated=x:Sometimes"]}, "tolerations", "NoSchedule"),
+    ({"tolerations": ["=x:NoSchedule"]}, "tolerations", "operator must be Exists"),
+    ({"gpuProducts": ["NVIDIA-H100,NVIDIA-H200"]}, "gpuProducts", "label value"),
     # Image references.
     ({"image": "vllm/vllm-openai:"}, "image", "image reference"),
     ({"image": "vllm/vllm-openai@sha256:abc"}, "image", "image reference"),
@@ -150,6 +178,7 @@ BAD_CONFIGS = [
     ({**GATEWAY, "tls": True, "tlsSecretName": "cert"}, "tlsSecretName", "Gateway's listener"),
     ({"gpuBackend": "nvidia"}, ("hamiMemoryMiB", "hamiCores"), "not hami"),
     ({"existingClaim": "shared", "storageClass": "nfs-client"}, ("storageSize", "storageClass"), "existingClaim"),
+    ({"existingClaim": "shared", "protectModelVolume": True}, ("storageSize", "protectModelVolume"), "existingClaim"),
     ({"existingClaim": "shared", "storageAccessMode": "ReadWriteMany"}, ("storageSize", "storageAccessMode"), "existingClaim"),
     ({"apiKeySecretKey": "token"}, "apiKeySecretKey", "without apiKeySecretName"),
     ({"autoscalingEnabled": True, "storageAccessMode": "ReadWriteMany"}, "autoscalingMaxReplicas", "never scale"),
@@ -283,8 +312,12 @@ def test_missing_required_key_is_named(tmp_path):
 # --- Valid edge configurations: each renders, validates, and means what it says ----------------
 
 
+def pod_of(rendering, kind):
+    return rendering.only(kind)["spec"]["template"]["spec"]
+
+
 def first_container(rendering, kind):
-    return rendering.only(kind)["spec"]["template"]["spec"]["containers"][0]
+    return pod_of(rendering, kind)["containers"][0]
 
 
 VALID_EDGES = [
@@ -316,6 +349,17 @@ VALID_EDGES = [
     ({"modelRevision": "v1.0.0", "createNamespace": False}, lambda r: "Namespace" not in {o.kind for o in r.objects}),
     ({"hamiCores": 0, "hamiMemoryMiB": 4096}, lambda r: first_container(r, "Deployment")["resources"]["limits"]["nvidia.com/gpumem"] == "4096"),
     ({"modelAllowPatterns": ["*.json", "original/*"]}, lambda r: "original/*" in first_container(r, "Job")["args"]),
+    ({"imageRegistry": "harbor.internal/hub"}, lambda r: first_container(r, "Deployment")["image"] == "harbor.internal/hub/vllm/vllm-openai:v0.11.0"),
+    ({"imagePullSecrets": ["regcred"], "priorityClassName": "inference"}, lambda r: pod_of(r, "Job")["imagePullSecrets"] == pod_of(r, "Deployment")["imagePullSecrets"] == [{"name": "regcred"}]),
+    ({"nodeSelector": ["pool=gpu-a"], "tolerations": ["dedicated=inference:NoSchedule", "spot"]}, lambda r: pod_of(r, "Deployment")["nodeSelector"] == {"pool": "gpu-a"} and "nodeSelector" not in pod_of(r, "Job")),
+    ({"serverEnv": ["NCCL_DEBUG=INFO", "NCCL_SOCKET_IFNAME=$(POD_IFACE)"], "serverSecretEnv": ["HF_TOKEN=hub-token:token"]}, lambda r: {"name": "NCCL_SOCKET_IFNAME", "value": "$$(POD_IFACE)"} in first_container(r, "Deployment")["env"]),
+    ({"host": "vllm.example.com", "ingressWaitForAddress": False}, lambda r: r.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"),
+    ({"drainSeconds": 0}, lambda r: "lifecycle" not in first_container(r, "Deployment") and pod_of(r, "Deployment")["terminationGracePeriodSeconds"] == 30),
+    # storageSize back at Pulumi.yaml's default: dev's own would have no effect on an existing claim.
+    ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True}, lambda r: "eager" in first_container(r, "Deployment")["args"]),
+    ({"storageAccessMode": "ReadWriteMany", "safetensorsLoadStrategy": "lazy"}, lambda r: first_container(r, "Deployment")["args"][-2:] == ["--safetensors-load-strategy", "lazy"]),
+    ({"modelRevisionsToKeep": 0}, lambda r: "--keep-revisions" not in first_container(r, "Job")["args"]),
+    ({"downloaderPackageIndex": "https://pypi.internal/simple"}, lambda r: {"name": "PIP_INDEX_URL", "value": "https://pypi.internal/simple"} in first_container(r, "Job")["env"]),
 ]
 
 

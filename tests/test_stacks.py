@@ -181,7 +181,7 @@ def test_prod_volume_is_shared_nfs(rendered):
     claim = rendered["prod"].find("PersistentVolumeClaim", "vllm-qwen3-235b-models")
     assert claim["spec"] == {
         "accessModes": ["ReadWriteMany"],
-        "resources": {"requests": {"storage": "500Gi"}},
+        "resources": {"requests": {"storage": "1Ti"}},
         "storageClassName": "nfs-client",
     }
 
@@ -227,7 +227,7 @@ VARIANTS = {
         "tls": True, "apiKeySecretName": "vllm-api-key",
     },
     "whole-gpus-on-a-product": {
-        "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProduct": "NVIDIA-A100-SXM4-80GB",
+        "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProducts": ["NVIDIA-A100-SXM4-80GB"],
         "gpuRuntimeClass": "nvidia", "gpuTolerateTaint": False,
     },
     "autoscaled-on-a-shared-volume": {

@@ -1,0 +1,121 @@
+"""Settings every pod of a cluster may need, whoever creates it: pull secrets, priority,
+placement, extra environment. Shared by the server's pods and the download Job's."""
+
+import re
+from typing import Any, Literal, NotRequired, Optional, TypedDict
+
+from .arguments import DnsSubdomain, Labels, LabelValue, Problems, check, rule
+from .escaping import container_text
+from .grammar import label_key, secret_key, single_line
+
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+"""Words in an environment variable's name that say its value is a secret."""
+
+
+class SecretKeyArgs(TypedDict):
+    """A key of an existing Secret."""
+
+    name: str
+    """Name of the Secret."""
+    key: str
+    """Key inside the Secret."""
+
+
+class TolerationArgs(TypedDict):
+    """A pod toleration, as Kubernetes spells it."""
+
+    key: NotRequired[str]
+    """Taint key to tolerate; empty with operator Exists tolerates every taint."""
+    operator: NotRequired[str]
+    """Equal (default) or Exists."""
+    value: NotRequired[str]
+    """Taint value, with operator Equal."""
+    effect: NotRequired[str]
+    """NoSchedule, PreferNoSchedule or NoExecute; empty tolerates every effect."""
+
+
+class PodSettingsArgs(TypedDict):
+    """Cluster settings for a component's pods."""
+
+    image_pull_secrets: NotRequired[list[str]]
+    """Secrets holding credentials for the image registry."""
+    priority_class_name: NotRequired[Optional[str]]
+    """PriorityClass of the pods."""
+    node_selector: NotRequired[dict[str, str]]
+    """Node labels the pods require, beside any the component sets itself."""
+    tolerations: NotRequired[list[TolerationArgs]]
+    """Taints the pods tolerate, beside any the component tolerates itself."""
+
+
+def env_name(value: str) -> str:
+    """An environment variable name a shell can also read: letters, digits and '_'."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", single_line(value)):
+        raise ValueError("must be an environment variable name: letters, digits and '_', not starting with a digit")
+    return value
+
+
+def plain_env_name(value: str) -> str:
+    """A variable whose value may sit in plain text in the pod spec."""
+    if any(word in env_name(value).upper() for word in SECRET_WORDS):
+        raise ValueError(
+            f"{value} looks like a secret, which would sit in plain text in the pod spec; give it from a Secret instead"
+        )
+    return value
+
+
+EnvName = rule(env_name)
+RULES: dict[str, Any] = {
+    "image_pull_secrets": list[DnsSubdomain],  # type: ignore[valid-type]
+    "priority_class_name": DnsSubdomain,
+    "node_selector": Labels,
+    "tolerations.key": rule(lambda value: label_key(value) if value else value),
+    "tolerations.operator": Literal["Equal", "Exists"],
+    "tolerations.value": LabelValue,
+    "tolerations.effect": Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"],
+}
+"""Rules for a PodSettingsArgs argument, relative to it (prefix them with the argument's name)."""
+
+SECRET_KEY_RULES: dict[str, Any] = {"name": DnsSubdomain, "key": rule(secret_key)}
+
+
+def rules_under(argument: str, rules: dict[str, Any]) -> dict[str, Any]:
+    return {f"{argument}.{path}": value for path, value in rules.items()}
+
+
+def tolerations_problems(argument: str) -> Any:
+    """A check that each toleration is one Kubernetes accepts (Exists takes no value)."""
+
+    @check(argument)
+    def run(args: dict) -> Problems:
+        for index, toleration in enumerate(args[argument].get("tolerations", []), start=1):
+            if toleration.get("operator") == "Exists" and toleration.get("value"):
+                return {f"{argument}.tolerations": f"item {index}: operator Exists takes no value"}
+            if not toleration.get("key") and toleration.get("operator", "Equal") != "Exists":
+                return {f"{argument}.tolerations": f"item {index}: without a key the operator must be Exists"}
+        return {}
+
+    return run
+
+
+def apply_pod_settings(pod_spec: dict, settings: PodSettingsArgs) -> dict:
+    """The pod spec with the settings merged in (selectors and tolerations added to its own)."""
+    spec = dict(pod_spec)
+    if secrets := settings.get("image_pull_secrets"):
+        spec["imagePullSecrets"] = [{"name": name} for name in secrets]
+    if priority := settings.get("priority_class_name"):
+        spec["priorityClassName"] = priority
+    if selector := settings.get("node_selector"):
+        spec["nodeSelector"] = {**spec.get("nodeSelector", {}), **selector}
+    if tolerations := settings.get("tolerations"):
+        spec["tolerations"] = [*spec.get("tolerations", []), *tolerations]
+    return spec
+
+
+def env_list(plain: dict[str, str], from_secrets: dict[str, SecretKeyArgs]) -> list[dict]:
+    """Container env entries: plain values escaped for the kubelet, secrets by reference."""
+    entries = [{"name": name, "value": container_text(value)} for name, value in plain.items()]
+    entries += [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}
+        for name, ref in from_secrets.items()
+    ]
+    return entries

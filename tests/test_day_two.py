@@ -1,0 +1,126 @@
+"""The second `pulumi up`, a failed one, a scaled one and a destroy: the resource options of the
+plan (timeouts, dependencies, retain, protect, replacement) and the settings behind them."""
+
+import pytest
+from conftest import project_with_stack
+
+from components.rollout import load_minutes, rollout_timeouts
+from stack.render import render_stack
+
+
+def server(rendering):
+    deployment = rendering.only("Deployment")
+    return deployment, deployment["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_failed_download_job_is_replaced_on_the_next_up(rendered, stack):
+    job = rendered[stack].only("Job")
+    assert job["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
+    options = rendered[stack].options("Job")
+    assert options.delete_before_replace, "the replacement keeps the Job's name, so the old one goes first"
+    assert "PersistentVolumeClaim/" + rendered[stack].outputs["claimName"] in options.depends_on
+    minutes = job["spec"]["activeDeadlineSeconds"] // 60 + 5
+    assert options.timeouts == {"create": f"{minutes}m", "update": f"{minutes}m"}
+
+
+@pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True)])
+def test_the_weights_and_the_namespace_survive_a_destroy(rendered, stack, protected):
+    claim = rendered[stack].options("PersistentVolumeClaim")
+    assert claim.retain_on_delete
+    assert claim.protect is protected
+    assert rendered[stack].options("Namespace").retain_on_delete
+
+
+def test_the_prod_rollout_timeout_covers_every_replica_in_turn(rendered):
+    options = rendered["prod"].options("Deployment")
+    # 2 replicas, one at a time: each waits for the old pod to drain (120 s) and stop (30 s),
+    # then the new one pulls (15 min) and loads (60 min).
+    assert options.timeouts == {"create": "80m", "update": "161m"}
+    assert rendered["dev"].options("Deployment").timeouts == {"create": "35m", "update": "38m"}
+
+
+@pytest.mark.parametrize(
+    ("replicas", "surge", "unavailable", "expected"),
+    [
+        (1, 0, 1, (80, 83)),
+        (2, 0, 1, (80, 161)),
+        (4, 0, 2, (80, 161)),
+        (4, 1, 1, (80, 161)),
+        (3, 0, 1, (80, 239)),
+    ],
+)
+def test_rollout_timeouts(replicas, surge, unavailable, expected):
+    timeouts = rollout_timeouts(
+        max_replicas=replicas, max_surge=surge, max_unavailable=unavailable,
+        startup_minutes=60, image_pull_minutes=15, drain_seconds=120,
+    )
+    assert timeouts == expected
+
+
+@pytest.mark.parametrize(("size_gb", "rate", "minutes"), [(470, 200, 45), (470, 1000, 13), (2, 200, 6), (1, 10**6, 6)])
+def test_load_minutes(size_gb, rate, minutes):
+    assert load_minutes(size_gb, rate) == minutes
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_what_selects_the_server_waits_for_it(rendered, stack):
+    deployment = "Deployment/" + rendered[stack].outputs["deploymentName"]
+    assert deployment in rendered[stack].options("Service").depends_on
+    if stack == "prod":
+        assert "Service/" + rendered[stack].only("Service")["metadata"]["name"] in rendered[stack].options("Ingress").depends_on
+        assert deployment in rendered[stack].options("ScaledObject").depends_on
+        assert deployment in rendered[stack].options("PodMonitor").depends_on
+
+
+def test_prod_loads_eagerly_from_its_network_volume_and_dev_lazily(rendered):
+    _, prod = server(rendered["prod"])
+    assert prod["containers"][0]["args"][-2:] == ["--safetensors-load-strategy", "eager"]
+    _, dev = server(rendered["dev"])
+    assert "--safetensors-load-strategy" not in dev["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_stopping_pod_drains_its_streams(rendered, stack):
+    _, pod = server(rendered[stack])
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 120}}}
+    assert pod["terminationGracePeriodSeconds"] == 150
+
+
+def test_prod_autoscaling_is_scraped_and_fails_loudly(rendered):
+    monitor = rendered["prod"].only("PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (trigger,) = rendered["prod"].only("ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["ignoreNullValues"] == "false"
+
+
+def test_prod_runs_only_on_80_gb_gpus(rendered):
+    _, pod = server(rendered["prod"])
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {
+                    "key": "nvidia.com/gpu.product",
+                    "operator": "In",
+                    "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB", "NVIDIA-H200"],
+                }
+            ]
+        }
+    ]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_new_revision_removes_the_oldest_beyond_two(rendered, stack):
+    args = rendered[stack].only("Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--keep-revisions", "2"]
+
+
+def test_an_unprotected_claim_on_request_and_a_bare_metal_ingress(tmp_path):
+    settings = {"host": "vllm.example.com", "ingressWaitForAddress": False, "drainSeconds": 600}
+    rendering = render_stack(project_with_stack(tmp_path, settings), tmp_path)
+    assert rendering.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    _, pod = server(rendering)
+    assert pod["terminationGracePeriodSeconds"] == 630
+    # The drain is part of every pod's turn in a rollout: 11 minutes to stop, then pull and load.
+    assert rendering.options("Deployment").timeouts["update"] == f"{11 + 15 + 15 + 5}m"

@@ -23,7 +23,8 @@ if config.create_namespace:
     # whatever else came to live there.
     namespace = k8s.core.v1.Namespace(
         config.namespace,
-        metadata={"name": config.namespace},
+        # Every pod of the stack meets Pod Security's restricted level; the namespace enforces it.
+        metadata={"name": config.namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
         opts=pulumi.ResourceOptions(retain_on_delete=True),
     ).metadata.name
 
@@ -45,7 +46,7 @@ server = VLLMServer(
 )
 exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME))
 if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
-    Autoscaler(name, scaling, opts=pulumi.ResourceOptions(depends_on=[server]))
+    Autoscaler(name, scaling)
 
 pulumi.export("endpoint", exposure.endpoint)
 pulumi.export("inClusterEndpoint", exposure.in_cluster_endpoint)
@@ -54,3 +55,5 @@ pulumi.export("namespace", namespace)
 pulumi.export("modelPath", store.model_path)
 pulumi.export("claimName", store.claim_name)
 pulumi.export("deploymentName", server.deployment_name)
+if config.api_key is not None:
+    pulumi.export("apiKey", pulumi.Output.secret(config.api_key))

@@ -13,8 +13,13 @@ import pulumi_kubernetes as k8s
 from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Labels, Problems, check, int_range, rule, with_defaults
 from .labels import object_labels
+from .network import ingress_from
 
 COMPONENT = "api"
+API_PATH = "/v1"
+"""The only path routed from outside: vLLM checks the API key on /v1 alone (0.11.0
+api_server.py, AuthenticationMiddleware); /invocations, /tokenize, /metrics and others answer
+anyone, and /health and /metrics are for probes and Prometheus inside the cluster."""
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
@@ -55,6 +60,11 @@ class ExposureArgs(TypedDict):
     """How long the route keeps a request open (streamed completions). Default 3600."""
     max_body_size: NotRequired[str]
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
+    allowed_namespaces: NotRequired[list[str]]
+    """Namespaces whose pods may reach the server's port, beside its own: the ingress controller's
+    or the Gateway's, and Prometheus'. Default ingress-nginx and monitoring."""
+    network_policy: NotRequired[bool]
+    """Create the NetworkPolicy that admits only those namespaces to the server's port. Default true."""
     wait_for_address: NotRequired[bool]
     """Ingress only: wait until the controller publishes the Ingress's address (Pulumi's default, up to
     10 minutes). False for controllers that never publish one, e.g. on bare metal. Default true."""
@@ -73,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "stream_timeout_seconds": 3600,
     "max_body_size": "64m",
     "wait_for_address": True,
+    "allowed_namespaces": ["ingress-nginx", "monitoring"],
+    "network_policy": True,
 }
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
@@ -135,6 +147,7 @@ SPEC = ArgsSpec(
         "cluster_issuer": DnsSubdomain,
         "stream_timeout_seconds": int_range(1, MAX_GATEWAY_TIMEOUT_SECONDS),
         "max_body_size": rule(_nginx_size),
+        "allowed_namespaces": list[DnsLabel],  # type: ignore[valid-type]
     },
     checks=(_route_settings_take_effect,),
     # The Service's name is a DNS-1035 label: it becomes the host name clients resolve.
@@ -150,7 +163,7 @@ def exposure_problems(args: ExposureArgs, name: Optional[str] = None) -> Problem
 def ingress_annotations(args: ExposureArgs) -> dict[str, str]:
     """Annotations that keep long streamed completions alive, and cert-manager's issuer.
 
-    No rewrite-target: for path / it does nothing, for any other path it breaks /v1.
+    No rewrite-target: it would send every request for /v1/... to the path it names.
     """
     args = with_defaults(args, DEFAULTS)
     annotations: dict[str, str] = {}
@@ -183,7 +196,7 @@ def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
                 "http": {
                     "paths": [
                         {
-                            "path": "/",
+                            "path": API_PATH,
                             "pathType": "Prefix",
                             "backend": {"service": {"name": service_name, "port": {"number": args["port"]}}},
                         }
@@ -198,7 +211,7 @@ def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
 
 
 def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
-    """An HTTPRoute sending every path of the host to the Service, with a stream-length timeout."""
+    """An HTTPRoute sending the host's API to the Service, with a stream-length timeout."""
     args = with_defaults(args, DEFAULTS)
     parent: dict = {"name": args["gateway_name"]}
     if args["gateway_namespace"]:
@@ -210,7 +223,7 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
         "hostnames": [args["host"]],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": API_PATH}}],
                 "backendRefs": [{"name": service_name, "port": args["port"]}],
                 "timeouts": {"request": f"{args['stream_timeout_seconds']}s"},
             }
@@ -279,6 +292,15 @@ class Exposure(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args["network_policy"]:
+            k8s.networking.v1.NetworkPolicy(
+                name,
+                metadata={"name": name, "namespace": namespace, "labels": labels},
+                spec=pulumi.Output.from_input(args["selector"]).apply(
+                    lambda selector: ingress_from(selector, args["target_port_name"], args["allowed_namespaces"])
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         self.service_name = service.metadata.name
         self.in_cluster_endpoint = pulumi.Output.concat(
             "http://", self.service_name, ".", namespace, ".svc.cluster.local:", str(args["port"]), "/v1"

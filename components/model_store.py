@@ -33,16 +33,17 @@ from .arguments import (
     with_defaults,
 )
 from .escaping import container_text, container_texts
-from .labels import object_labels
+from .labels import object_labels, selector_labels
+from .network import egress_only_to, url_port
 from .pods import RULES as POD_RULES
-from .pods import PodSettingsArgs, apply_pod_settings, rules_under, tolerations_problems
+from .pods import SCRATCH, SCRATCH_ENV, PodSettingsArgs, apply_pod_settings, locked_down, rules_under, tolerations_problems
 from .stage_model import MARKER_NAME
 
 STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
 SCRIPT_MOUNT = "/opt/model-store"
 MODELSCOPE_CLIENT = ("modelscope==1.40.2", "modelscope-hub==0.5.1")
 """The client stage_model.py is tested with (the same pins as requirements-dev.txt)."""
-CLIENT_DIR = "/tmp/modelscope-client"
+CLIENT_DIR = f"{SCRATCH}/modelscope-client"
 INSTALL_AND_RUN = (
     "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check "
     '--target "$CLIENT_DIR" $MODELSCOPE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
@@ -99,6 +100,8 @@ class ModelStoreArgs(TypedDict):
     is kept in the cluster on destroy either way."""
     pod: NotRequired[PodSettingsArgs]
     """Pull secrets, priority class, extra node selector and tolerations of the Job's pod."""
+    network_policy: NotRequired[bool]
+    """Create a NetworkPolicy that lets the Job reach only DNS, the hub and the package index. Default true."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -119,7 +122,11 @@ DEFAULTS: dict[str, Any] = {
     "revisions_to_keep": 2,
     "protect_claim": False,
     "pod": {},
+    "network_policy": True,
 }
+DEFAULT_HUB = "https://www.modelscope.cn"
+"""Where the modelscope client goes without an endpoint (modelscope/hub/constants.py)."""
+DEFAULT_PACKAGE_INDEX = "https://pypi.org/simple"
 GIGABYTE = 10**9
 
 
@@ -244,9 +251,10 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
     args = with_defaults(args, DEFAULTS)
     env = [
         # modelscope keeps lock and session files here even with local_dir.
-        {"name": "MODELSCOPE_CACHE", "value": "/tmp/modelscope/cache"},
-        {"name": "MODELSCOPE_HOME", "value": "/tmp/modelscope/home"},
+        {"name": "MODELSCOPE_CACHE", "value": f"{SCRATCH}/modelscope/cache"},
+        {"name": "MODELSCOPE_HOME", "value": f"{SCRATCH}/modelscope/home"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *({"name": key, "value": value} for key, value in SCRATCH_ENV.items()),
     ]
     script_args = container_texts(stage_args(args, target))
     if not args["install_client"]:
@@ -262,6 +270,20 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
     return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": script_args, "env": env}
 
 
+def stage_name(name: str) -> str:
+    """The name of the Job's ServiceAccount and NetworkPolicy."""
+    return f"{name}-stage"
+
+
+def egress_ports(args: ModelStoreArgs) -> list[int]:
+    """The TCP ports the Job calls: the hub's, and the package index's when it installs the client."""
+    args = with_defaults(args, DEFAULTS)
+    ports = [url_port(args["endpoint"] or DEFAULT_HUB)]
+    if args["install_client"]:
+        ports.append(url_port(args["package_index"] or DEFAULT_PACKAGE_INDEX))
+    return ports
+
+
 def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
     """The download Job's spec: one pod, retried with resume, bounded in time."""
     args = with_defaults(args, DEFAULTS)
@@ -272,7 +294,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
         "activeDeadlineSeconds": args["timeout_minutes"] * 60,
         "template": {
             "metadata": {"labels": object_labels(name, COMPONENT)},
-            "spec": apply_pod_settings({
+            "spec": locked_down(apply_pod_settings({
                 "restartPolicy": "Never",
                 "containers": [
                     {
@@ -287,16 +309,14 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
                         "volumeMounts": [
                             {"name": "models", "mountPath": mount_path},
                             {"name": "script", "mountPath": SCRIPT_MOUNT, "readOnly": True},
-                            {"name": "tmp", "mountPath": "/tmp"},
                         ],
                     }
                 ],
                 "volumes": [
                     {"name": "models", "persistentVolumeClaim": {"claimName": claim_name}},
                     {"name": "script", "configMap": {"name": script_config_map}},
-                    {"name": "tmp", "emptyDir": {}},
                 ],
-            }, args["pod"]),
+            }, args["pod"]), service_account=stage_name(name)),
         },
     }
 
@@ -344,6 +364,20 @@ class ModelStore(pulumi.ComponentResource):
             data={STAGE_SCRIPT.name: STAGE_SCRIPT.read_text()},
             opts=child,
         )
+        # Its own identity, with no API token: the Job never calls the Kubernetes API.
+        account = k8s.core.v1.ServiceAccount(
+            stage_name(name),
+            metadata={"name": stage_name(name), "namespace": namespace, "labels": labels},
+            automount_service_account_token=False,
+            opts=child,
+        )
+        if args["network_policy"]:
+            k8s.networking.v1.NetworkPolicy(
+                stage_name(name),
+                metadata={"name": stage_name(name), "namespace": namespace, "labels": labels},
+                spec=egress_only_to(selector_labels(name, COMPONENT), egress_ports(args)),
+                opts=child,
+            )
         job_name = f"{name}-stage-{revision_key(args)}"
         timeout = f"{args['timeout_minutes'] + 5}m"
         job = k8s.batch.v1.Job(
@@ -355,7 +389,7 @@ class ModelStore(pulumi.ComponentResource):
             spec=job_spec(args, name, claim_name, f"{name}-stage-script"),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[script],
+                depends_on=[script, account],
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),

@@ -119,3 +119,63 @@ def env_list(plain: dict[str, str], from_secrets: dict[str, SecretKeyArgs]) -> l
         for name, ref in from_secrets.items()
     ]
     return entries
+
+
+RUN_AS = 10001
+"""The one unprivileged user every pod runs as. The download Job writes the weights and the server
+reads them; on NFS, where the kubelet does not apply fsGroup, ownership must not depend on the
+group, so both run as the same user."""
+SCRATCH = "/tmp"
+SCRATCH_ENV = {
+    # With a read-only root filesystem every cache goes under the scratch emptyDir. vLLM's
+    # VLLM_CACHE_ROOT and VLLM_CONFIG_ROOT follow XDG_CACHE_HOME and XDG_CONFIG_HOME
+    # (vllm/envs.py); Hugging Face's HF_HOME, FlashInfer, Triton (~/.triton) and the CUDA cache
+    # (~/.nv) follow HOME or XDG_CACHE_HOME.
+    "HOME": f"{SCRATCH}/home",
+    "XDG_CACHE_HOME": f"{SCRATCH}/home/.cache",
+    "XDG_CONFIG_HOME": f"{SCRATCH}/home/.config",
+    # getpass.getuser(), which PyTorch uses to name its inductor cache, fails for a user
+    # without a passwd entry unless USER is set.
+    "USER": "vllm",
+    "TORCHINDUCTOR_CACHE_DIR": f"{SCRATCH}/torchinductor",
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def locked_down(pod_spec: dict, service_account: str) -> dict:
+    """The pod spec run as RUN_AS with nothing it does not need: Pod Security's restricted level,
+    a read-only root filesystem with a scratch emptyDir at /tmp, its own service account without
+    an API token."""
+    scratch_mount = {"name": "scratch", "mountPath": SCRATCH}
+    containers = {
+        key: [
+            {
+                **container,
+                "securityContext": CONTAINER_SECURITY,
+                "volumeMounts": [*container.get("volumeMounts", []), scratch_mount],
+            }
+            for container in pod_spec.get(key, [])
+        ]
+        for key in ("initContainers", "containers")
+        if key in pod_spec
+    }
+    return {
+        **pod_spec,
+        **containers,
+        "volumes": [*pod_spec.get("volumes", []), {"name": "scratch", "emptyDir": {}}],
+        "securityContext": POD_SECURITY,
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": False,
+    }

@@ -25,14 +25,17 @@ from .arguments import (
 from .escaping import container_text, container_texts
 from .gpu_claim import GPU_RESOURCE, GpuPodFragment
 from .labels import object_labels, selector_labels
+from .network import egress_dns_only
 from .pods import (
     RULES as POD_RULES,
+    SCRATCH_ENV,
     SECRET_KEY_RULES,
     EnvName,
     PodSettingsArgs,
     SecretKeyArgs,
     apply_pod_settings,
     env_list,
+    locked_down,
     plain_env_name,
     rules_under,
     tolerations_problems,
@@ -101,7 +104,10 @@ class VLLMServerArgs(TypedDict):
     max_replicas: NotRequired[Optional[int]]
     """The most replicas that may run (an autoscaler's maximum); sizes the rollout's timeout. None: replicas."""
     api_key_secret: NotRequired[Optional[SecretKeyArgs]]
-    """Secret key with the API key; None serves without one."""
+    """An existing Secret's key holding the API key clients must send. Exclusive with api_key."""
+    api_key: NotRequired[Optional[pulumi.Input[str]]]
+    """The API key itself (a Pulumi secret), stored in a Secret the component creates. Without it
+    and api_key_secret the server takes no key."""
     startup_timeout_minutes: NotRequired[int]
     """How long a pod may take to load the model (the startup probe's budget). Default 30."""
     image_pull_minutes: NotRequired[int]
@@ -126,6 +132,8 @@ class VLLMServerArgs(TypedDict):
     """Extra environment variables of the server taken from Secrets."""
     pod: NotRequired[PodSettingsArgs]
     """Pull secrets, priority class, extra node selector and tolerations of the server's pods."""
+    network_policy: NotRequired[bool]
+    """Create a NetworkPolicy that lets the server's pods call nothing but DNS. Default true."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -139,6 +147,7 @@ DEFAULTS: dict[str, Any] = {
     "replicas": None,
     "max_replicas": None,
     "api_key_secret": None,
+    "api_key": None,
     "startup_timeout_minutes": 30,
     "image_pull_minutes": 15,
     "model_size_gb": None,
@@ -151,10 +160,13 @@ DEFAULTS: dict[str, Any] = {
     "env": {},
     "secret_env": {},
     "pod": {},
+    "network_policy": True,
 }
-SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-"""Environment the server always gets: serve only the staged files, send no usage reports."""
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **SCRATCH_ENV}
+"""Environment the server always gets: serve only the staged files, send no usage reports, keep
+every cache in the scratch directory."""
 API_KEY_ENV = "VLLM_API_KEY"
+API_KEY_SECRET_KEY = "api-key"
 
 
 def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> str:
@@ -224,9 +236,17 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
     return {}
 
 
-@check("env", "secret_env", "api_key_secret")
+@check("api_key", "api_key_secret")
+def _one_api_key(args: dict) -> Problems:
+    if args["api_key"] is not None and args["api_key_secret"]:
+        return {"api_key": "and api_key_secret both give the key; keep one"}
+    return {}
+
+
+@check("env", "secret_env", "api_key_secret", "api_key")
 def _env_names_are_free(args: dict) -> Problems:
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if args["api_key_secret"] else [])}
+    takes_key = args["api_key_secret"] or args["api_key"] is not None
+    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else [])}
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):
@@ -280,6 +300,7 @@ SPEC = ArgsSpec(
         "replicas": int_range(1),
         "max_replicas": int_range(1),
         **rules_under("api_key_secret", SECRET_KEY_RULES),
+        "api_key": Token,
         "startup_timeout_minutes": int_range(1, MAX_STARTUP_MINUTES),
         "image_pull_minutes": int_range(0, 24 * 60),
         "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
@@ -302,6 +323,7 @@ SPEC = ArgsSpec(
         _own_flags_exist_in_the_release,
         _startup_budget_reads_the_weights,
         _env_names_are_free,
+        _one_api_key,
         tolerations_problems("pod"),
     ),
     name_rule=grammar.dns_label,
@@ -335,10 +357,18 @@ def _container_input(value: pulumi.Input[str]) -> pulumi.Input[str]:
     return pulumi.Output.from_input(value).apply(container_text) if isinstance(value, pulumi.Output) else container_text(value)
 
 
-def container_env(args: VLLMServerArgs) -> list[dict]:
+def api_key_ref(name: str, args: VLLMServerArgs) -> Optional[SecretKeyArgs]:
+    """Where the server reads its API key: the given Secret, or the one made for api_key."""
     args = with_defaults(args, DEFAULTS)
-    env = [{"name": name, "value": value} for name, value in SERVER_ENV.items()]
-    if secret := args["api_key_secret"]:
+    if args["api_key"] is not None:
+        return {"name": f"{name}-api-key", "key": API_KEY_SECRET_KEY}
+    return args["api_key_secret"]
+
+
+def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
+    args = with_defaults(args, DEFAULTS)
+    env = [{"name": key, "value": value} for key, value in SERVER_ENV.items()]
+    if secret := api_key_ref(name, args):
         env += env_list({}, {API_KEY_ENV: secret})
     return env + env_list(args["env"], args["secret_env"])
 
@@ -372,7 +402,7 @@ def store_check_container(args: VLLMServerArgs) -> dict:
     }
 
 
-def server_container(args: VLLMServerArgs) -> dict:
+def server_container(name: str, args: VLLMServerArgs) -> dict:
     args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
     resources = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
@@ -391,7 +421,7 @@ def server_container(args: VLLMServerArgs) -> dict:
             ),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
-        "env": container_env(args),
+        "env": container_env(name, args),
         "resources": {"requests": resources, "limits": resources},
         "volumeMounts": [
             {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
@@ -409,7 +439,7 @@ def drain_hook(drain_seconds: int) -> dict:
     return {"lifecycle": {"preStop": {"sleep": {"seconds": drain_seconds}}}} if drain_seconds else {}
 
 
-def pod_spec(args: VLLMServerArgs) -> dict:
+def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
     shm = args["shm_size"] or default_shm_size(
@@ -417,7 +447,7 @@ def pod_spec(args: VLLMServerArgs) -> dict:
     )
     spec: dict = {
         "initContainers": [store_check_container(args)],
-        "containers": [server_container(args)],
+        "containers": [server_container(name, args)],
         "volumes": [
             {"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
@@ -431,7 +461,7 @@ def pod_spec(args: VLLMServerArgs) -> dict:
     }
     spec.update({key: value for key, value in optional.items() if value})
     spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
-    return apply_pod_settings(spec, args["pod"])
+    return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name)
 
 
 def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
@@ -464,7 +494,7 @@ def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
                 "labels": object_labels(name, COMPONENT),
                 **({"annotations": args["gpu"]["annotations"]} if args["gpu"]["annotations"] else {}),
             },
-            "spec": pod_spec(args),
+            "spec": pod_spec(name, args),
         },
     }
     if args["replicas"] is not None:
@@ -487,15 +517,52 @@ class VLLMServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
+        namespace, labels = args["namespace"], object_labels(name, COMPONENT)
+        child = pulumi.ResourceOptions(parent=self)
+        needs = [
+            # Its own identity, with no API token: the server never calls the Kubernetes API.
+            k8s.core.v1.ServiceAccount(
+                name,
+                metadata={"name": name, "namespace": namespace, "labels": labels},
+                automount_service_account_token=False,
+                opts=child,
+            )
+        ]
+        if args["api_key"] is not None:
+            needs.append(
+                k8s.core.v1.Secret(
+                    f"{name}-api-key",
+                    metadata={"name": f"{name}-api-key", "namespace": namespace, "labels": labels},
+                    string_data={API_KEY_SECRET_KEY: pulumi.Output.secret(args["api_key"])},
+                    opts=child,
+                )
+            )
         create, update = server_timeouts(args)
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata={"name": name, "namespace": args["namespace"], "labels": object_labels(name, COMPONENT)},
+            metadata={"name": name, "namespace": namespace, "labels": labels},
             spec=deployment_spec(name, args),
             opts=pulumi.ResourceOptions(
-                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
+                parent=self,
+                depends_on=needs,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m"),
             ),
         )
+        if args["network_policy"]:
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-egress",
+                metadata={"name": f"{name}-egress", "namespace": namespace, "labels": labels},
+                spec=egress_dns_only(selector_labels(name, COMPONENT)),
+                opts=child,
+            )
+        if (args["max_replicas"] or args["replicas"] or 1) > 1:
+            # maxUnavailable, not minAvailable equal to the replicas, which would block node drains.
+            k8s.policy.v1.PodDisruptionBudget(
+                name,
+                metadata={"name": name, "namespace": namespace, "labels": labels},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name, COMPONENT)}},
+                opts=child,
+            )
         self.deployment_name = deployment.metadata.name
         # Resolved only once the rollout is complete, so whatever selects the pods (the Service)
         # is created after them rather than in parallel.

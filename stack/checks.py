@@ -128,8 +128,36 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             registry(config.image_registry)
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
+    problems += api_key_problems(config, ok)
     if config.api_key_secret_name is None and "apiKeySecretKey" in config.explicit:
         problems.append(Problem(key="apiKeySecretKey", message="has no effect without apiKeySecretName; set both or neither"))
+    return problems
+
+
+def api_key_problems(config: StackConfig, ok) -> list[Problem]:
+    """A public host takes an API key unless the stack says otherwise; the key is only ever a secret."""
+    problems = []
+    has_key = config.api_key is not None or config.api_key_secret_name is not None
+    if ok("host", "apiKey", "apiKeySecretName", "allowPublicWithoutApiKey") and config.host and not has_key:
+        if not config.allow_public_without_api_key:
+            problems.append(
+                Problem(
+                    key="host",
+                    message="is public but the server takes no API key: set apiKey (pulumi config set --secret "
+                    "apiKey ...) or apiKeySecretName, or allowPublicWithoutApiKey: true to serve anyone",
+                )
+            )
+    elif "allowPublicWithoutApiKey" in config.explicit:
+        problems.append(
+            Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")
+        )
+    if config.api_key not in (None, INVALID) and "apiKey" not in config.secret:
+        problems.append(
+            Problem(
+                key="apiKey",
+                message="is in plain text in the stack file; set it encrypted: pulumi config set --secret apiKey ...",
+            )
+        )
     return problems
 
 

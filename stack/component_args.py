@@ -70,6 +70,7 @@ STORE_KEYS = {
     "protect_claim": "protectModelVolume",
     "pod.image_pull_secrets": "imagePullSecrets",
     "pod.priority_class_name": "priorityClassName",
+    "network_policy": "networkPolicies",
 }
 SERVER_KEYS = {
     "name": "name",
@@ -87,6 +88,7 @@ SERVER_KEYS = {
     "memory": "memory",
     "shm_size": "shmSize",
     "replicas": "replicas",
+    "api_key": "apiKey",
     "api_key_secret": "apiKeySecretName",
     "api_key_secret.name": "apiKeySecretName",
     "api_key_secret.key": "apiKeySecretKey",
@@ -108,6 +110,7 @@ SERVER_KEYS = {
     "pod.priority_class_name": "priorityClassName",
     "pod.node_selector": "nodeSelector",
     "pod.tolerations": "tolerations",
+    "network_policy": "networkPolicies",
 }
 EXPOSURE_KEYS = {
     "name": "name",
@@ -124,6 +127,8 @@ EXPOSURE_KEYS = {
     "stream_timeout_seconds": "streamTimeoutSeconds",
     "max_body_size": "maxRequestBodySize",
     "wait_for_address": "ingressWaitForAddress",
+    "allowed_namespaces": "allowedClientNamespaces",
+    "network_policy": "networkPolicies",
 }
 AUTOSCALER_KEYS = {
     "name": "name",
@@ -199,6 +204,7 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "revisions_to_keep": config.model_revisions_to_keep,
         "protect_claim": claim_setting("protectModelVolume"),
         "pod": {"image_pull_secrets": config.image_pull_secrets, "priority_class_name": config.priority_class_name},
+        "network_policy": config.network_policies,
     }
 
 
@@ -226,6 +232,8 @@ def vllm_server_args(
         "replicas": None if scaling else config.replicas,
         "max_replicas": config.autoscaling_max_replicas if scaling else config.replicas,
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
+        # The component keeps it in a Secret, as a Pulumi secret; it is never in a plain value.
+        "api_key": config.api_key,
         "startup_timeout_minutes": config.startup_timeout_minutes,
         "image_pull_minutes": config.image_pull_minutes,
         "model_size_gb": config.model_size_gb or None,
@@ -243,6 +251,7 @@ def vllm_server_args(
             "node_selector": config.node_selector,
             "tolerations": config.tolerations,
         },
+        "network_policy": config.network_policies,
     }
 
 
@@ -266,6 +275,8 @@ def exposure_args(
         "stream_timeout_seconds": config.set_or_none("streamTimeoutSeconds"),
         "max_body_size": config.set_or_none("maxRequestBodySize"),
         "wait_for_address": config.set_or_none("ingressWaitForAddress"),
+        "allowed_namespaces": config.allowed_client_namespaces,
+        "network_policy": config.network_policies,
     }
 
 

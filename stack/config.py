@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 PASS_THROUGH_NAMESPACES = ("kubernetes", "pulumi")
 """Config namespaces of the provider and the engine: read by them, not by this program."""
-HIDDEN_VALUE_KEYS = frozenset({"extraArgs", "serverEnv"})
+HIDDEN_VALUE_KEYS = frozenset({"apiKey", "extraArgs", "serverEnv"})
 """Keys whose value an error never repeats: an item given by mistake may hold a secret."""
 INT64_MAX = 2**63 - 1
 
@@ -100,8 +100,10 @@ class StackConfig(BaseModel):
     cpu: str
     memory: str
     shm_size: Optional[str]
+    api_key: Optional[str]
     api_key_secret_name: Optional[str]
     api_key_secret_key: str
+    allow_public_without_api_key: bool
     startup_timeout_minutes: int
     model_load_min_read_m_bps: int = Field(alias="modelLoadMinReadMBps")
     model_volume_is_network: bool
@@ -143,6 +145,8 @@ class StackConfig(BaseModel):
     tls_secret_name: Optional[str]
     stream_timeout_seconds: int
     max_request_body_size: str
+    allowed_client_namespaces: list[str]
+    network_policies: bool
     ingress_wait_for_address: bool
 
     autoscaling_enabled: bool
@@ -156,6 +160,8 @@ class StackConfig(BaseModel):
 
     explicit: frozenset[str] = frozenset()
     """Keys the stack sets to something other than Pulumi.yaml's default."""
+    secret: frozenset[str] = frozenset()
+    """Keys whose value the stack holds encrypted (pulumi config set --secret)."""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -183,7 +189,9 @@ class StackConfig(BaseModel):
         return self.value(key) if key in self.explicit else None
 
 
-FIELD_OF_KEY = {field.alias: name for name, field in StackConfig.model_fields.items() if name != "explicit"}
+FIELD_OF_KEY = {
+    field.alias: name for name, field in StackConfig.model_fields.items() if name not in ("explicit", "secret")
+}
 """Config key -> model field."""
 
 
@@ -270,11 +278,14 @@ def config_keys() -> set[str]:
     return set(FIELD_OF_KEY)
 
 
-def parse_values(values: dict[str, Any], defaults: dict[str, str]) -> tuple[StackConfig, list[Problem]]:
+def parse_values(
+    values: dict[str, Any], defaults: dict[str, str], secret: frozenset[str] = frozenset()
+) -> tuple[StackConfig, list[Problem]]:
     """Each known key parsed on its own; problems for unknown, missing and unreadable keys."""
     config = StackConfig.model_construct(
         **{field: INVALID for field in FIELD_OF_KEY.values()},
         explicit=frozenset(key for key, value in values.items() if defaults.get(key) != value),
+        secret=secret,
     )
     problems = []
     for key, value in values.items():
@@ -315,3 +326,9 @@ def running_config() -> dict[str, str]:
     """Every config value the engine passes to the running program, namespaced."""
     # pulumi.Config reads one known key at a time; finding unknown keys needs the whole map.
     return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
+def secret_keys(project: str, config: dict[str, str]) -> frozenset[str]:
+    """The project's keys whose values the engine passes as secrets, without the namespace."""
+    prefix = f"{project}:"
+    return frozenset(key[len(prefix) :] for key in config if key.startswith(prefix) and runtime_config.is_config_secret(key))

@@ -6,21 +6,25 @@ from typing import Any
 import pulumi
 
 from .checks import cross_field_problems
-from .config import ConfigError, Problem, StackConfig, namespaced_values, parse_values, running_config
+from .config import ConfigError, Problem, StackConfig, namespaced_values, parse_values, running_config, secret_keys
 from .project import read_project
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def parse_stack_config(
-    project: str, values: dict[str, Any], defaults: dict[str, str], found: tuple[Problem, ...] = ()
+    project: str,
+    values: dict[str, Any],
+    defaults: dict[str, str],
+    found: tuple[Problem, ...] = (),
+    secret: frozenset[str] = frozenset(),
 ) -> StackConfig:
     """Validate config values (as Pulumi passes them) into a StackConfig, or raise ConfigError.
 
     ``defaults`` are Pulumi.yaml's, as the CLI passes them; ``found`` are problems already
-    found in the stack file, reported together with the rest.
+    found in the stack file, reported together with the rest; ``secret`` the keys held encrypted.
     """
-    config, parsed = parse_values(values, defaults)
+    config, parsed = parse_values(values, defaults, secret)
     found_keys = {problem.key for problem in found}
     problems = [*found, *(problem for problem in parsed if problem.key not in found_keys)]
     unreadable = {problem.key for problem in problems}
@@ -33,5 +37,7 @@ def parse_stack_config(
 def load_stack_config() -> StackConfig:
     """The running stack's validated configuration."""
     project = pulumi.get_project()
-    values, foreign = namespaced_values(project, running_config())
-    return parse_stack_config(project, values, read_project(PROJECT_DIR).defaults(), tuple(foreign))
+    config = running_config()
+    values, foreign = namespaced_values(project, config)
+    defaults = read_project(PROJECT_DIR).defaults()
+    return parse_stack_config(project, values, defaults, tuple(foreign), secret_keys(project, config))

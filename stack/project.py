@@ -112,8 +112,6 @@ def shape_problem(value: Any, declaration: dict) -> str:
     """Why a value cannot stand for a key of this declared type, or "" if it can."""
     if value is None:
         return "has no value (null); remove the line to use the default, or give a value"
-    if isinstance(value, dict) and "secure" in value:
-        return "is an encrypted secret; the offline render cannot decrypt it: render a stack file without secrets, or use pulumi preview"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
         return "is out of range (the CLI reads integers as 64 bits)"
     is_array = declaration.get("type") == "array"
@@ -124,9 +122,26 @@ def shape_problem(value: Any, declaration: dict) -> str:
     return ""
 
 
-def stack_config(project: Project, stack: str) -> tuple[dict[str, str], list[Problem]]:
-    """The namespaced config of a stack (its file's settings over Pulumi.yaml's defaults), and the
-    problems the CLI would refuse the file for."""
+SECRET_PLACEHOLDER = "offline-render-secret"
+"""Stands for an encrypted value: only the CLI, with the stack's secrets provider, can decrypt it."""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    values: dict[str, str]
+    """The namespaced config as the CLI passes it to the program."""
+    problems: list[Problem]
+    """What the CLI would refuse the file for."""
+    secret_keys: list[str]
+    """Namespaced keys whose values are encrypted in the file (and stand-ins here)."""
+
+
+def is_encrypted(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str)
+
+
+def stack_config(project: Project, stack: str) -> StackSettings:
+    """The config of a stack: its file's settings over Pulumi.yaml's defaults."""
     path = project.directory / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise StackFileError(f"no stack file {path.name} in {project.directory}")
@@ -143,6 +158,7 @@ def stack_config(project: Project, stack: str) -> tuple[dict[str, str], list[Pro
         for key, first, again in repeated
     ]
     values = {f"{project.name}:{key}": value for key, value in project.defaults().items()}
+    secret_keys = []
     for key, value in settings.items():
         try:
             namespace, name = parse_key(key, project.name)
@@ -150,13 +166,17 @@ def stack_config(project: Project, stack: str) -> tuple[dict[str, str], list[Pro
             problems.append(Problem(key=str(key), message=str(error)))
             continue
         key = f"{namespace}:{name}"
+        if is_encrypted(value):
+            values[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+            continue
         declaration = project.declarations.get(name) if namespace == project.name else None
         if declaration is not None and (problem := shape_problem(value, declaration)):
             problems.append(Problem(key=name, message=problem))
             values.pop(key, None)
             continue
         values[key] = encode(value)
-    return values, problems
+    return StackSettings(values=values, problems=problems, secret_keys=secret_keys)
 
 
 def _problem_key(key: Any, project: str) -> str:

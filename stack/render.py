@@ -34,11 +34,14 @@ REDACTED = "<redacted>"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 APPLY_ORDER = [
     "Namespace",
+    "ServiceAccount",
     "ConfigMap",
     "Secret",
     "PersistentVolumeClaim",
+    "NetworkPolicy",
     "Job",
     "Deployment",
+    "PodDisruptionBudget",
     "Service",
     "Ingress",
     "HTTPRoute",
@@ -162,7 +165,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict) and value.get(SIGNATURE_KEY) == SECRET_SIGNATURE:
-        return REDACTED
+        # A secret mapping keeps its keys (a Secret's data stays a mapping kubectl accepts).
+        secret = value.get("value")
+        return {key: REDACTED for key in secret} if isinstance(secret, dict) else REDACTED
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -212,6 +217,7 @@ def run_under_mocks(
     stack: str,
     config: dict[str, str],
     monitor: Optional[mocks.MockMonitor] = None,
+    secret_keys: Optional[list[str]] = None,
 ) -> Rendering:
     """Run a Pulumi program under the mock runtime until every registration has finished.
 
@@ -220,7 +226,7 @@ def run_under_mocks(
     monitor = monitor or RecordingMonitor(EchoMocks())
     settings.ROOT.set(None)
     mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
-    set_all_config(config)
+    set_all_config(config, secret_keys or [])
     _sync_await(run_pulumi_func(program))
     registered = list(monitor.resources.items())
     outputs = _sync_await(_stack_outputs())
@@ -244,15 +250,21 @@ def render_stack(
     program = project_dir / "__main__.py"
     if not program.is_file():
         raise StackFileError(f"{project_dir} has no __main__.py; point --project-dir at this program's folder")
-    config, found = stack_config(project, stack)
-    if found:
+    settings = stack_config(project, stack)
+    if settings.problems:
         # The CLI would refuse the file; report that together with every other problem.
-        values, foreign = namespaced_values(project.name, config)
-        parse_stack_config(project.name, values, project.defaults(), (*found, *foreign))
+        values, foreign = namespaced_values(project.name, settings.values)
+        secret = frozenset(key.split(":", 1)[1] for key in settings.secret_keys if key.startswith(f"{project.name}:"))
+        parse_stack_config(project.name, values, project.defaults(), (*settings.problems, *foreign), secret)
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
     return run_under_mocks(
-        lambda: runpy.run_path(str(program), run_name="__main__"), project.name, stack, config, monitor
+        lambda: runpy.run_path(str(program), run_name="__main__"),
+        project.name,
+        stack,
+        settings.values,
+        monitor,
+        settings.secret_keys,
     )
 
 

@@ -168,7 +168,9 @@ def assert_equal(actual, expected):
 
 def test_model_store_creates_claim_script_and_one_job_per_revision():
     rendering = run_component(lambda: ModelStore("m", store_args(storage_class="nfs-client", access_mode="ReadWriteMany")))
-    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job", "PersistentVolumeClaim"]
+    assert sorted(o.kind for o in rendering.objects) == [
+        "ConfigMap", "Job", "NetworkPolicy", "PersistentVolumeClaim", "ServiceAccount",
+    ]
     claim = rendering.find("PersistentVolumeClaim", "m-models")
     assert claim["spec"] == {
         "accessModes": ["ReadWriteMany"],
@@ -216,7 +218,7 @@ def test_revision_key_changes_with_what_is_downloaded():
 def test_model_store_on_an_existing_claim_with_mirror_and_patterns():
     args = store_args(size=None, existing_claim="shared", endpoint="http://mirror:8080", allow_patterns=["*.json", "*.safetensors"])
     rendering = run_component(lambda: ModelStore("m", args))
-    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job"]
+    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "Job", "NetworkPolicy", "ServiceAccount"]
     pod = rendering.only("Job")["spec"]["template"]["spec"]
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared"}} in pod["volumes"]
     assert pod["containers"][0]["args"][-6:] == [
@@ -350,8 +352,8 @@ def test_server_outputs(pulumi_mocks):
 
 def test_exposure_without_host_is_a_service_only():
     rendering = run_component(lambda: Exposure("api", exposure_args()))
-    (service,) = [o.manifest for o in rendering.objects]
-    assert service["kind"] == "Service"
+    assert sorted(o.kind for o in rendering.objects) == ["NetworkPolicy", "Service"]
+    service = rendering.only("Service")
     assert service["spec"] == {
         "type": "ClusterIP",
         "selector": {"app": "x"},
@@ -387,7 +389,7 @@ def test_exposure_through_a_gateway():
         gateway_name="public", gateway_namespace="gateways", gateway_listener="https", stream_timeout_seconds=1800,
     )
     rendering = run_component(lambda: Exposure("api", args))
-    assert sorted(o.kind for o in rendering.objects) == ["HTTPRoute", "Service"]
+    assert sorted(o.kind for o in rendering.objects) == ["HTTPRoute", "NetworkPolicy", "Service"]
     route = rendering.only("HTTPRoute")
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     assert route["spec"] == {
@@ -395,7 +397,7 @@ def test_exposure_through_a_gateway():
         "hostnames": ["vllm.example.com"],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
                 "backendRefs": [{"name": rendering.only("Service")["metadata"]["name"], "port": 8000}],
                 "timeouts": {"request": "1800s"},
             }

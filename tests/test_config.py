@@ -16,7 +16,7 @@ from stack.render import EchoMocks, render_stack
 
 PROJECT = read_project(ROOT)
 DIGEST = "sha256:" + "a" * 64
-WITH_HOST = {"host": "vllm.example.com"}
+WITH_HOST = {"host": "vllm.example.com", "apiKeySecretName": "vllm-key"}
 GATEWAY = {**WITH_HOST, "exposureRoute": "gateway", "gatewayName": "public"}
 AUTOSCALING = {"autoscalingEnabled": True, "autoscalingMaxReplicas": 3, "storageAccessMode": "ReadWriteMany"}
 
@@ -341,7 +341,7 @@ VALID_EDGES = [
     ({"image": "registry.local:5000/mirror/vllm-openai:v0.11.0"}, lambda r: first_container(r, "Job")["image"].startswith("registry.local:5000/")),
     ({"cpu": "500m", "memory": "16G"}, lambda r: first_container(r, "Deployment")["resources"]["limits"]["cpu"] == "500m"),
     ({"storageSize": "1Ti"}, lambda r: r.only("PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"] == "1Ti"),
-    ({"host": "a.b.c.example.com"}, lambda r: r.outputs["endpoint"] == "http://a.b.c.example.com/v1"),
+    ({**WITH_HOST, "host": "a.b.c.example.com"}, lambda r: r.outputs["endpoint"] == "http://a.b.c.example.com/v1"),
     ({"gpuMemoryUtilization": "1"}, lambda r: "1" in first_container(r, "Deployment")["args"]),
     ({"modelEndpoint": "https://mirror.example.com/modelscope"}, lambda r: "https://mirror.example.com/modelscope" in first_container(r, "Job")["args"]),
     ({**GATEWAY, "ingressClass": "nginx"}, lambda r: [o.kind for o in r.objects].count("HTTPRoute") == 1),
@@ -353,7 +353,7 @@ VALID_EDGES = [
     ({"imagePullSecrets": ["regcred"], "priorityClassName": "inference"}, lambda r: pod_of(r, "Job")["imagePullSecrets"] == pod_of(r, "Deployment")["imagePullSecrets"] == [{"name": "regcred"}]),
     ({"nodeSelector": ["pool=gpu-a"], "tolerations": ["dedicated=inference:NoSchedule", "spot"]}, lambda r: pod_of(r, "Deployment")["nodeSelector"] == {"pool": "gpu-a"} and "nodeSelector" not in pod_of(r, "Job")),
     ({"serverEnv": ["NCCL_DEBUG=INFO", "NCCL_SOCKET_IFNAME=$(POD_IFACE)"], "serverSecretEnv": ["HF_TOKEN=hub-token:token"]}, lambda r: {"name": "NCCL_SOCKET_IFNAME", "value": "$$(POD_IFACE)"} in first_container(r, "Deployment")["env"]),
-    ({"host": "vllm.example.com", "ingressWaitForAddress": False}, lambda r: r.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"),
+    ({**WITH_HOST, "ingressWaitForAddress": False}, lambda r: r.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"),
     ({"drainSeconds": 0}, lambda r: "lifecycle" not in first_container(r, "Deployment") and pod_of(r, "Deployment")["terminationGracePeriodSeconds"] == 30),
     # storageSize back at Pulumi.yaml's default: dev's own would have no effect on an existing claim.
     ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True}, lambda r: "eager" in first_container(r, "Deployment")["args"]),
@@ -383,7 +383,7 @@ def test_legacy_key_form_and_provider_keys_are_read_as_the_cli_reads_them(tmp_pa
 
 def test_every_config_key_is_declared_in_pulumi_yaml_with_type_and_description():
     declared = PROJECT.declarations
-    model_keys = {field.alias for name, field in StackConfig.model_fields.items() if name != "explicit"}
+    model_keys = {field.alias for name, field in StackConfig.model_fields.items() if name not in ("explicit", "secret")}
     assert set(declared) == model_keys
     for key, declaration in declared.items():
         assert declaration["type"] in {"string", "integer", "boolean", "array"}, key

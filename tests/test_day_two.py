@@ -117,7 +117,7 @@ def test_a_new_revision_removes_the_oldest_beyond_two(rendered, stack):
 
 
 def test_an_unprotected_claim_on_request_and_a_bare_metal_ingress(tmp_path):
-    settings = {"host": "vllm.example.com", "ingressWaitForAddress": False, "drainSeconds": 600}
+    settings = {"host": "vllm.example.com", "apiKeySecretName": "key", "ingressWaitForAddress": False, "drainSeconds": 600}
     rendering = render_stack(project_with_stack(tmp_path, settings), tmp_path)
     assert rendering.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
     _, pod = server(rendering)

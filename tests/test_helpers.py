@@ -12,7 +12,7 @@ from components.grammar import image_reference, parse_quantity
 from components.labels import object_labels, selector_labels
 from components.probes import health_probes
 from components.vllm_args import serve_flags
-from stack.project import StackFileError, encode, read_project, stack_config
+from stack.project import SECRET_PLACEHOLDER, StackFileError, encode, read_project, stack_config
 from stack.render import REDACTED, plain, redact, run_under_mocks
 
 
@@ -105,7 +105,7 @@ def test_pulumi_secrets_are_never_rendered():
         pulumi.export("token", pulumi.Output.secret("s3cret"))
 
     rendering = run_under_mocks(program, "p", "s", {})
-    assert rendering.find("ConfigMap", "c")["data"] == REDACTED
+    assert rendering.find("ConfigMap", "c")["data"] == {"token": REDACTED}
     assert rendering.find("ConfigMap", "d")["data"] == {"plain": "visible"}
     assert rendering.outputs == {"token": REDACTED}
     assert "s3cret" not in repr([o.manifest for o in rendering.objects])
@@ -132,16 +132,18 @@ def write_project(tmp_path, stack_settings):
 
 def test_stack_config_layers_the_stack_file_over_project_defaults(tmp_path):
     project = write_project(tmp_path, {"p:b": "x", "p:config:c": [1], "kubernetes:context": "k"})
-    assert stack_config(project, "s") == ({"p:a": "1", "p:b": "x", "p:c": "[1]", "kubernetes:context": "k"}, [])
+    settings = stack_config(project, "s")
+    assert settings.values == {"p:a": "1", "p:b": "x", "p:c": "[1]", "kubernetes:context": "k"}
+    assert settings.problems == settings.secret_keys == []
 
 
-def test_stack_config_reports_what_the_cli_refuses(tmp_path):
+def test_stack_config_reports_what_the_cli_refuses_and_stands_in_for_secrets(tmp_path):
     project = write_project(tmp_path, {"p:b": {"secure": "AAAB"}, "p:a": None, "c": 1})
-    values, problems = stack_config(project, "s")
-    assert values == {}
-    assert sorted((p.key, p.message.split(";")[0].split(":")[0]) for p in problems) == [
+    settings = stack_config(project, "s")
+    assert settings.values == {"p:b": SECRET_PLACEHOLDER}
+    assert settings.secret_keys == ["p:b"]
+    assert sorted((p.key, p.message.split(";")[0]) for p in settings.problems) == [
         ("a", "has no value (null)"),
-        ("b", "is an encrypted secret"),
         ("c", "has no namespace"),
     ]
     with pytest.raises(StackFileError, match="no stack file Pulumi.other.yaml"):

@@ -21,7 +21,8 @@ def test_component_example_creates_a_served_model():
     (example,) = [block for block in code_blocks("python") if "from components import" in block]
     rendering = run_component(lambda: exec(example, {}))
     assert sorted(o.kind for o in rendering.objects) == [
-        "ConfigMap", "Deployment", "Job", "PersistentVolumeClaim", "Service",
+        "ConfigMap", "Deployment", "Job", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
+        "PersistentVolumeClaim", "Service", "ServiceAccount", "ServiceAccount",
     ]
     deployment = rendering.only("Deployment")
     assert rendering.only("Service")["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

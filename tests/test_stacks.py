@@ -46,6 +46,11 @@ def test_dev_creates_exactly_the_in_cluster_objects(rendered):
             ("Job", rendered["dev"].only("Job")["metadata"]["name"]),
             ("Deployment", "vllm-qwen3-0-6b"),
             ("Service", "vllm-qwen3-0-6b"),
+            ("ServiceAccount", "vllm-qwen3-0-6b"),
+            ("ServiceAccount", "vllm-qwen3-0-6b-stage"),
+            ("NetworkPolicy", "vllm-qwen3-0-6b"),
+            ("NetworkPolicy", "vllm-qwen3-0-6b-egress"),
+            ("NetworkPolicy", "vllm-qwen3-0-6b-stage"),
         ]
     )
 
@@ -54,7 +59,7 @@ def test_prod_adds_ingress_and_autoscaling(rendered):
     kinds = {o.kind for o in rendered["prod"].objects}
     assert kinds == {
         "Namespace", "ConfigMap", "PersistentVolumeClaim", "Job", "Deployment", "Service", "Ingress",
-        "ScaledObject", "PodMonitor",
+        "ScaledObject", "PodMonitor", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget",
     }
 
 

@@ -28,7 +28,7 @@ if config.create_namespace:
         opts=pulumi.ResourceOptions(retain_on_delete=True),
     ).metadata.name
 
-gpu = GpuClaim(f"{name}-gpu", gpu_claim_args(config))
+gpu = GpuClaim(name, gpu_claim_args(config, namespace))
 store = ModelStore(name, model_store_args(config, namespace))
 server = VLLMServer(
     name,
@@ -55,5 +55,6 @@ pulumi.export("namespace", namespace)
 pulumi.export("modelPath", store.model_path)
 pulumi.export("claimName", store.claim_name)
 pulumi.export("deploymentName", server.deployment_name)
+pulumi.export("gpuCapacity", server.capacity)
 if config.api_key is not None:
     pulumi.export("apiKey", pulumi.Output.secret(config.api_key))

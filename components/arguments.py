@@ -172,7 +172,7 @@ class ArgsSpec:
         origin, params = get_origin(annotation), get_args(annotation)
         if origin in (Union, types.UnionType):
             known = [p for p in params if get_origin(p) is not pulumi.Output and get_origin(p) is not _Awaitable]
-            converted = [self._validating_type(p, path) for p in known]
+            converted = [p if p is type(None) else self._validating_type(p, path) for p in known]
             plain = converted[0] if len(converted) == 1 else Union[tuple(converted)]  # type: ignore[valid-type]
             return Annotated[plain, PassUnknown] if len(known) < len(params) else plain
         if path in self.rules:
@@ -199,8 +199,8 @@ class ArgsSpec:
         for key, value in args.items():
             if value is None and key not in typed_dict.__required_keys__:
                 continue
-            nested = hints.get(key)
-            if is_typeddict(nested) and isinstance(value, Mapping):
+            nested = next((t for t in (hints.get(key), *get_args(hints.get(key))) if is_typeddict(t)), None)
+            if nested is not None and isinstance(value, Mapping):
                 value = self._without_none(value, nested)
             kept[key] = value
         return kept

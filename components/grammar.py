@@ -273,3 +273,10 @@ def registry(value: str) -> str:
     if not ("." in host or ":" in host or host == "localhost"):
         raise ValueError("must be a registry such as harbor.internal or harbor.internal:5000/dockerhub")
     return value
+
+
+def mig_profile(value: str) -> str:
+    """A MIG profile as the device plugin names its resource (nvidia.com/mig-<profile>), e.g. 3g.40gb."""
+    if not re.fullmatch(r"[1-9]\d?g\.\d+gb", value):
+        raise ValueError("must be a MIG profile such as 1g.10gb or 3g.40gb")
+    return value

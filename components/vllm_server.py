@@ -23,7 +23,8 @@ from .arguments import (
     with_defaults,
 )
 from .escaping import container_text, container_texts
-from .gpu_claim import GPU_RESOURCE, GpuPodFragment
+from .capacity import Architecture, capacity
+from .gpu_claim import GpuPodFragment
 from .labels import object_labels, selector_labels
 from .network import egress_dns_only
 from .pods import (
@@ -61,6 +62,17 @@ DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
 """The release this project's facts were checked against (API key scope, loading options, flags)."""
 
 
+class ArchitectureArgs(TypedDict):
+    """What sizes a model's KV cache, from its config.json."""
+
+    layers: int
+    """num_hidden_layers"""
+    kv_heads: int
+    """num_key_value_heads"""
+    head_dim: int
+    """head_dim"""
+
+
 class VLLMServerArgs(TypedDict):
     """Arguments of VLLMServer."""
 
@@ -87,6 +99,9 @@ class VLLMServerArgs(TypedDict):
     """vllm --pipeline-parallel-size. Default 1."""
     gpu_memory_utilization: NotRequired[float]
     """vllm --gpu-memory-utilization, in (0, 1]. Default 0.9."""
+    model_architecture: NotRequired[Optional[ArchitectureArgs]]
+    """Layers, KV heads and head size of the model (its config.json), to size the KV cache; None
+    skips the estimate (components.capacity has presets of well-known models)."""
     max_model_len: int
     """vllm --max-model-len."""
     extra_args: NotRequired[list[str]]
@@ -142,6 +157,7 @@ DEFAULTS: dict[str, Any] = {
     "tensor_parallel_size": 1,
     "pipeline_parallel_size": 1,
     "gpu_memory_utilization": 0.9,
+    "model_architecture": None,
     "extra_args": [],
     "shm_size": None,
     "replicas": None,
@@ -185,12 +201,28 @@ def _within_mount(args: dict) -> Problems:
 @check("tensor_parallel_size", "pipeline_parallel_size", "gpu")
 def _parallelism_uses_every_gpu(args: dict) -> Problems:
     tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
-    gpus = int(args["gpu"]["limits"].get(GPU_RESOURCE, "0"))
+    gpus = args["gpu"]["devices"]
     if tensor * pipeline != gpus:
         return {
             "tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
         }
+    if args["gpu"]["backend"] == "mig" and gpus > 1:
+        return {"tensor_parallel_size": "must be 1 on MIG: vLLM cannot spread a model over MIG instances"}
     return {}
+
+
+@check("model_size_gb", "gpu", "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization")
+def _weights_fit(args: dict) -> Problems:
+    estimate = server_capacity(args, kv_cache=False)
+    if estimate is None or estimate.fits:
+        return {}
+    gpus = args["tensor_parallel_size"] * args["pipeline_parallel_size"]
+    return {
+        "model_size_gb": f"({args['model_size_gb']:g} GB) does not fit: {estimate.weights_gb_per_gpu:.1f} GB of weights "
+        f"per GPU over {gpus} GPUs, but gpu_memory_utilization leaves {estimate.budget_gb_per_gpu:.1f} GB of each "
+        f"{args['gpu']['device_memory_gib']:g} GiB device, less about 1 GiB for activations; use more or larger GPUs, "
+        "or a quantized checkpoint"
+    }
 
 
 @check("max_surge", "max_unavailable")
@@ -256,11 +288,41 @@ def _env_names_are_free(args: dict) -> Problems:
     return problems
 
 
+def kv_dtype_bytes(extra_args: list[str]) -> int:
+    """Bytes per KV cache element: 1 with an fp8 --kv-cache-dtype, else the model's 16 bits."""
+    for index, item in enumerate(extra_args):
+        name, _, value = item.partition("=")
+        if name.replace("_", "-") == "--kv-cache-dtype":
+            value = value or (extra_args[index + 1] if index + 1 < len(extra_args) else "")
+            return 1 if value.startswith("fp8") else 2
+    return 2
+
+
+def server_capacity(args: VLLMServerArgs, kv_cache: bool = True):
+    """The capacity estimate, or None when the weights' size or the devices' memory is unknown;
+    with kv_cache, also the tokens the KV cache holds (from the architecture and extra_args)."""
+    args = with_defaults(args, DEFAULTS)
+    memory = args["gpu"]["device_memory_gib"]
+    if args["model_size_gb"] is None or not memory:
+        return None
+    arch = args["model_architecture"] if kv_cache else None
+    return capacity(
+        model_size_gb=args["model_size_gb"],
+        device_memory_gib=memory,
+        tensor=args["tensor_parallel_size"],
+        pipeline=args["pipeline_parallel_size"],
+        gpu_memory_utilization=args["gpu_memory_utilization"],
+        architecture=Architecture(**arch) if arch else None,
+        kv_dtype_bytes=kv_dtype_bytes(args["extra_args"]) if kv_cache else 2,
+    )
+
+
 SAMPLE_SETTINGS = {
     "served_model_name": "m",
     "tensor_parallel_size": 1,
     "pipeline_parallel_size": 1,
     "gpu_memory_utilization": 0.9,
+    "model_architecture": None,
     "max_model_len": 1,
 }
 """Values for the program's own flags when only their names matter."""
@@ -294,6 +356,9 @@ SPEC = ArgsSpec(
         "pipeline_parallel_size": int_range(1),
         "gpu_memory_utilization": Annotated[float, Field(gt=0, le=1)],
         "max_model_len": int_range(1),
+        "model_architecture.layers": int_range(1, 10**4),
+        "model_architecture.kv_heads": int_range(1, 10**4),
+        "model_architecture.head_dim": int_range(1, 10**5),
         "cpu": CpuQuantity,
         "memory": ByteQuantity,
         "shm_size": ByteQuantity,
@@ -317,6 +382,7 @@ SPEC = ArgsSpec(
     checks=(
         _within_mount,
         _parallelism_uses_every_gpu,
+        _weights_fit,
         _rollout_can_start,
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
@@ -405,7 +471,10 @@ def store_check_container(args: VLLMServerArgs) -> dict:
 def server_container(name: str, args: VLLMServerArgs) -> dict:
     args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
-    resources = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
+    limits = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
+    resources: dict = {"requests": limits, "limits": limits}
+    if gpu["container_claims"]:
+        resources["claims"] = gpu["container_claims"]
     return {
         "name": "vllm",
         "image": args["image"],
@@ -422,7 +491,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": container_env(name, args),
-        "resources": {"requests": resources, "limits": resources},
+        "resources": resources,
         "volumeMounts": [
             {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -458,6 +527,7 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
         "schedulerName": gpu["scheduler_name"],
         "affinity": gpu["affinity"],
         "runtimeClassName": gpu["runtime_class_name"],
+        "resourceClaims": gpu["resource_claims"],
     }
     spec.update({key: value for key, value in optional.items() if value})
     spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
@@ -513,6 +583,9 @@ class VLLMServer(pulumi.ComponentResource):
     """Container port of the OpenAI API and /metrics."""
     port_name: pulumi.Output[str]
     """Name of that container port."""
+    capacity: pulumi.Output[dict[str, Any]]
+    """Per-GPU weights, memory budget and KV cache left, and KV cache tokens, when the weights'
+    size and the devices' memory are known; else empty."""
 
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
@@ -570,11 +643,21 @@ class VLLMServer(pulumi.ComponentResource):
         self.selector_labels = deployment.metadata.apply(lambda _: labels)
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
+        estimate = server_capacity(args)
+        if estimate and estimate.kv_cache_tokens is not None and estimate.kv_cache_tokens < args["max_model_len"]:
+            pulumi.log.warn(
+                f"VLLMServer {name}: the KV cache left after the weights holds about {estimate.kv_cache_tokens} "
+                f"tokens, less than one sequence of max_model_len ({args['max_model_len']}); vLLM refuses to start "
+                "so: lower max_model_len, raise gpu_memory_utilization, or use more GPUs",
+                resource=self,
+            )
+        self.capacity = pulumi.Output.from_input(estimate.summary() if estimate else {})
         self.register_outputs(
             {
                 "deploymentName": self.deployment_name,
                 "selectorLabels": self.selector_labels,
                 "port": self.port,
                 "portName": self.port_name,
+                "capacity": self.capacity,
             }
         )

@@ -55,8 +55,8 @@ def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[P
 
 def component_problems(config: StackConfig) -> list[Problem]:
     """Each component's own rules, applied to the arguments this stack would give it."""
-    gpu_args = gpu_claim_args(config)
-    gpu_problems = gpu_claim_problems(gpu_args)
+    gpu_args = gpu_claim_args(config, config.namespace)
+    gpu_problems = gpu_claim_problems(gpu_args, config.name)
     store_problems = model_store_problems(model_store_args(config, config.namespace), config.name)
     store = _store_for_checks(config, valid_path="model_id" not in store_problems and "revision" not in store_problems)
     server = vllm_server_args(config, config.namespace, _fragment_for_checks(config, gpu_args, gpu_problems), store)
@@ -107,6 +107,17 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
                         "volume, possibly on different nodes; use ReadWriteMany (e.g. storageClass nfs-client) "
                         "or an existingClaim every node can mount"
                     ),
+                )
+            )
+    if ok("gpuQuota", "gpuCount", "autoscalingEnabled", "autoscalingMaxReplicas", "replicas") and config.gpu_quota:
+        key = "autoscalingMaxReplicas" if config.autoscaling_enabled else "replicas"
+        most = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
+        if most * config.gpu_count > config.gpu_quota:
+            problems.append(
+                Problem(
+                    key=key,
+                    message=f"x gpuCount ({most} x {config.gpu_count} = {most * config.gpu_count} GPUs) is above "
+                    f"gpuQuota ({config.gpu_quota}); the replicas beyond it could never start: lower it or raise the quota",
                 )
             )
     if config.autoscaling_enabled is True and "replicas" in config.explicit:

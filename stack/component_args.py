@@ -20,9 +20,12 @@ from components import (
     VLLMServerArgs,
 )
 
+from dataclasses import asdict
+
+from components.capacity import preset_for
 from components.grammar import with_registry
 
-from .config import StackConfig
+from .config import INVALID, StackConfig
 
 
 class StoreOutputs(TypedDict):
@@ -36,9 +39,20 @@ class StoreOutputs(TypedDict):
 
 GPU_KEYS = {
     "name": "name",
+    "namespace": "namespace",
     "backend": "gpuBackend",
     "count": "gpuCount",
     "products": "gpuProducts",
+    "memory_gib": "gpuMemoryGiB",
+    "mig_profile": "gpuMigProfile",
+    "dra.device_class": "draDeviceClass",
+    "dra.min_memory_gib": "draMinMemoryGiB",
+    "dra.selectors": "draSelectors",
+    "kubernetes_version": "kubernetesVersion",
+    "quota.gpus": "gpuQuota",
+    "quota.gpu_memory_mib": "gpuMemoryQuotaMiB",
+    "hami.enforce_eager": "hamiEnforceEager",
+    "hami.disable_custom_all_reduce": "hamiDisableCustomAllReduce",
     "runtime_class_name": "gpuRuntimeClass",
     "tolerate_gpu_taint": "gpuTolerateTaint",
     "hami.memory_mib": "hamiMemoryMiB",
@@ -81,6 +95,9 @@ SERVER_KEYS = {
     "tensor_parallel_size": "tensorParallelSize",
     "pipeline_parallel_size": "pipelineParallelSize",
     "gpu_memory_utilization": "gpuMemoryUtilization",
+    "model_architecture.layers": "modelLayers",
+    "model_architecture.kv_heads": "modelKvHeads",
+    "model_architecture.head_dim": "modelHeadDim",
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
     "gpu": "gpuCount",
@@ -155,6 +172,15 @@ def server_keys(config: StackConfig) -> dict[str, str]:
     return {**SERVER_KEYS, "max_replicas": "autoscalingMaxReplicas" if scaling else "replicas"}
 
 
+def model_architecture(config: StackConfig) -> Optional[dict]:
+    """The architecture given in config, or the preset of a well-known model; None if neither."""
+    given = {"layers": config.model_layers, "kv_heads": config.model_kv_heads, "head_dim": config.model_head_dim}
+    if any(value not in (0, INVALID) for value in given.values()):
+        return given
+    preset = preset_for(config.model_id) if isinstance(config.model_id, str) else None
+    return asdict(preset) if preset else None
+
+
 def image(config: StackConfig, reference: str) -> str:
     """An image as the stack pulls it: from imageRegistry, a mirror, when one is set."""
     try:
@@ -163,13 +189,24 @@ def image(config: StackConfig, reference: str) -> str:
         return reference
 
 
-def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
+def gpu_claim_args(config: StackConfig, namespace: pulumi.Input[str]) -> GpuClaimArgs:
+    quota = config.gpu_quota
     return {
+        "namespace": namespace,
         "backend": config.gpu_backend,
         "count": config.gpu_count,
         "products": config.gpu_products,
+        "memory_gib": config.gpu_memory_gi_b or None,
         "runtime_class_name": config.gpu_runtime_class,
         "tolerate_gpu_taint": config.gpu_tolerate_taint,
+        "mig_profile": config.gpu_mig_profile,
+        "dra": {
+            "device_class": config.set_or_none("draDeviceClass"),
+            "min_memory_gib": config.dra_min_memory_gi_b or None,
+            "selectors": config.dra_selectors,
+        },
+        "kubernetes_version": config.kubernetes_version,
+        "quota": {"gpus": quota, "gpu_memory_mib": config.gpu_memory_quota_mi_b or None} if quota else None,
         "hami": {
             "memory_mib": config.set_or_none("hamiMemoryMiB"),
             "memory_percent": config.set_or_none("hamiMemoryPercent"),
@@ -178,6 +215,8 @@ def gpu_claim_args(config: StackConfig) -> GpuClaimArgs:
             "exclude_gpu_types": config.set_or_none("hamiExcludeGpuTypes"),
             "node_policy": config.set_or_none("hamiNodePolicy"),
             "gpu_policy": config.set_or_none("hamiGpuPolicy"),
+            "enforce_eager": config.hami_enforce_eager,
+            "disable_custom_all_reduce": config.hami_disable_custom_all_reduce,
         },
     }
 
@@ -223,6 +262,7 @@ def vllm_server_args(
         "tensor_parallel_size": config.tensor_parallel_size,
         "pipeline_parallel_size": config.pipeline_parallel_size,
         "gpu_memory_utilization": config.gpu_memory_utilization,
+        "model_architecture": model_architecture(config),
         "max_model_len": config.max_model_len,
         "extra_args": config.extra_args,
         "gpu": gpu,

@@ -75,6 +75,9 @@ class StackConfig(BaseModel):
     served_model_name: str
     model_endpoint: Optional[str]
     model_allow_patterns: list[str]
+    model_layers: int
+    model_kv_heads: int
+    model_head_dim: int
     model_size_gb: int = Field(alias="modelSizeGB")
     model_revisions_to_keep: int
 
@@ -124,6 +127,14 @@ class StackConfig(BaseModel):
     gpu_backend: str
     gpu_count: int
     gpu_products: list[str]
+    gpu_memory_gi_b: int = Field(alias="gpuMemoryGiB")
+    gpu_mig_profile: Optional[str]
+    dra_device_class: str
+    dra_min_memory_gi_b: int = Field(alias="draMinMemoryGiB")
+    dra_selectors: list[str]
+    kubernetes_version: Optional[str]
+    gpu_quota: int
+    gpu_memory_quota_mi_b: int = Field(alias="gpuMemoryQuotaMiB")
     gpu_runtime_class: Optional[str]
     gpu_tolerate_taint: bool
     hami_memory_mib: int = Field(alias="hamiMemoryMiB")
@@ -133,6 +144,8 @@ class StackConfig(BaseModel):
     hami_exclude_gpu_types: list[str]
     hami_node_policy: Optional[str]
     hami_gpu_policy: Optional[str]
+    hami_enforce_eager: Optional[bool]
+    hami_disable_custom_all_reduce: Optional[bool]
 
     host: Optional[str]
     exposure_route: str

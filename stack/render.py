@@ -34,10 +34,12 @@ REDACTED = "<redacted>"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 APPLY_ORDER = [
     "Namespace",
+    "ResourceQuota",
     "ServiceAccount",
     "ConfigMap",
     "Secret",
     "PersistentVolumeClaim",
+    "ResourceClaimTemplate",
     "NetworkPolicy",
     "Job",
     "Deployment",

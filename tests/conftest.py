@@ -38,10 +38,10 @@ def run_component(build) -> Rendering:
     return run_under_mocks(build, "test", "test", {})
 
 
-def project_with_stack(tmp_path: Path, settings: dict, drop: tuple = ()) -> str:
-    """A project directory whose stack 'bad' is the dev stack with some settings changed."""
-    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    config = {key: value for key, value in dev.items() if key.split(":", 1)[1] not in drop}
+def project_with_stack(tmp_path: Path, settings: dict, drop: tuple = (), base: str = "dev") -> str:
+    """A project directory whose stack 'bad' is a stack (dev by default) with some settings changed."""
+    stack = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())["config"]
+    config = {key: value for key, value in stack.items() if key.split(":", 1)[1] not in drop}
     config.update({f"vllm-serving:{key}": value for key, value in settings.items()})
     return stack_file(tmp_path, yaml.safe_dump({"config": config}), base=None)
 

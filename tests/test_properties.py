@@ -105,7 +105,7 @@ def build(config) -> list[dict]:
     store = {**STORE_DEFAULTS, **{k: v for k, v in model_store_args(config, namespace).items() if v is not None}}
     path = model_dir(MOUNT, store["model_id"], store["revision"])
     outputs = StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
-    server = vllm_server_args(config, namespace, pod_fragment(gpu_claim_args(config)), outputs)
+    server = vllm_server_args(config, namespace, pod_fragment(gpu_claim_args(config, namespace)), outputs)
     exposure = exposure_args(config, namespace, {"app": "x"}, PORT, PORT_NAME)
     route = http_route_spec(name, exposure) if config.exposure_route == "gateway" else ingress_spec(name, name, exposure)
     scaler = autoscaler_args(config, name, {"app": "x"}, PORT_NAME)

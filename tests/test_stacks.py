@@ -59,7 +59,7 @@ def test_prod_adds_ingress_and_autoscaling(rendered):
     kinds = {o.kind for o in rendered["prod"].objects}
     assert kinds == {
         "Namespace", "ConfigMap", "PersistentVolumeClaim", "Job", "Deployment", "Service", "Ingress",
-        "ScaledObject", "PodMonitor", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget",
+        "ScaledObject", "PodMonitor", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ResourceQuota",
     }
 
 
@@ -72,6 +72,7 @@ def test_outputs(rendered):
         "modelPath": "/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master",
         "claimName": "vllm-qwen3-235b-models",
         "deploymentName": "vllm-qwen3-235b",
+        "gpuCapacity": {"weightsGBPerGpu": 58.75, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 17.49, "kvCacheTokens": 363315},
     }
     dev = rendered["dev"].outputs
     assert dev["endpoint"] == dev["inClusterEndpoint"] == "http://vllm-qwen3-0-6b.ai-serving-dev.svc.cluster.local:8000/v1"
@@ -235,6 +236,13 @@ VARIANTS = {
         "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProducts": ["NVIDIA-A100-SXM4-80GB"],
         "gpuRuntimeClass": "nvidia", "gpuTolerateTaint": False,
     },
+    "mig-instance": {
+        "gpuBackend": "mig", "gpuMigProfile": "3g.40gb", "hamiMemoryMiB": 0, "hamiCores": 0, "modelSizeGB": 2,
+    },
+    "dra-on-kubernetes-1-34": {
+        "gpuBackend": "dra", "kubernetesVersion": "1.34", "hamiMemoryMiB": 0, "hamiCores": 0,
+        "gpuProducts": ["NVIDIA-L40S"], "draMinMemoryGiB": 40, "gpuQuota": 2,
+    },
     "autoscaled-on-a-shared-volume": {
         "autoscalingEnabled": True, "autoscalingMaxReplicas": 4, "storageAccessMode": "ReadWriteMany",
         "autoscalingPodMonitorLabels": ["release=kube-prometheus-stack"], "downloaderInstallClient": False,
@@ -250,10 +258,15 @@ def render_variant(tmp_path, variant):
     return render_stack(project_with_stack(tmp_path, VARIANTS[variant], VARIANT_DROPS.get(variant, ())), tmp_path)
 
 
+VARIANT_FIRST_VERSION = {"dra-on-kubernetes-1-34": "1.34.0"}
+"""Variants that need a newer cluster than the oldest supported (resource.k8s.io/v1 is 1.34's)."""
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stack_variants_render_valid_objects(tmp_path, variant):
     rendering = render_variant(tmp_path, variant)
-    for version in SUPPORTED_KUBERNETES_VERSIONS:
+    first = VARIANT_FIRST_VERSION.get(variant, SUPPORTED_KUBERNETES_VERSIONS[0])
+    for version in SUPPORTED_KUBERNETES_VERSIONS[SUPPORTED_KUBERNETES_VERSIONS.index(first):]:
         errors = {f"{o.kind}/{o.name}": schema_errors(o.manifest, version) for o in rendering.objects}
         assert {name: found for name, found in errors.items() if found} == {}, version
 

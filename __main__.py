@@ -46,7 +46,9 @@ server = VLLMServer(
 )
 exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME))
 if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
-    Autoscaler(name, scaling)
+    scaler = Autoscaler(name, scaling)
+    if config.autoscaling_engine == "hpa":
+        pulumi.export("adapterRules", scaler.adapter_rules)
 
 pulumi.export("endpoint", exposure.endpoint)
 pulumi.export("inClusterEndpoint", exposure.in_cluster_endpoint)

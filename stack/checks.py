@@ -29,18 +29,10 @@ from .component_args import (
     store_keys,
     vllm_server_args,
 )
-from .config import INVALID, Problem, StackConfig
+from .config import FIELD_OF_KEY, INVALID, Problem, StackConfig
 
 MOUNT = "/models"
-AUTOSCALING_KEYS = (
-    "autoscalingMinReplicas",
-    "autoscalingMaxReplicas",
-    "autoscalingQueueDepthTarget",
-    "autoscalingPrometheusAddress",
-    "autoscalingScaleDownStabilizationSeconds",
-    "autoscalingPodMonitor",
-    "autoscalingPodMonitorLabels",
-)
+AUTOSCALING_KEYS = tuple(key for key in FIELD_OF_KEY if key.startswith(("autoscaling", "monitoring")) and key != "autoscalingEnabled")
 
 
 def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[Problem]:

@@ -7,7 +7,7 @@ modes (a HAMi slice, the Ingress's class, a Gateway's name) are passed only when
 sets them, so a component can tell a setting that has no effect from Pulumi.yaml's default.
 """
 
-from typing import Optional, TypedDict
+from typing import Any, Optional, TypedDict
 
 import pulumi
 
@@ -22,6 +22,7 @@ from components import (
 
 from dataclasses import asdict
 
+from components.autoscaler import MAX_PERIOD_SECONDS
 from components.capacity import preset_for
 from components.grammar import with_registry
 
@@ -153,7 +154,21 @@ AUTOSCALER_KEYS = {
     "served_model_name": "servedModelName",
     "min_replicas": "autoscalingMinReplicas",
     "max_replicas": "autoscalingMaxReplicas",
-    "queue_depth_target": "autoscalingQueueDepthTarget",
+    "engine": "autoscalingEngine",
+    "signals": "autoscalingSignals",
+    "signals.kind": "autoscalingSignals",
+    "signals.target": "autoscalingSignals",
+    "signals.histogram": "autoscalingSignals",
+    "signals.quantile": "autoscalingSignals",
+    "signals.window": "autoscalingSignals",
+    "scale_up_pods": "autoscalingScaleUpPods",
+    "scale_up_period_seconds": "autoscalingScaleUpPeriodSeconds",
+    "scale_down_period_seconds": "autoscalingScaleDownPeriodSeconds",
+    "fallback_replicas": "autoscalingFallbackReplicas",
+    "scale_to_zero": "autoscalingScaleToZero",
+    "activation_query": "autoscalingActivationQuery",
+    "alerts": "monitoringAlerts",
+    "dashboard": "monitoringDashboard",
     "prometheus_address": "autoscalingPrometheusAddress",
     "scale_down_stabilization_seconds": "autoscalingScaleDownStabilizationSeconds",
     "pod_monitor": "autoscalingPodMonitor",
@@ -170,6 +185,14 @@ def server_keys(config: StackConfig) -> dict[str, str]:
     """SERVER_KEYS, with the most replicas fed by the autoscaler's maximum when it scales."""
     scaling = config.autoscaling_enabled is True
     return {**SERVER_KEYS, "max_replicas": "autoscalingMaxReplicas" if scaling else "replicas"}
+
+
+def scale_up_period(config: StackConfig) -> Any:
+    """As set, or the startup budget: the next replica waits for the last one to load (the HPA allows
+    at most 1800 s)."""
+    if config.autoscaling_scale_up_period_seconds or config.startup_timeout_minutes is INVALID:
+        return config.autoscaling_scale_up_period_seconds
+    return min(MAX_PERIOD_SECONDS, config.startup_timeout_minutes * 60)
 
 
 def model_architecture(config: StackConfig) -> Optional[dict]:
@@ -335,7 +358,16 @@ def autoscaler_args(
         "served_model_name": config.served_model_name,
         "min_replicas": config.autoscaling_min_replicas,
         "max_replicas": config.autoscaling_max_replicas,
-        "queue_depth_target": config.autoscaling_queue_depth_target,
+        "engine": config.autoscaling_engine,
+        "signals": config.autoscaling_signals,
+        "scale_up_pods": config.autoscaling_scale_up_pods,
+        "scale_up_period_seconds": scale_up_period(config),
+        "scale_down_period_seconds": config.autoscaling_scale_down_period_seconds,
+        "fallback_replicas": config.autoscaling_fallback_replicas or None,
+        "scale_to_zero": config.autoscaling_scale_to_zero,
+        "activation_query": config.autoscaling_activation_query,
+        "alerts": config.monitoring_alerts,
+        "dashboard": config.monitoring_dashboard,
         "prometheus_address": config.autoscaling_prometheus_address,
         "scale_down_stabilization_seconds": config.autoscaling_scale_down_stabilization_seconds,
         "pod_monitor": config.autoscaling_pod_monitor,

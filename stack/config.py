@@ -165,7 +165,16 @@ class StackConfig(BaseModel):
     autoscaling_enabled: bool
     autoscaling_min_replicas: int
     autoscaling_max_replicas: int
-    autoscaling_queue_depth_target: int
+    autoscaling_engine: str
+    autoscaling_signals: list[dict[str, Any]]
+    autoscaling_scale_up_pods: int
+    autoscaling_scale_up_period_seconds: int
+    autoscaling_scale_down_period_seconds: int
+    autoscaling_fallback_replicas: int
+    autoscaling_scale_to_zero: bool
+    autoscaling_activation_query: Optional[str]
+    monitoring_alerts: bool
+    monitoring_dashboard: bool
     autoscaling_prometheus_address: str
     autoscaling_scale_down_stabilization_seconds: int
     autoscaling_pod_monitor: bool
@@ -276,7 +285,35 @@ def _tolerations(items: list[str]) -> list[dict[str, str]]:
     return tolerations
 
 
+GPU_TARGET = 70.0
+"""The source document's target GPU utilisation."""
+
+
+def _signals(items: list[str]) -> list[dict[str, Any]]:
+    """signal=target strings (latency:<histogram>[:p<quantile>][:<window>]=seconds) as signals."""
+    signals = []
+    for item in items:
+        name, equals, target = item.partition("=")
+        kind, *details = name.split(":")
+        if not equals and kind != "gpu":
+            raise ValueError(f"{item!r} has no target; give each as signal=target, e.g. queue=5")
+        try:
+            signal: dict[str, Any] = {"kind": kind, "target": float(target) if equals else GPU_TARGET}
+        except ValueError:
+            raise ValueError(f"{item!r}: the target must be a number") from None
+        if details:
+            signal["histogram"] = details[0]
+        for detail in details[1:]:
+            if detail.startswith("p") and detail[1:].replace(".", "", 1).isdigit():
+                signal["quantile"] = float(detail[1:]) / 100 if float(detail[1:]) >= 1 else float(detail[1:])
+            else:
+                signal["window"] = detail
+        signals.append(signal)
+    return signals
+
+
 ITEM_PARSERS: dict[str, Callable[[list[str]], Any]] = {
+    "autoscaling_signals": _signals,
     "autoscaling_pod_monitor_labels": _pairs("key=value, e.g. release=kube-prometheus-stack"),
     "node_selector": _pairs("key=value, e.g. node-pool=gpu"),
     "server_env": _pairs("NAME=value, e.g. NCCL_SOCKET_IFNAME=eth0"),

@@ -48,7 +48,9 @@ APPLY_ORDER = [
     "Ingress",
     "HTTPRoute",
     "ScaledObject",
+    "HorizontalPodAutoscaler",
     "PodMonitor",
+    "PrometheusRule",
 ]
 
 

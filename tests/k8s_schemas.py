@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -140,6 +141,8 @@ def _tighten(node: dict) -> None:
             del node["anyOf"]  # now redundant; keeping it would report each error twice
     if node.get("nullable"):
         _allow_null(node)
+    if isinstance(node.get("pattern"), str):
+        node["pattern"] = _python_regex(node["pattern"])
     if (
         "properties" in node
         and "additionalProperties" not in node
@@ -148,6 +151,12 @@ def _tighten(node: dict) -> None:
         node["additionalProperties"] = False
     for child in _structural_children(node):
         _tighten(child)
+
+
+def _python_regex(pattern: str) -> str:
+    """A Go (RE2) pattern as Python's re reads it: inline flags such as ^(?i)... go first."""
+    match = re.match(r"\^\(\?([a-z]+)\)", pattern)
+    return f"(?{match[1]})^{pattern[match.end():]}" if match else pattern
 
 
 def _allow_null(node: dict) -> None:

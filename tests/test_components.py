@@ -1,5 +1,6 @@
 """Each component on its own: the objects it creates, their wiring, its outputs and its checks."""
 
+import json
 import subprocess
 
 import pulumi
@@ -443,9 +444,10 @@ def test_endpoint_without_host_is_the_service_url(pulumi_mocks):
 # --- Autoscaler ---------------------------------------------------------------------------
 
 
-def test_autoscaler_scaled_object_and_pod_monitor():
-    args = autoscaler_args(pod_monitor_labels={"release": "kps"}, queue_depth_target=3)
+def test_autoscaler_scaled_object_pod_monitor_alerts_and_dashboard():
+    args = autoscaler_args(pod_monitor_labels={"release": "kps"}, signals=[{"kind": "queue", "target": 3}])
     rendering = run_component(lambda: Autoscaler("srv", args))
+    assert sorted(o.kind for o in rendering.objects) == ["ConfigMap", "PodMonitor", "PrometheusRule", "ScaledObject"]
     scaled = rendering.only("ScaledObject")["spec"]
     assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "srv"}
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 3)
@@ -461,6 +463,7 @@ def test_autoscaler_scaled_object_and_pod_monitor():
             },
         }
     ]
+    assert "fallback" not in scaled
     behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
@@ -470,11 +473,19 @@ def test_autoscaler_scaled_object_and_pod_monitor():
         "selector": {"matchLabels": {"app": "x"}},
         "podMetricsEndpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
     }
+    rule = rendering.only("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} == {
+        "VLLMPodsNotReady", "VLLMQueueHigh", "VLLMKVCacheNearlyFull", "VLLMPreemptions", "VLLMScalingMetricMissing",
+    }
+    dashboard = rendering.only("ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["srv.json"])["panels"][0]["targets"][0]["expr"] == scaled["triggers"][0]["metadata"]["query"]
 
 
-def test_autoscaler_without_pod_monitor():
-    rendering = run_component(lambda: Autoscaler("srv", autoscaler_args(pod_monitor=False)))
-    assert [o.kind for o in rendering.objects] == ["ScaledObject"]
+def test_autoscaler_without_pod_monitor_alerts_or_dashboard():
+    args = autoscaler_args(pod_monitor=False, alerts=False, dashboard=False)
+    assert [o.kind for o in run_component(lambda: Autoscaler("srv", args)).objects] == ["ScaledObject"]
 
 
 @pytest.mark.parametrize(
@@ -482,10 +493,19 @@ def test_autoscaler_without_pod_monitor():
     [
         ({"min_replicas": 0}, ["min_replicas"]),
         ({"min_replicas": 4}, ["max_replicas"]),
-        ({"queue_depth_target": 0}, ["queue_depth_target"]),
+        ({"signals": [{"kind": "queue", "target": 0}]}, ["signals"]),
+        ({"signals": [{"kind": "kv_cache", "target": 1.5}]}, ["signals"]),
+        ({"signals": [{"kind": "queue", "target": 5, "window": "5m"}]}, ["signals"]),
+        ({"signals": [{"kind": "latency", "target": 2, "window": "five"}]}, ["signals"]),
+        ({"signals": [{"kind": "tokens", "target": 2}]}, ["signals"]),
+        ({"signals": []}, ["signals"]),
         ({"scale_down_stabilization_seconds": 7200}, ["scale_down_stabilization_seconds"]),
+        ({"scale_up_period_seconds": 3600}, ["scale_up_period_seconds"]),
         ({"prometheus_address": "prometheus:9090"}, ["prometheus_address"]),
         ({"pod_selector": None, "metrics_port_name": None}, ["metrics_port_name", "pod_selector"]),
+        ({"scale_to_zero": True, "min_replicas": 0}, ["activation_query"]),
+        ({"engine": "hpa", "fallback_replicas": 1}, ["fallback_replicas"]),
+        ({"fallback_replicas": 1, "signals": [{"kind": "cpu", "target": 80}]}, ["fallback_replicas"]),
     ],
 )
 def test_autoscaler_refuses_bad_args(changes, keys):
@@ -495,6 +515,6 @@ def test_autoscaler_refuses_bad_args(changes, keys):
 @pulumi.runtime.test
 def test_autoscaler_outputs(pulumi_mocks):
     scaler = Autoscaler("srv", autoscaler_args())
-    return pulumi.Output.all(scaler.scaled_object_name, scaler.query).apply(
-        lambda v: assert_equal(v, ["srv", 'sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})'])
+    return pulumi.Output.all(scaler.scaler_name, scaler.queries, scaler.adapter_rules).apply(
+        lambda v: assert_equal(v, ["srv", ['sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})'], ""])
     )

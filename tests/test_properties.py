@@ -113,7 +113,7 @@ def build(config) -> list[dict]:
         {"kind": "Job", "spec": job_spec(store, name, "claim", "script")},
         {"kind": "Deployment", "spec": deployment_spec(name, server)},
         {"kind": "Route", "spec": route},
-        {"kind": "ScaledObject", "spec": scaled_object_spec(scaler)},
+        {"kind": "ScaledObject", "spec": scaled_object_spec(scaler, name)},
     ]
 
 

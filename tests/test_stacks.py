@@ -60,6 +60,7 @@ def test_prod_adds_ingress_and_autoscaling(rendered):
     assert kinds == {
         "Namespace", "ConfigMap", "PersistentVolumeClaim", "Job", "Deployment", "Service", "Ingress",
         "ScaledObject", "PodMonitor", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ResourceQuota",
+        "PrometheusRule",
     }
 
 

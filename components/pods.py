@@ -8,8 +8,13 @@ from .arguments import DnsSubdomain, Labels, LabelValue, Problems, check, rule
 from .escaping import container_text
 from .grammar import label_key, secret_key, single_line
 
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
-"""Words in an environment variable's name that say its value is a secret."""
+SECRET_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"})
+"""Words of an environment variable's name (split at '_') that say its value is a secret:
+HF_TOKEN and AWS_SECRET_ACCESS_KEY are, TOKENIZERS_PARALLELISM is not."""
+
+
+def looks_secret(name: str) -> bool:
+    return bool(SECRET_WORDS & set(name.upper().split("_")))
 
 
 class SecretKeyArgs(TypedDict):
@@ -56,7 +61,7 @@ def env_name(value: str) -> str:
 
 def plain_env_name(value: str) -> str:
     """A variable whose value may sit in plain text in the pod spec."""
-    if any(word in env_name(value).upper() for word in SECRET_WORDS):
+    if looks_secret(env_name(value)):
         raise ValueError(
             f"{value} looks like a secret, which would sit in plain text in the pod spec; give it from a Secret instead"
         )

@@ -13,6 +13,7 @@ from stack.component_args import (
     vllm_server_args,
 )
 from stack.loading import load_stack_config
+from stack.namespace import pod_security_labels
 
 config = load_stack_config()
 name = config.name
@@ -23,8 +24,7 @@ if config.create_namespace:
     # whatever else came to live there.
     namespace = k8s.core.v1.Namespace(
         config.namespace,
-        # Every pod of the stack meets Pod Security's restricted level; the namespace enforces it.
-        metadata={"name": config.namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        metadata={"name": config.namespace, "labels": pod_security_labels(config)},
         opts=pulumi.ResourceOptions(retain_on_delete=True),
     ).metadata.name
 

@@ -68,7 +68,10 @@ class AutoscalerArgs(TypedDict):
     namespace: str
     """Namespace of the server; also the Prometheus label that scopes every query."""
     deployment_name: pulumi.Input[str]
-    """The Deployment to scale (VLLMServer.deployment_name)."""
+    """The workload to scale (VLLMServer.deployment_name)."""
+    target_kind: NotRequired[str]
+    """Deployment, or LeaderWorkerSet for multi-node replicas, scaled group by group through its
+    scale subresource (VLLMServer.workload_kind). Default Deployment."""
     served_model_name: str
     """vLLM's model_name metric label, which scopes the queries to this model."""
     engine: NotRequired[str]
@@ -115,6 +118,7 @@ class AutoscalerArgs(TypedDict):
 
 
 DEFAULTS: dict[str, Any] = {
+    "target_kind": "Deployment",
     "engine": "keda",
     "signals": [{"kind": "queue", "target": 5}],
     "min_replicas": 1,
@@ -215,6 +219,7 @@ SPEC = ArgsSpec(
         "namespace": DnsLabel,
         "deployment_name": DnsSubdomain,
         "served_model_name": Token,
+        "target_kind": Literal["Deployment", "LeaderWorkerSet"],
         "engine": Literal["keda", "hpa"],
         "signals.kind": Literal["queue", "running", "kv_cache", "latency", "gpu", "cpu"],
         "signals.target": Annotated[float, Field(gt=0)],
@@ -269,6 +274,14 @@ def signal_queries(args: AutoscalerArgs, deployment: str) -> list[str]:
     return [query for signal in args["signals"] if (query := signal_query(signal, scope)) is not None]
 
 
+TARGET_API_VERSIONS = {"Deployment": "apps/v1", "LeaderWorkerSet": "leaderworkerset.x-k8s.io/v1"}
+
+
+def scale_target(args: AutoscalerArgs, name: str) -> dict:
+    args = with_defaults(args, DEFAULTS)
+    return {"apiVersion": TARGET_API_VERSIONS[args["target_kind"]], "kind": args["target_kind"], "name": name}
+
+
 def scaling_behavior(args: AutoscalerArgs) -> dict:
     """HPA behaviour for pods that take minutes to start: small steps up, one at a time down.
 
@@ -315,7 +328,7 @@ def scaled_object_spec(args: AutoscalerArgs, deployment: str) -> dict:
     scope = scope_of(args, deployment)
     triggers = [keda_trigger(signal, scope, args["prometheus_address"]) for signal in args["signals"]]
     spec: dict = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "scaleTargetRef": scale_target(args, deployment),
         "minReplicaCount": args["min_replicas"],
         "maxReplicaCount": args["max_replicas"],
         "pollingInterval": 30,
@@ -376,7 +389,7 @@ def hpa_spec(args: AutoscalerArgs, deployment: str) -> dict:
         metric = {"name": external_metric_name(signal)}
         metrics.append({"type": "External", "external": {"metric": metric, "target": {"type": kind, key: _value(signal["target"])}}})
     return {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+        "scaleTargetRef": scale_target(args, deployment),
         "minReplicas": args["min_replicas"],
         "maxReplicas": args["max_replicas"],
         "metrics": metrics,
@@ -458,7 +471,14 @@ class Autoscaler(pulumi.ComponentResource):
                 kind="PrometheusRule",
                 metadata={"name": f"{name}-alerts", "namespace": namespace, "labels": selected},
                 spec=deployment.apply(
-                    lambda target: {"groups": [{"name": f"vllm-{name}", "rules": queries.alert_rules(scope_of(args, target), target, queue)}]}
+                    lambda target: {
+                        "groups": [
+                            {
+                                "name": f"vllm-{name}",
+                                "rules": queries.alert_rules(scope_of(args, target), target, queue, args["target_kind"]),
+                            }
+                        ]
+                    }
                 ),
                 opts=child,
             )
@@ -467,7 +487,11 @@ class Autoscaler(pulumi.ComponentResource):
                 f"{name}-dashboard",
                 metadata={"name": f"{name}-dashboard", "namespace": namespace, "labels": {**labels, **GRAFANA_DASHBOARD_LABEL}},
                 data=deployment.apply(
-                    lambda target: {f"{name}.json": queries.dashboard_json(scope_of(args, target), target, f"vLLM {args['served_model_name']}")}
+                    lambda target: {
+                        f"{name}.json": queries.dashboard_json(
+                            scope_of(args, target), target, f"vLLM {args['served_model_name']}", args["target_kind"]
+                        )
+                    }
                 ),
                 opts=child,
             )

@@ -82,18 +82,26 @@ def tokens_per_second(scope: Scope, window: str = "1m") -> str:
     return f"sum({counters})"
 
 
-def replicas_ready(namespace: str, deployment: str) -> str:
-    """Ready replicas of the Deployment (kube-state-metrics)."""
-    labels = {"namespace": namespace, "deployment": deployment}
-    return f"sum({promql_selector('kube_deployment_status_replicas_ready', labels)})"
+REPLICA_SERIES = {
+    # kube-state-metrics. A LeaderWorkerSet runs its leaders as a StatefulSet of its own name, one
+    # leader per group, so its replicas are the groups.
+    "Deployment": ("deployment", "kube_deployment_status_replicas_ready", "kube_deployment_spec_replicas"),
+    "LeaderWorkerSet": ("statefulset", "kube_statefulset_status_replicas_ready", "kube_statefulset_replicas"),
+}
 
 
-def replicas_wanted(namespace: str, deployment: str) -> str:
-    labels = {"namespace": namespace, "deployment": deployment}
-    return f"sum({promql_selector('kube_deployment_spec_replicas', labels)})"
+def replicas_ready(namespace: str, deployment: str, kind: str = "Deployment") -> str:
+    """Ready replicas (groups, for a LeaderWorkerSet) of the server (kube-state-metrics)."""
+    label, ready, _ = REPLICA_SERIES[kind]
+    return f"sum({promql_selector(ready, {'namespace': namespace, label: deployment})})"
 
 
-def alert_rules(scope: Scope, deployment: str, queue_per_replica: float) -> list[dict]:
+def replicas_wanted(namespace: str, deployment: str, kind: str = "Deployment") -> str:
+    label, _, wanted = REPLICA_SERIES[kind]
+    return f"sum({promql_selector(wanted, {'namespace': namespace, label: deployment})})"
+
+
+def alert_rules(scope: Scope, deployment: str, queue_per_replica: float, kind: str = "Deployment") -> list[dict]:
     """Alerts for a server that degrades: PrometheusRule rules, each with its meaning."""
     labels = {"severity": "warning", "namespace": scope.namespace, "model_name": scope.model_name}
 
@@ -106,7 +114,7 @@ def alert_rules(scope: Scope, deployment: str, queue_per_replica: float) -> list
             "annotations": {"summary": summary},
         }
 
-    ready, wanted = replicas_ready(scope.namespace, deployment), replicas_wanted(scope.namespace, deployment)
+    ready, wanted = replicas_ready(scope.namespace, deployment, kind), replicas_wanted(scope.namespace, deployment, kind)
     return [
         rule("VLLMPodsNotReady", f"{ready} < {wanted}", 15,
              f"{deployment}: fewer replicas ready than wanted for 15 minutes (loading, crashing or unschedulable)"),
@@ -122,7 +130,7 @@ def alert_rules(scope: Scope, deployment: str, queue_per_replica: float) -> list
     ]
 
 
-def dashboard(scope: Scope, deployment: str, title: str) -> dict:
+def dashboard(scope: Scope, deployment: str, title: str, kind: str = "Deployment") -> dict:
     """A Grafana dashboard of one server, from the same expressions."""
     panels: list[tuple[str, str, str]] = [
         ("Requests waiting", queue_depth(scope), "short"),
@@ -131,7 +139,7 @@ def dashboard(scope: Scope, deployment: str, title: str) -> dict:
         ("Time to first token p95", latency(scope, "ttft", 0.95, "5m"), "s"),
         ("Inter-token latency p95", latency(scope, "itl", 0.95, "5m"), "s"),
         ("Tokens per second", tokens_per_second(scope), "short"),
-        ("Replicas ready", replicas_ready(scope.namespace, deployment), "short"),
+        ("Replicas ready", replicas_ready(scope.namespace, deployment, kind), "short"),
         ("Preemptions per second", preemptions(scope), "short"),
     ]
     return {
@@ -155,5 +163,5 @@ def dashboard(scope: Scope, deployment: str, title: str) -> dict:
     }
 
 
-def dashboard_json(scope: Scope, deployment: str, title: str) -> str:
-    return json.dumps(dashboard(scope, deployment, title), indent=2, sort_keys=True)
+def dashboard_json(scope: Scope, deployment: str, title: str, kind: str = "Deployment") -> str:
+    return json.dumps(dashboard(scope, deployment, title, kind), indent=2, sort_keys=True)

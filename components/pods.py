@@ -159,16 +159,22 @@ POD_SECURITY = {
 }
 
 
-def locked_down(pod_spec: dict, service_account: str) -> dict:
+def locked_down(pod_spec: dict, service_account: str, capabilities: tuple[str, ...] = ()) -> dict:
     """The pod spec run as RUN_AS with nothing it does not need: Pod Security's restricted level,
     a read-only root filesystem with a scratch emptyDir at /tmp, its own service account without
-    an API token."""
+    an API token. ``capabilities`` are added back to the main containers only."""
     scratch_mount = {"name": "scratch", "mountPath": SCRATCH}
+
+    def security(key: str) -> dict:
+        if key == "initContainers" or not capabilities:
+            return CONTAINER_SECURITY
+        return {**CONTAINER_SECURITY, "capabilities": {"drop": ["ALL"], "add": list(capabilities)}}
+
     containers = {
         key: [
             {
                 **container,
-                "securityContext": CONTAINER_SECURITY,
+                "securityContext": security(key),
                 "volumeMounts": [*container.get("volumeMounts", []), scratch_mount],
             }
             for container in pod_spec.get(key, [])

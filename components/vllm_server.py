@@ -1,4 +1,8 @@
-"""VLLMServer: the Deployment that runs vLLM's OpenAI-compatible server on a staged model."""
+"""VLLMServer: vLLM's OpenAI-compatible server on a staged model.
+
+A Deployment when one replica fits one node; a LeaderWorkerSet of Ray groups when it spans
+several (``nodes``; see ``multinode``).
+"""
 
 import posixpath
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
@@ -26,6 +30,7 @@ from .escaping import container_text, container_texts
 from .capacity import Architecture, capacity
 from .gpu_claim import GpuPodFragment
 from .labels import object_labels, selector_labels
+from .multinode import AVAILABLE, LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
 from .network import egress_dns_only
 from .pods import (
     RULES as POD_RULES,
@@ -54,6 +59,8 @@ from .vllm_args import (
 )
 
 COMPONENT = "server"
+WORKER_COMPONENT = "server-worker"
+"""The workers of a multi-node group: labelled apart, so the Service selects leaders alone."""
 PORT = 8000
 PORT_NAME = "http"
 PARALLEL_SHM_SIZE = "20Gi"
@@ -107,7 +114,15 @@ class VLLMServerArgs(TypedDict):
     extra_args: NotRequired[list[str]]
     """Further vllm serve arguments."""
     gpu: GpuPodFragment
-    """How the pod gets GPUs (GpuClaim.pod_fragment)."""
+    """How each pod gets GPUs (GpuClaim.pod_fragment)."""
+    nodes: NotRequired[int]
+    """Pods (nodes) per replica. Above 1, a LeaderWorkerSet group runs vLLM over Ray: tensor
+    parallelism inside each pod's GPUs, pipeline parallelism across the pods. Default 1."""
+    nccl_socket_ifname: NotRequired[Optional[str]]
+    """The network interface NCCL and Gloo use between nodes (NCCL_SOCKET_IFNAME), e.g. eth0."""
+    nccl_ib_hca: NotRequired[Optional[str]]
+    """InfiniBand adapters NCCL uses (NCCL_IB_HCA), e.g. mlx5; the pods then get IPC_LOCK, which
+    RDMA needs to pin memory, and nothing more."""
     cpu: str
     """CPU request and limit."""
     memory: str
@@ -177,6 +192,9 @@ DEFAULTS: dict[str, Any] = {
     "secret_env": {},
     "pod": {},
     "network_policy": True,
+    "nodes": 1,
+    "nccl_socket_ifname": None,
+    "nccl_ib_hca": None,
 }
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **SCRATCH_ENV}
 """Environment the server always gets: serve only the staged files, send no usage reports, keep
@@ -201,13 +219,25 @@ def _within_mount(args: dict) -> Problems:
 @check("tensor_parallel_size", "pipeline_parallel_size", "gpu")
 def _parallelism_uses_every_gpu(args: dict) -> Problems:
     tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
-    gpus = args["gpu"]["devices"]
-    if tensor * pipeline != gpus:
-        return {
-            "tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the GPUs per pod ({gpus})"
-        }
-    if args["gpu"]["backend"] == "mig" and gpus > 1:
+    per_pod, nodes = args["gpu"]["devices"], args["nodes"]
+    if tensor * pipeline != per_pod * nodes:
+        where = f"GPUs per pod ({per_pod})" if nodes == 1 else f"GPUs of the replica ({nodes} nodes x {per_pod})"
+        return {"tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the {where}"}
+    if args["gpu"]["backend"] == "mig" and per_pod > 1:
         return {"tensor_parallel_size": "must be 1 on MIG: vLLM cannot spread a model over MIG instances"}
+    if nodes > 1 and (tensor, pipeline) != (per_pod, nodes):
+        return {
+            "tensor_parallel_size": f"({tensor}) and pipeline_parallel_size ({pipeline}) must be the GPUs per node "
+            f"({per_pod}) and the nodes ({nodes}) across nodes: tensor parallelism stays inside a node, pipeline "
+            "parallelism spans the nodes"
+        }
+    return {}
+
+
+@check("nodes", "gpu")
+def _groups_need_whole_devices(args: dict) -> Problems:
+    if args["nodes"] > 1 and args["gpu"]["backend"] in ("hami", "mig"):
+        return {"nodes": f"above 1 cannot run on {args['gpu']['backend']}: a multi-node replica needs whole GPUs (nvidia or dra)"}
     return {}
 
 
@@ -275,10 +305,10 @@ def _one_api_key(args: dict) -> Problems:
     return {}
 
 
-@check("env", "secret_env", "api_key_secret", "api_key")
+@check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca")
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else [])}
+    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args)}
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):
@@ -333,7 +363,7 @@ def _own_flags_exist_in_the_release(args: dict) -> Problems:
     table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
     if table is None:  # reported by _extra_args_exist_in_the_release
         return {}
-    flags = serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=args["gpu"]["vllm_args"])
+    flags = serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=[*args["gpu"]["vllm_args"], *RAY_EXECUTOR_FLAGS])
     if missing := unknown_flags(flags, table):
         return {"image": f"runs vLLM {table.release}, which has no {', '.join(missing)}; the server passes them"}
     return {}
@@ -356,6 +386,9 @@ SPEC = ArgsSpec(
         "pipeline_parallel_size": int_range(1),
         "gpu_memory_utilization": Annotated[float, Field(gt=0, le=1)],
         "max_model_len": int_range(1),
+        "nodes": int_range(1, 64),
+        "nccl_socket_ifname": Token,
+        "nccl_ib_hca": Token,
         "model_architecture.layers": int_range(1, 10**4),
         "model_architecture.kv_heads": int_range(1, 10**4),
         "model_architecture.head_dim": int_range(1, 10**5),
@@ -383,6 +416,7 @@ SPEC = ArgsSpec(
         _within_mount,
         _parallelism_uses_every_gpu,
         _weights_fit,
+        _groups_need_whole_devices,
         _rollout_can_start,
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
@@ -436,7 +470,17 @@ def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
     env = [{"name": key, "value": value} for key, value in SERVER_ENV.items()]
     if secret := api_key_ref(name, args):
         env += env_list({}, {API_KEY_ENV: secret})
-    return env + env_list(args["env"], args["secret_env"])
+    return env + env_list({**nccl_env(args), **args["env"]}, args["secret_env"])
+
+
+def nccl_env(args: VLLMServerArgs) -> dict[str, str]:
+    args = with_defaults(args, DEFAULTS)
+    env = {}
+    if args["nccl_socket_ifname"]:
+        env |= {"NCCL_SOCKET_IFNAME": args["nccl_socket_ifname"], "GLOO_SOCKET_IFNAME": args["nccl_socket_ifname"]}
+    if args["nccl_ib_hca"]:
+        env["NCCL_IB_HCA"] = args["nccl_ib_hca"]
+    return env
 
 
 def load_flags(args: VLLMServerArgs) -> list[str]:
@@ -484,7 +528,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
             *container_texts(
                 serve_flags(
                     **_serve_settings(args),
-                    backend_args=[*gpu["vllm_args"], *load_flags(args)],
+                    backend_args=[*gpu["vllm_args"], *load_flags(args), *(RAY_EXECUTOR_FLAGS if args["nodes"] > 1 else [])],
                     extra_args=args["extra_args"],
                 )
             ),
@@ -531,7 +575,9 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     }
     spec.update({key: value for key, value in optional.items() if value})
     spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
-    return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name)
+    # RDMA pins memory, which needs IPC_LOCK (NCCL over InfiniBand).
+    capabilities = ("IPC_LOCK",) if args["nccl_ib_hca"] else ()
+    return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name, capabilities=capabilities)
 
 
 def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
@@ -544,6 +590,21 @@ def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
         startup_minutes=args["startup_timeout_minutes"],
         image_pull_minutes=args["image_pull_minutes"],
         drain_seconds=args["drain_seconds"],
+    )
+
+
+def group_spec(name: str, args: VLLMServerArgs) -> dict:
+    """The LeaderWorkerSet spec of a replica spanning args["nodes"] nodes."""
+    args = with_defaults(args, DEFAULTS)
+    return lws_spec(
+        leader_pod=pod_spec(name, args),
+        leader_labels=object_labels(name, COMPONENT),
+        worker_labels=object_labels(name, WORKER_COMPONENT),
+        annotations=args["gpu"]["annotations"],
+        nodes=args["nodes"],
+        replicas=args["replicas"],
+        max_surge=args["max_surge"],
+        max_unavailable=args["max_unavailable"],
     )
 
 
@@ -576,7 +637,11 @@ class VLLMServer(pulumi.ComponentResource):
     """vLLM's OpenAI-compatible server as a Deployment, serving the staged model path."""
 
     deployment_name: pulumi.Output[str]
-    """Name of the Deployment."""
+    """Name of the workload: the Deployment, or the LeaderWorkerSet of a multi-node replica."""
+    workload_kind: pulumi.Output[str]
+    """Deployment or LeaderWorkerSet."""
+    workload_api_version: pulumi.Output[str]
+    """apps/v1 or leaderworkerset.x-k8s.io/v1."""
     selector_labels: pulumi.Output[dict[str, str]]
     """Labels that select the server's pods."""
     port: pulumi.Output[int]
@@ -611,36 +676,57 @@ class VLLMServer(pulumi.ComponentResource):
                 )
             )
         create, update = server_timeouts(args)
-        deployment = k8s.apps.v1.Deployment(
-            name,
-            metadata={"name": name, "namespace": namespace, "labels": labels},
-            spec=deployment_spec(name, args),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=needs,
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m"),
-            ),
-        )
+        timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
+        workload_opts = pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts)
+        if args["nodes"] > 1:
+            # Pulumi waits for no custom resource unless told: wait until the groups are up.
+            workload = k8s.apiextensions.CustomResource(
+                name,
+                api_version=LWS_API_VERSION,
+                kind=LWS_KIND,
+                metadata={"name": name, "namespace": namespace, "labels": labels, "annotations": {"pulumi.com/waitFor": AVAILABLE}},
+                spec=group_spec(name, args),
+                opts=workload_opts,
+            )
+            kind, api_version, pods = LWS_KIND, LWS_API_VERSION, {LWS_NAME_LABEL: name}
+        else:
+            workload = k8s.apps.v1.Deployment(
+                name,
+                metadata={"name": name, "namespace": namespace, "labels": labels},
+                spec=deployment_spec(name, args),
+                opts=workload_opts,
+            )
+            kind, api_version, pods = "Deployment", "apps/v1", selector_labels(name, COMPONENT)
         if args["network_policy"]:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-egress",
                 metadata={"name": f"{name}-egress", "namespace": namespace, "labels": labels},
-                spec=egress_dns_only(selector_labels(name, COMPONENT)),
+                spec=egress_dns_only(pods),
                 opts=child,
             )
-        if (args["max_replicas"] or args["replicas"] or 1) > 1:
+            if args["nodes"] > 1:
+                k8s.networking.v1.NetworkPolicy(
+                    f"{name}-group",
+                    metadata={"name": f"{name}-group", "namespace": namespace, "labels": labels},
+                    spec=group_traffic(name),
+                    opts=child,
+                )
+        if (args["max_replicas"] or args["replicas"] or 1) > 1 or args["nodes"] > 1:
             # maxUnavailable, not minAvailable equal to the replicas, which would block node drains.
+            # Over all pods of a group set, one eviction at a time takes down at most one group.
             k8s.policy.v1.PodDisruptionBudget(
                 name,
                 metadata={"name": name, "namespace": namespace, "labels": labels},
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name, COMPONENT)}},
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": pods}},
                 opts=child,
             )
-        self.deployment_name = deployment.metadata.name
+        self.deployment_name = workload.metadata.apply(lambda metadata: metadata["name"])
+        self.workload_kind = pulumi.Output.from_input(kind)
+        self.workload_api_version = pulumi.Output.from_input(api_version)
         # Resolved only once the rollout is complete, so whatever selects the pods (the Service)
         # is created after them rather than in parallel.
-        labels = selector_labels(name, COMPONENT)
-        self.selector_labels = deployment.metadata.apply(lambda _: labels)
+        leaders = selector_labels(name, COMPONENT)
+        self.selector_labels = workload.metadata.apply(lambda _: leaders)
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
         estimate = server_capacity(args)
@@ -655,6 +741,8 @@ class VLLMServer(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "deploymentName": self.deployment_name,
+                "workloadKind": self.workload_kind,
+                "workloadApiVersion": self.workload_api_version,
                 "selectorLabels": self.selector_labels,
                 "port": self.port,
                 "portName": self.port_name,

@@ -25,6 +25,7 @@ from .component_args import (
     exposure_args,
     gpu_claim_args,
     model_store_args,
+    nodes,
     server_keys,
     store_keys,
     vllm_server_args,
@@ -88,14 +89,25 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
         return config.valid(*keys) and not bad.intersection(keys)
 
     problems = []
-    if ok("autoscalingEnabled", "autoscalingMaxReplicas", "replicas", "storageAccessMode", "existingClaim"):
+    if ok("gpuCount", "gpusPerNode") and config.gpus_per_node and config.gpu_count > config.gpus_per_node:
+        if config.gpu_count % config.gpus_per_node:
+            problems.append(
+                Problem(
+                    key="gpuCount",
+                    message=f"({config.gpu_count}) is not a whole number of nodes of gpusPerNode ({config.gpus_per_node}); "
+                    "a replica spans whole nodes",
+                )
+            )
+    layout_known = not config.gpus_per_node or ok("gpuCount", "gpusPerNode")
+    if layout_known and ok("autoscalingEnabled", "autoscalingMaxReplicas", "replicas", "storageAccessMode", "existingClaim"):
         most_replicas = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
-        if most_replicas > 1 and not config.existing_claim and config.storage_access_mode != "ReadWriteMany":
+        pods = most_replicas * nodes(config)
+        if pods > 1 and not config.existing_claim and config.storage_access_mode != "ReadWriteMany":
             problems.append(
                 Problem(
                     key="storageAccessMode",
                     message=(
-                        f"is {config.storage_access_mode} but up to {most_replicas} replicas must mount the model "
+                        f"is {config.storage_access_mode} but up to {pods} server pods must mount the model "
                         "volume, possibly on different nodes; use ReadWriteMany (e.g. storageClass nfs-client) "
                         "or an existingClaim every node can mount"
                     ),

@@ -102,6 +102,9 @@ SERVER_KEYS = {
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
     "gpu": "gpuCount",
+    "nodes": "gpusPerNode",
+    "nccl_socket_ifname": "ncclSocketIfname",
+    "nccl_ib_hca": "ncclIbHca",
     "cpu": "cpu",
     "memory": "memory",
     "shm_size": "shmSize",
@@ -187,6 +190,18 @@ def server_keys(config: StackConfig) -> dict[str, str]:
     return {**SERVER_KEYS, "max_replicas": "autoscalingMaxReplicas" if scaling else "replicas"}
 
 
+def nodes(config: StackConfig) -> int:
+    """Nodes per replica: several when a replica needs more GPUs than one node has."""
+    per_node, count = config.gpus_per_node, config.gpu_count
+    if INVALID in (per_node, count) or not per_node or count <= per_node or count % per_node:
+        return 1
+    return count // per_node
+
+
+def gpus_per_pod(config: StackConfig) -> Any:
+    return config.gpu_count if nodes(config) == 1 else config.gpus_per_node
+
+
 def scale_up_period(config: StackConfig) -> Any:
     """As set, or the startup budget: the next replica waits for the last one to load (the HPA allows
     at most 1800 s)."""
@@ -217,7 +232,7 @@ def gpu_claim_args(config: StackConfig, namespace: pulumi.Input[str]) -> GpuClai
     return {
         "namespace": namespace,
         "backend": config.gpu_backend,
-        "count": config.gpu_count,
+        "count": gpus_per_pod(config),
         "products": config.gpu_products,
         "memory_gib": config.gpu_memory_gi_b or None,
         "runtime_class_name": config.gpu_runtime_class,
@@ -289,6 +304,9 @@ def vllm_server_args(
         "max_model_len": config.max_model_len,
         "extra_args": config.extra_args,
         "gpu": gpu,
+        "nodes": nodes(config),
+        "nccl_socket_ifname": config.nccl_socket_ifname,
+        "nccl_ib_hca": config.nccl_ib_hca,
         "cpu": config.cpu,
         "memory": config.memory,
         "shm_size": config.shm_size,
@@ -355,6 +373,7 @@ def autoscaler_args(
     return {
         "namespace": config.namespace,
         "deployment_name": deployment_name,
+        "target_kind": "LeaderWorkerSet" if nodes(config) > 1 else "Deployment",
         "served_model_name": config.served_model_name,
         "min_replicas": config.autoscaling_min_replicas,
         "max_replicas": config.autoscaling_max_replicas,

@@ -127,6 +127,9 @@ class StackConfig(BaseModel):
     gpu_backend: str
     gpu_count: int
     gpu_products: list[str]
+    gpus_per_node: int
+    nccl_socket_ifname: Optional[str]
+    nccl_ib_hca: Optional[str]
     gpu_memory_gi_b: int = Field(alias="gpuMemoryGiB")
     gpu_mig_profile: Optional[str]
     dra_device_class: str

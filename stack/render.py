@@ -43,6 +43,7 @@ APPLY_ORDER = [
     "NetworkPolicy",
     "Job",
     "Deployment",
+    "LeaderWorkerSet",
     "PodDisruptionBudget",
     "Service",
     "Ingress",

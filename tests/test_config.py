@@ -187,7 +187,7 @@ BAD_CONFIGS = [
     ({"tensorParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(2 x 1) must equal the GPUs per pod (1)"),
     ({"pipelineParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(1 x 2) must equal"),
     ({"replicas": 2}, "storageAccessMode", "ReadWriteMany"),
-    ({"autoscalingEnabled": True, "autoscalingMaxReplicas": 3}, "storageAccessMode", "up to 3 replicas"),
+    ({"autoscalingEnabled": True, "autoscalingMaxReplicas": 3}, "storageAccessMode", "up to 3 server pods"),
     ({"maxSurge": 0, "maxUnavailable": 0}, "maxUnavailable", "both 0"),
     ({"shmSize": "16Gi"}, "shmSize", "smaller than"),
     ({"hamiMemoryPercent": 50}, "hamiMemoryPercent", "cannot be combined with hamiMemoryMiB"),

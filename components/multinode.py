@@ -1,0 +1,83 @@
+"""A replica larger than one node: a LeaderWorkerSet group running vLLM over Ray.
+
+One group is one replica: a leader pod running the Ray head and the OpenAI API server, and
+workers joining its Ray cluster, every pod with its GPU fragment and the same read-only model
+claim. vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
+across nodes (docs: serving/parallelism_scaling; deployment/frameworks/lws), through the
+Ray executor; vLLM 0.11.0 has no other multi-node executor (no --nnodes). The Ray cluster is
+started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
+copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group.
+LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) injects LWS_LEADER_ADDRESS, LWS_GROUP_SIZE and
+LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole groups.
+"""
+
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+LWS_KIND = "LeaderWorkerSet"
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+"""The label LWS puts on every pod of a set (api/leaderworkerset/v1 SetNameLabelKey)."""
+RAY_HELPER = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
+# The vLLM command arrives as "$0" "$@": no value from configuration is spliced into shell text.
+LEADER_SCRIPT = f'bash {RAY_HELPER} leader --ray_cluster_size="$LWS_GROUP_SIZE" && exec "$0" "$@"'
+WORKER_SCRIPT = f'exec bash {RAY_HELPER} worker --ray_address="$LWS_LEADER_ADDRESS"'
+RAY_EXECUTOR_FLAGS = ["--distributed-executor-backend", "ray"]
+AVAILABLE = "condition=Available"
+"""LWS's condition when its groups are up (LeaderWorkerSetAvailable): what Pulumi waits for."""
+
+
+def leader_container(server: dict) -> dict:
+    """The server container (already with the Ray executor's flags) as the group's leader: start
+    the Ray head, wait for the workers, then run vllm serve."""
+    return {**server, "command": ["sh", "-c", LEADER_SCRIPT, *server["command"][:1]], "args": [*server["command"][1:], *server["args"]]}
+
+
+def worker_container(server: dict) -> dict:
+    """A worker: a Ray node with the same GPUs, model volume and environment, and no API."""
+    kept = ("image", "env", "resources", "volumeMounts", "securityContext")
+    return {"name": "ray-worker", "command": ["sh", "-c", WORKER_SCRIPT], **{key: server[key] for key in kept if key in server}}
+
+
+def lws_spec(
+    *,
+    leader_pod: dict,
+    leader_labels: dict,
+    worker_labels: dict,
+    annotations: dict,
+    nodes: int,
+    replicas: int | None,
+    max_surge: int,
+    max_unavailable: int,
+) -> dict:
+    """The LeaderWorkerSet: groups of `nodes` pods, recreated together, rolled out group by group."""
+    (server,) = [c for c in leader_pod["containers"] if c["name"] == "vllm"]
+    worker_pod = {**leader_pod, "containers": [worker_container(server)]}
+    leader = {**leader_pod, "containers": [leader_container(server)]}
+    metadata = {"annotations": annotations} if annotations else {}
+    spec: dict = {
+        "leaderWorkerTemplate": {
+            "size": nodes,
+            "restartPolicy": "RecreateGroupOnPodRestart",
+            "leaderTemplate": {"metadata": {"labels": leader_labels, **metadata}, "spec": leader},
+            "workerTemplate": {"metadata": {"labels": worker_labels, **metadata}, "spec": worker_pod},
+        },
+        "rolloutStrategy": {
+            "type": "RollingUpdate",
+            "rollingUpdateConfiguration": {"maxSurge": max_surge, "maxUnavailable": max_unavailable},
+        },
+        # Workers start with the leader: its readiness waits for them (the Ray cluster), so
+        # LeaderReady would never start them.
+        "startupPolicy": "LeaderCreated",
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return spec
+
+
+def group_traffic(name: str) -> dict:
+    """Pods of one LeaderWorkerSet talk to each other on every port (Ray, NCCL)."""
+    group = {"podSelector": {"matchLabels": {LWS_NAME_LABEL: name}}}
+    return {
+        "podSelector": {"matchLabels": {LWS_NAME_LABEL: name}},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [group]}],
+        "egress": [{"to": [group]}],
+    }

@@ -1,0 +1,135 @@
+"""A replica larger than one node: the multinode stack's LeaderWorkerSet group, its wiring,
+and the layout rules."""
+
+import pytest
+from conftest import ROOT, project_with_stack
+from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
+
+from components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, WORKER_SCRIPT
+from stack.config import ConfigError
+from stack.render import render_stack
+
+
+@pytest.fixture(scope="module")
+def multinode():
+    return render_stack("multinode", ROOT)
+
+
+def templates(rendering):
+    group = rendering.only("LeaderWorkerSet")["spec"]["leaderWorkerTemplate"]
+    return group, group["leaderTemplate"], group["workerTemplate"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES_VERSIONS)
+def test_every_object_validates_against_kubernetes_and_the_lws_crd(multinode, version):
+    errors = {f"{o.kind}/{o.name}": schema_errors(o.manifest, version) for o in multinode.objects}
+    assert {name: found for name, found in errors.items() if found} == {}
+
+
+def test_one_replica_is_a_group_of_two_nodes_restarted_as_a_unit(multinode):
+    lws = multinode.only("LeaderWorkerSet")
+    assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
+    assert "Deployment" not in {o.kind for o in multinode.objects}
+    group, _, _ = templates(multinode)
+    assert group["size"] == 2 and group["restartPolicy"] == "RecreateGroupOnPodRestart"
+    assert lws["spec"]["rolloutStrategy"] == {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert lws["spec"]["startupPolicy"] == "LeaderCreated"
+    assert "replicas" not in lws["spec"], "the autoscaler owns the groups"
+
+
+def test_the_leader_runs_the_ray_head_and_the_api_and_the_workers_join_it(multinode):
+    _, leader, worker = templates(multinode)
+    (server,) = leader["spec"]["containers"]
+    assert server["command"] == ["sh", "-c", LEADER_SCRIPT, "vllm"]
+    assert server["args"][:2] == ["serve", "/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master"]
+    flags = server["args"]
+    for flag, value in [("--tensor-parallel-size", "8"), ("--pipeline-parallel-size", "2"), ("--distributed-executor-backend", "ray")]:
+        assert flags[flags.index(flag) + 1] == value
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= server.keys()
+    assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == 60 * 60
+    (joiner,) = worker["spec"]["containers"]
+    assert joiner["command"] == ["sh", "-c", WORKER_SCRIPT] and "$LWS_LEADER_ADDRESS" in WORKER_SCRIPT
+    assert not {"startupProbe", "readinessProbe", "livenessProbe", "ports"} & joiner.keys()
+
+
+def test_every_pod_has_its_gpus_the_same_model_claim_and_memory_backed_shm(multinode):
+    _, leader, worker = templates(multinode)
+    for pod in (leader["spec"], worker["spec"]):
+        (main,) = pod["containers"]
+        assert main["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert {"name": "models", "persistentVolumeClaim": {"claimName": "vllm-qwen3-235b-mn-models", "readOnly": True}} in pod["volumes"]
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "20Gi"}} in pod["volumes"]
+        (check,) = pod["initContainers"]
+        assert {"name": "MODEL_PATH", "value": "/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master"} in check["env"]
+        env = {e["name"]: e.get("value") for e in main["env"]}
+        assert env["NCCL_SOCKET_IFNAME"] == env["GLOO_SOCKET_IFNAME"] == "eth0"
+        assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+            "matchExpressions"][0]["values"] == ["NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"]
+
+
+def test_the_service_selects_the_leaders_alone(multinode):
+    selector = multinode.only("Service")["spec"]["selector"]
+    _, leader, worker = templates(multinode)
+    assert selector.items() <= leader["metadata"]["labels"].items()
+    assert not selector.items() <= worker["metadata"]["labels"].items()
+    assert multinode.options("Service").depends_on >= {"LeaderWorkerSet/vllm-qwen3-235b-mn"}
+
+
+def test_pulumi_waits_for_the_groups_within_timeouts_for_groups(multinode):
+    lws = multinode.only("LeaderWorkerSet")
+    assert lws["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Available"}
+    # Two groups at most, one at a time: each drains (3), pulls (15) and loads (60) minutes.
+    assert multinode.options("LeaderWorkerSet").timeouts == {"create": "80m", "update": "161m"}
+
+
+def test_scaling_disruption_and_traffic_count_whole_groups(multinode):
+    target = multinode.only("ScaledObject")["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "vllm-qwen3-235b-mn"}
+    assert multinode.only("PodDisruptionBudget")["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {LWS_NAME_LABEL: "vllm-qwen3-235b-mn"}}}
+    group = multinode.find("NetworkPolicy", "vllm-qwen3-235b-mn-group")["spec"]
+    peers = {"podSelector": {"matchLabels": {LWS_NAME_LABEL: "vllm-qwen3-235b-mn"}}}
+    assert group["ingress"] == [{"from": [peers]}] and group["egress"] == [{"to": [peers]}]
+    assert multinode.only("ResourceQuota")["spec"]["hard"] == {"requests.nvidia.com/gpu": "32"}
+    rules = multinode.only("PrometheusRule")["spec"]["groups"][0]["rules"]
+    ready = next(r for r in rules if r["alert"] == "VLLMPodsNotReady")["expr"]
+    assert 'kube_statefulset_status_replicas_ready{namespace="ai-serving-mn",statefulset="vllm-qwen3-235b-mn"}' in ready
+
+
+def test_capacity_counts_the_whole_group(multinode):
+    assert multinode.outputs["gpuCapacity"]["weightsGBPerGpu"] == 29.38
+
+
+def test_infiniband_gets_ipc_lock_and_nothing_more(tmp_path):
+    rendering = render_stack(project_with_stack(tmp_path, {"ncclIbHca": "mlx5"}, base="multinode"), tmp_path)
+    _, leader, worker = templates(rendering)
+    for pod in (leader["spec"], worker["spec"]):
+        assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+        assert pod["initContainers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "NCCL_IB_HCA", "value": "mlx5"} in pod["containers"][0]["env"]
+    labels = rendering.only("Namespace")["metadata"]["labels"]
+    assert labels == {"pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted"}
+
+
+def test_pipeline_parallelism_inside_one_node_stays_a_deployment(tmp_path):
+    settings = {"tensorParallelSize": 1, "pipelineParallelSize": 2, "gpuCount": 2, "hamiMemoryMiB": 0, "hamiCores": 0,
+                "gpuBackend": "nvidia", "memory": "64Gi"}
+    rendering = render_stack(project_with_stack(tmp_path, settings), tmp_path)
+    assert "LeaderWorkerSet" not in {o.kind for o in rendering.objects}
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "words"),
+    [
+        ({"pipelineParallelSize": 1}, "tensorParallelSize", "(8 x 1) must equal the GPUs of the replica (2 nodes x 8)"),
+        ({"tensorParallelSize": 16, "pipelineParallelSize": 1}, "tensorParallelSize", "tensor parallelism stays inside a node"),
+        ({"gpuCount": 20, "tensorParallelSize": 4, "pipelineParallelSize": 5, "gpuQuota": 40}, "gpuCount", "not a whole number of nodes"),
+        ({"gpuBackend": "hami", "hamiMemoryMiB": 40000}, "gpusPerNode", "whole GPUs"),
+        ({"storageAccessMode": "ReadWriteOnce"}, "storageAccessMode", "up to 4 server pods"),
+        ({"autoscalingMaxReplicas": 3}, "autoscalingMaxReplicas", "(3 x 16 = 48 GPUs) is above gpuQuota (32)"),
+    ],
+)
+def test_layout_mistakes(tmp_path, settings, key, words):
+    with pytest.raises(ConfigError) as raised:
+        render_stack(project_with_stack(tmp_path, settings, base="multinode"), tmp_path)
+    assert [(p.key, words in p.message) for p in raised.value.problems] == [(key, True)]

@@ -11,6 +11,8 @@ LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) injects LWS_LEADER_ADDRESS, LWS_GR
 LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole groups.
 """
 
+import math
+
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_KIND = "LeaderWorkerSet"
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
@@ -20,6 +22,18 @@ RAY_HELPER = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
 LEADER_SCRIPT = f'bash {RAY_HELPER} leader --ray_cluster_size="$LWS_GROUP_SIZE" && exec "$0" "$@"'
 WORKER_SCRIPT = f'exec bash {RAY_HELPER} worker --ray_address="$LWS_LEADER_ADDRESS"'
 RAY_EXECUTOR_FLAGS = ["--distributed-executor-backend", "ray"]
+RAY_JOIN_SECONDS = 300
+"""How long the helper retries joining the leader's Ray head (its ray_init_timeout)."""
+# A worker is alive and ready while its own Ray node is registered and alive in the group's Ray
+# cluster, as KServe's multi-node runtime probes its workers (huggingfaceserver health_check.py,
+# registered_node). A worker whose raylet dies also ends `ray start --block`, so the pod restarts
+# and LeaderWorkerSet recreates the group.
+RAY_NODE_CHECK = (
+    "import ray\n"
+    "ray.init(address='auto', logging_level='ERROR', log_to_driver=False)\n"
+    "me = ray.util.get_node_ip_address()\n"
+    "raise SystemExit(0 if any(n['Alive'] and n['NodeManagerAddress'] == me for n in ray.nodes()) else 1)\n"
+)
 AVAILABLE = "condition=Available"
 """LWS's condition when its groups are up (LeaderWorkerSetAvailable): what Pulumi waits for."""
 
@@ -30,10 +44,27 @@ def leader_container(server: dict) -> dict:
     return {**server, "command": ["sh", "-c", LEADER_SCRIPT, *server["command"][:1]], "args": [*server["command"][1:], *server["args"]]}
 
 
+def ray_node_probes() -> dict[str, dict]:
+    """A worker's probes: its Ray node registered in the group's cluster, within the time the
+    helper takes to join it."""
+    check = {"exec": {"command": ["python3", "-c", RAY_NODE_CHECK]}}
+    period = 10
+    return {
+        "startupProbe": {**check, "periodSeconds": period, "timeoutSeconds": 20, "failureThreshold": math.ceil(RAY_JOIN_SECONDS / period) + 6},
+        "readinessProbe": {**check, "periodSeconds": 30, "timeoutSeconds": 20, "failureThreshold": 3},
+        "livenessProbe": {**check, "periodSeconds": 30, "timeoutSeconds": 20, "failureThreshold": 4},
+    }
+
+
 def worker_container(server: dict) -> dict:
     """A worker: a Ray node with the same GPUs, model volume and environment, and no API."""
     kept = ("image", "env", "resources", "volumeMounts", "securityContext")
-    return {"name": "ray-worker", "command": ["sh", "-c", WORKER_SCRIPT], **{key: server[key] for key in kept if key in server}}
+    return {
+        "name": "ray-worker",
+        "command": ["sh", "-c", WORKER_SCRIPT],
+        **{key: server[key] for key in kept if key in server},
+        **ray_node_probes(),
+    }
 
 
 def lws_spec(

@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
-from components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, WORKER_SCRIPT
+from components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, RAY_JOIN_SECONDS, RAY_NODE_CHECK, WORKER_SCRIPT
 from stack.config import ConfigError
 from stack.render import render_stack
 
@@ -49,7 +49,12 @@ def test_the_leader_runs_the_ray_head_and_the_api_and_the_workers_join_it(multin
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == 60 * 60
     (joiner,) = worker["spec"]["containers"]
     assert joiner["command"] == ["sh", "-c", WORKER_SCRIPT] and "$LWS_LEADER_ADDRESS" in WORKER_SCRIPT
-    assert not {"startupProbe", "readinessProbe", "livenessProbe", "ports"} & joiner.keys()
+    assert "ports" not in joiner
+    # The worker's probes: its own Ray node alive in the group's cluster, within the helper's join time.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert joiner[probe]["exec"]["command"] == ["python3", "-c", RAY_NODE_CHECK]
+    assert joiner["startupProbe"]["failureThreshold"] * joiner["startupProbe"]["periodSeconds"] > RAY_JOIN_SECONDS
+    assert "n['NodeManagerAddress'] == me" in RAY_NODE_CHECK
 
 
 def test_every_pod_has_its_gpus_the_same_model_claim_and_memory_backed_shm(multinode):

@@ -10,7 +10,7 @@ from conftest import ROOT
 def test_components_install_as_a_package(tmp_path):
     source, target = tmp_path / "source", tmp_path / "site"
     # pip builds in the source tree; build from a copy so the checkout stays clean.
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "rendered", "__pycache__"))
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv*", ".git", "rendered", "__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         check=True, capture_output=True, timeout=300,

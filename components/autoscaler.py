@@ -113,6 +113,9 @@ class AutoscalerArgs(TypedDict):
     release=<its release name>)."""
     alerts: NotRequired[bool]
     """Create a PrometheusRule with alerts on the server. Default true."""
+    not_ready_alert_minutes: NotRequired[int]
+    """How long fewer replicas may be ready than wanted before VLLMPodsNotReady fires: longer than
+    a new replica takes to pull its image and load (rollout.ready_within_minutes). Default 30."""
     dashboard: NotRequired[bool]
     """Create a ConfigMap with a Grafana dashboard for the Grafana sidecar. Default true."""
 
@@ -134,6 +137,7 @@ DEFAULTS: dict[str, Any] = {
     "metrics_port_name": None,
     "pod_monitor_labels": {},
     "alerts": True,
+    "not_ready_alert_minutes": 30,
     "dashboard": True,
 }
 SIGNAL_DEFAULTS = {"histogram": "ttft", "quantile": 0.95, "window": "5m"}
@@ -233,6 +237,7 @@ SPEC = ArgsSpec(
         "scale_up_period_seconds": int_range(1, MAX_PERIOD_SECONDS),
         "scale_down_stabilization_seconds": int_range(0, MAX_STABILIZATION_SECONDS),
         "scale_down_period_seconds": int_range(1, MAX_PERIOD_SECONDS),
+        "not_ready_alert_minutes": int_range(1, 7 * 24 * 60),
         "fallback_replicas": int_range(1),
         "activation_query": rule(grammar.single_line),
         "pod_selector": Labels,
@@ -250,9 +255,9 @@ def autoscaler_problems(args: AutoscalerArgs, name: Optional[str] = None) -> Pro
     return SPEC.problems(args, name)
 
 
-def scope_of(args: AutoscalerArgs, deployment: str) -> queries.Scope:
+def scope_of(args: AutoscalerArgs) -> queries.Scope:
     args = with_defaults(args, DEFAULTS)
-    return queries.Scope(namespace=args["namespace"], model_name=args["served_model_name"], pod_prefix=f"{deployment}-")
+    return queries.Scope(namespace=args["namespace"], model_name=args["served_model_name"])
 
 
 def signal_query(signal: SignalArgs, scope: queries.Scope) -> Optional[str]:
@@ -270,7 +275,7 @@ def signal_query(signal: SignalArgs, scope: queries.Scope) -> Optional[str]:
 
 def signal_queries(args: AutoscalerArgs, deployment: str) -> list[str]:
     args = with_defaults(args, DEFAULTS)
-    scope = scope_of(args, deployment)
+    scope = scope_of(args)
     return [query for signal in args["signals"] if (query := signal_query(signal, scope)) is not None]
 
 
@@ -325,7 +330,7 @@ def keda_trigger(signal: SignalArgs, scope: queries.Scope, prometheus: str) -> d
 
 def scaled_object_spec(args: AutoscalerArgs, deployment: str) -> dict:
     args = with_defaults(args, DEFAULTS)
-    scope = scope_of(args, deployment)
+    scope = scope_of(args)
     triggers = [keda_trigger(signal, scope, args["prometheus_address"]) for signal in args["signals"]]
     spec: dict = {
         "scaleTargetRef": scale_target(args, deployment),
@@ -401,7 +406,7 @@ def adapter_rules(args: AutoscalerArgs, deployment: str) -> str:
     """prometheus-adapter externalRules serving the HPA's metrics: each answers with the signal's
     own query, which carries its namespace and model filters."""
     args = with_defaults(args, DEFAULTS)
-    scope = scope_of(args, deployment)
+    scope = scope_of(args)
     rules = [
         {
             "seriesQuery": f"{signal_metric(signal)}{{namespace!=\"\"}}",
@@ -475,7 +480,9 @@ class Autoscaler(pulumi.ComponentResource):
                         "groups": [
                             {
                                 "name": f"vllm-{name}",
-                                "rules": queries.alert_rules(scope_of(args, target), target, queue, args["target_kind"]),
+                                "rules": queries.alert_rules(
+                                    scope_of(args), target, queue, args["not_ready_alert_minutes"], args["target_kind"]
+                                ),
                             }
                         ]
                     }
@@ -489,7 +496,7 @@ class Autoscaler(pulumi.ComponentResource):
                 data=deployment.apply(
                     lambda target: {
                         f"{name}.json": queries.dashboard_json(
-                            scope_of(args, target), target, f"vLLM {args['served_model_name']}", args["target_kind"]
+                            scope_of(args), target, f"vLLM {args['served_model_name']}", args["target_kind"]
                         )
                     }
                 ),

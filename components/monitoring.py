@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .escaping import promql_selector, promql_string
+from .escaping import promql_selector
 
 QUEUE = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
@@ -30,20 +30,14 @@ GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
 
 @dataclass(frozen=True)
 class Scope:
-    """Which series belong to one deployment's server."""
+    """Which series belong to one server: its namespace and served model name."""
 
     namespace: str
     model_name: str
     """The served model name, vLLM's model_name label."""
-    pod_prefix: str
-    """What the server pods' names start with (the Deployment's name and '-')."""
 
     def model(self) -> dict[str, str]:
         return {"namespace": self.namespace, "model_name": self.model_name}
-
-    def pods(self) -> str:
-        """A matcher for series labelled with the server pods' names (DCGM, cAdvisor)."""
-        return f"namespace={promql_string(self.namespace)},pod=~{promql_string(re.escape(self.pod_prefix) + '.+')}"
 
 
 def queue_depth(scope: Scope) -> str:
@@ -61,14 +55,31 @@ def kv_cache_usage(scope: Scope) -> str:
 
 
 def latency(scope: Scope, histogram: str, quantile: float, window: str) -> str:
-    """A latency quantile over a window, from one of vLLM's histograms, in seconds."""
-    buckets = promql_selector(f"{LATENCY_HISTOGRAMS[histogram]}_bucket", scope.model())
-    return f"histogram_quantile({quantile:g}, sum by (le) (rate({buckets}[{window}])))"
+    """A latency quantile over a window, from one of vLLM's histograms, in seconds; 0 when the
+    server answered nothing in the window.
+
+    histogram_quantile over a window without observations is NaN, which KEDA's prometheus scaler
+    reports as an error (ignoreNullValues false), so an idle server would never scale down: the
+    NaN (which fails `>= 0`) gives way to 0 when the request count did not grow. A model nobody
+    serves still gives no value at all.
+    """
+    name = LATENCY_HISTOGRAMS[histogram]
+    buckets = promql_selector(f"{name}_bucket", scope.model())
+    count = promql_selector(f"{name}_count", scope.model())
+    quantile_expr = f"histogram_quantile({quantile:g}, sum by (le) (rate({buckets}[{window}])))"
+    return f"({quantile_expr} >= 0) or (sum(rate({count}[{window}])) == 0)"
 
 
 def gpu_utilization(scope: Scope) -> str:
-    """Mean GPU duty cycle of the server's pods, in percent (DCGM exporter, pod-labelled)."""
-    return f"avg({GPU_UTILIZATION}{{{scope.pods()}}})"
+    """Mean GPU duty cycle of the server's pods, in percent (DCGM exporter with pod labels, i.e.
+    scraped with honorLabels).
+
+    The pods are those exporting the model's vLLM metrics, matched on (namespace, pod): a name
+    prefix would also take in another Deployment whose name starts with this one's, and pods
+    still loading (no metrics yet) stay out.
+    """
+    gpus = promql_selector(GPU_UTILIZATION, {"namespace": scope.namespace})
+    return f"avg({gpus} and on (namespace, pod) {promql_selector(QUEUE, scope.model())})"
 
 
 def preemptions(scope: Scope, window: str = "5m") -> str:
@@ -76,10 +87,11 @@ def preemptions(scope: Scope, window: str = "5m") -> str:
 
 
 def tokens_per_second(scope: Scope, window: str = "1m") -> str:
-    counters = " or ".join(
-        f"rate({promql_selector(metric, scope.model())}[{window}])" for metric in (PROMPT_TOKENS, GENERATION_TOKENS)
+    """Prompt and generated tokens per second. Summed apart: rate() drops the metric name, so
+    `or` between the two rates would keep only the prompt series (same label sets)."""
+    return " + ".join(
+        f"sum(rate({promql_selector(metric, scope.model())}[{window}]))" for metric in (PROMPT_TOKENS, GENERATION_TOKENS)
     )
-    return f"sum({counters})"
 
 
 REPLICA_SERIES = {
@@ -101,8 +113,14 @@ def replicas_wanted(namespace: str, deployment: str, kind: str = "Deployment") -
     return f"sum({promql_selector(wanted, {'namespace': namespace, label: deployment})})"
 
 
-def alert_rules(scope: Scope, deployment: str, queue_per_replica: float, kind: str = "Deployment") -> list[dict]:
-    """Alerts for a server that degrades: PrometheusRule rules, each with its meaning."""
+def alert_rules(
+    scope: Scope, deployment: str, queue_per_replica: float, not_ready_minutes: int, kind: str = "Deployment"
+) -> list[dict]:
+    """Alerts for a server that degrades: PrometheusRule rules, each with its meaning.
+
+    not_ready_minutes: how long a replica may legitimately stay not ready (image pull and model
+    load), so a rollout or a scale-up does not raise VLLMPodsNotReady.
+    """
     labels = {"severity": "warning", "namespace": scope.namespace, "model_name": scope.model_name}
 
     def rule(name: str, expr: str, minutes: int, summary: str, severity: str = "warning") -> dict:
@@ -116,15 +134,17 @@ def alert_rules(scope: Scope, deployment: str, queue_per_replica: float, kind: s
 
     ready, wanted = replicas_ready(scope.namespace, deployment, kind), replicas_wanted(scope.namespace, deployment, kind)
     return [
-        rule("VLLMPodsNotReady", f"{ready} < {wanted}", 15,
-             f"{deployment}: fewer replicas ready than wanted for 15 minutes (loading, crashing or unschedulable)"),
+        rule("VLLMPodsNotReady", f"{ready} < {wanted}", not_ready_minutes,
+             f"{deployment}: fewer replicas ready than wanted for {not_ready_minutes} minutes, longer than a "
+             "replica takes to pull and load (crashing or unschedulable)"),
         rule("VLLMQueueHigh", f"{queue_depth(scope)} / clamp_min({ready}, 1) > {queue_per_replica * 2:g}", 10,
              f"{scope.model_name}: more than {queue_per_replica * 2:g} requests waiting per ready replica for 10 minutes"),
         rule("VLLMKVCacheNearlyFull", f"{kv_cache_usage(scope)} > 0.9", 10,
              f"{scope.model_name}: KV cache above 90 % for 10 minutes; requests queue and get preempted"),
         rule("VLLMPreemptions", f"{preemptions(scope)} > 0", 10,
              f"{scope.model_name}: requests preempted for lack of KV cache for 10 minutes"),
-        rule("VLLMScalingMetricMissing", f"absent({promql_selector(QUEUE, scope.model())})", 10,
+        # At zero replicas vLLM exports nothing by design: not missing then.
+        rule("VLLMScalingMetricMissing", f"absent({promql_selector(QUEUE, scope.model())}) unless on () ({wanted} == 0)", 10,
              f"{scope.model_name}: Prometheus has no {QUEUE}; the autoscaler cannot see load (is the PodMonitor selected?)",
              severity="critical"),
     ]

@@ -28,6 +28,11 @@ def termination_grace_seconds(drain_seconds: int) -> int:
     return drain_seconds + SHUTDOWN_SECONDS
 
 
+def ready_within_minutes(startup_minutes: int, image_pull_minutes: int) -> int:
+    """Minutes within which a new pod is ready: its image pull, its startup budget and a margin."""
+    return image_pull_minutes + startup_minutes + MARGIN_MINUTES
+
+
 def rollout_timeouts(
     *,
     max_replicas: int,
@@ -43,7 +48,7 @@ def rollout_timeouts(
     Update: pods are replaced in waves of max_surge + max_unavailable; each wave waits for
     the old pod to drain and stop, the new one to pull its image and load.
     """
-    create = image_pull_minutes + startup_minutes + MARGIN_MINUTES
+    create = ready_within_minutes(startup_minutes, image_pull_minutes)
     waves = math.ceil(max_replicas / (max_surge + max_unavailable))
     stop = math.ceil(termination_grace_seconds(drain_seconds) / 60)
     update = waves * (stop + image_pull_minutes + startup_minutes) + MARGIN_MINUTES

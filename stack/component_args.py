@@ -25,6 +25,7 @@ from dataclasses import asdict
 from components.autoscaler import MAX_PERIOD_SECONDS
 from components.capacity import preset_for
 from components.grammar import with_registry
+from components.rollout import ready_within_minutes
 
 from .config import INVALID, StackConfig
 
@@ -171,6 +172,7 @@ AUTOSCALER_KEYS = {
     "scale_to_zero": "autoscalingScaleToZero",
     "activation_query": "autoscalingActivationQuery",
     "alerts": "monitoringAlerts",
+    "not_ready_alert_minutes": "startupTimeoutMinutes",
     "dashboard": "monitoringDashboard",
     "prometheus_address": "autoscalingPrometheusAddress",
     "scale_down_stabilization_seconds": "autoscalingScaleDownStabilizationSeconds",
@@ -208,6 +210,13 @@ def scale_up_period(config: StackConfig) -> Any:
     if config.autoscaling_scale_up_period_seconds or config.startup_timeout_minutes is INVALID:
         return config.autoscaling_scale_up_period_seconds
     return min(MAX_PERIOD_SECONDS, config.startup_timeout_minutes * 60)
+
+
+def not_ready_alert_minutes(config: StackConfig) -> Any:
+    """How long replicas may stay not ready before an alert: as long as a new one may take to load."""
+    if INVALID in (config.startup_timeout_minutes, config.image_pull_minutes):
+        return INVALID
+    return ready_within_minutes(config.startup_timeout_minutes, config.image_pull_minutes)
 
 
 def model_architecture(config: StackConfig) -> Optional[dict]:
@@ -386,6 +395,7 @@ def autoscaler_args(
         "scale_to_zero": config.autoscaling_scale_to_zero,
         "activation_query": config.autoscaling_activation_query,
         "alerts": config.monitoring_alerts,
+        "not_ready_alert_minutes": not_ready_alert_minutes(config),
         "dashboard": config.monitoring_dashboard,
         "prometheus_address": config.autoscaling_prometheus_address,
         "scale_down_stabilization_seconds": config.autoscaling_scale_down_stabilization_seconds,

@@ -33,12 +33,15 @@ def test_every_signal_through_keda(tmp_path):
         ("prometheus", "Value"), ("prometheus", "Value"), ("prometheus", "Value"), ("cpu", "Utilization"),
     ]
     queries = [t["metadata"].get("query", "") for t in triggers]
+    model = '{namespace="ai-serving",model_name="qwen3-235b"}'
+    # An idle window gives 0, not NaN (tests/test_prometheus.py runs it on a real Prometheus).
     assert queries[3] == (
-        'histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket'
-        '{namespace="ai-serving",model_name="qwen3-235b"}[5m])))'
+        f'(histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{model}[5m]))) >= 0)'
+        f' or (sum(rate(vllm:time_to_first_token_seconds_count{model}[5m])) == 0)'
     )
     assert 'vllm:e2e_request_latency_seconds_bucket' in queries[4]
-    assert queries[5] == 'avg(DCGM_FI_DEV_GPU_UTIL{namespace="ai-serving",pod=~"vllm\\\\-qwen3\\\\-235b\\\\-.+"})'
+    # The GPUs of the pods that export this model's metrics.
+    assert queries[5] == f'avg(DCGM_FI_DEV_GPU_UTIL{{namespace="ai-serving"}} and on (namespace, pod) vllm:num_requests_waiting{model})'
     assert triggers[5]["metadata"]["threshold"] == "70"  # the source document's target
     assert all(t["metadata"]["ignoreNullValues"] == "false" for t in triggers if t["type"] == "prometheus")
     assert all('namespace="ai-serving"' in q for q in queries[:6])

@@ -3,8 +3,8 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
-from components.vllm_server import PORT, PORT_NAME
+from vllm_serving_components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from vllm_serving_components.vllm_server import PORT, PORT_NAME
 from stack.component_args import (
     autoscaler_args,
     exposure_args,

@@ -1,12 +1,17 @@
-"""Reusable Pulumi components that put an OpenAI-compatible vLLM service onto Kubernetes."""
+"""Reusable Pulumi components that put an OpenAI-compatible vLLM service onto Kubernetes.
+
+Installed as ``vllm_serving_components`` (from the repository's ``components/`` folder). Each
+component checks its arguments before it creates anything and raises ComponentArgsError naming
+every bad one; the ``*_problems`` functions run the same checks without creating anything.
+"""
 
 from .arguments import ComponentArgsError
-from .autoscaler import Autoscaler, AutoscalerArgs
-from .exposure import Exposure, ExposureArgs
-from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs
-from .model_store import ModelStore, ModelStoreArgs
+from .autoscaler import Autoscaler, AutoscalerArgs, autoscaler_problems
+from .exposure import Exposure, ExposureArgs, exposure_problems
+from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs, gpu_claim_problems
+from .model_store import ModelStore, ModelStoreArgs, model_store_problems
 from .pods import PodSettingsArgs, SecretKeyArgs, TolerationArgs
-from .vllm_server import VLLMServer, VLLMServerArgs
+from .vllm_server import VLLMServer, VLLMServerArgs, vllm_server_problems
 
 __all__ = [
     "Autoscaler",
@@ -25,4 +30,9 @@ __all__ = [
     "TolerationArgs",
     "VLLMServer",
     "VLLMServerArgs",
+    "autoscaler_problems",
+    "exposure_problems",
+    "gpu_claim_problems",
+    "model_store_problems",
+    "vllm_server_problems",
 ]

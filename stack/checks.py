@@ -8,13 +8,18 @@ sets that no component would ever see.
 
 import re
 
-from components.autoscaler import autoscaler_problems
-from components.grammar import registry
-from components.exposure import exposure_problems
-from components.gpu_claim import gpu_claim_problems, pod_fragment
-from components.model_store import model_dir, model_store_problems
-from components.stage_model import MARKER_NAME
-from components.vllm_server import PORT, PORT_NAME, vllm_server_problems
+from vllm_serving_components import (
+    autoscaler_problems,
+    exposure_problems,
+    gpu_claim_problems,
+    model_store_problems,
+    vllm_server_problems,
+)
+from vllm_serving_components.gpu_claim import pod_fragment
+from vllm_serving_components.grammar import registry
+from vllm_serving_components.model_store import model_dir
+from vllm_serving_components.stage_model import MARKER_NAME
+from vllm_serving_components.vllm_server import PORT, PORT_NAME
 
 from .component_args import (
     AUTOSCALER_KEYS,

@@ -11,7 +11,7 @@ from typing import Any, Optional, TypedDict
 
 import pulumi
 
-from components import (
+from vllm_serving_components import (
     AutoscalerArgs,
     ExposureArgs,
     GpuClaimArgs,
@@ -22,10 +22,10 @@ from components import (
 
 from dataclasses import asdict
 
-from components.autoscaler import MAX_PERIOD_SECONDS
-from components.capacity import preset_for
-from components.grammar import with_registry
-from components.rollout import ready_within_minutes
+from vllm_serving_components.autoscaler import MAX_PERIOD_SECONDS
+from vllm_serving_components.capacity import preset_for
+from vllm_serving_components.grammar import with_registry
+from vllm_serving_components.rollout import ready_within_minutes
 
 from .config import INVALID, StackConfig
 

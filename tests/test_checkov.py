@@ -20,7 +20,7 @@ import yaml
 from conftest import ROOT
 from test_stacks import VARIANTS, render_variant
 
-from components.multinode import LWS_NAME_LABEL
+from vllm_serving_components.multinode import LWS_NAME_LABEL
 from stack.render import render_stack, write_rendering
 
 CHECKOV_VERSION = "3.3.30"

@@ -9,7 +9,7 @@ from conftest import ROOT
 from pulumi.runtime import mocks
 from test_components import autoscaler_args, exposure_args, gpu_args, server_args, store_args
 
-from components import (
+from vllm_serving_components import (
     Autoscaler,
     ComponentArgsError,
     Exposure,
@@ -17,7 +17,7 @@ from components import (
     ModelStore,
     VLLMServer,
 )
-from components import autoscaler, exposure, gpu_claim, model_store, vllm_server
+from vllm_serving_components import autoscaler, exposure, gpu_claim, model_store, vllm_server
 from stack.component_args import (
     AUTOSCALER_KEYS,
     EXPOSURE_KEYS,

@@ -9,7 +9,7 @@ from conftest import ROOT, run_component
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 from pulumi.runtime import mocks
 
-from components import (
+from vllm_serving_components import (
     Autoscaler,
     ComponentArgsError,
     Exposure,
@@ -17,14 +17,14 @@ from components import (
     ModelStore,
     VLLMServer,
 )
-from components.gpu_claim import gpu_claim_problems, pod_fragment
-from components.model_store import (
+from vllm_serving_components.gpu_claim import gpu_claim_problems, pod_fragment
+from vllm_serving_components.model_store import (
     INSTALL_AND_RUN,
     MODELSCOPE_CLIENT,
     STAGE_SCRIPT,
     revision_key,
 )
-from components.stage_model import MARKER_NAME
+from vllm_serving_components.stage_model import MARKER_NAME
 from stack.render import EchoMocks, run_under_mocks
 
 

@@ -4,7 +4,7 @@ plan (timeouts, dependencies, retain, protect, replacement) and the settings beh
 import pytest
 from conftest import project_with_stack
 
-from components.rollout import load_minutes, rollout_timeouts
+from vllm_serving_components.rollout import load_minutes, rollout_timeouts
 from stack.render import render_stack
 
 

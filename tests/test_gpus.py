@@ -7,9 +7,9 @@ from conftest import project_with_stack, run_component
 from test_components import assert_refused, gpu_args, server_args
 from test_stacks import render_variant
 
-from components import GpuClaim, VLLMServer
-from components.capacity import Architecture, capacity, kv_bytes_per_token_per_gpu, preset_for
-from components.gpu_claim import claim_template_spec, gpu_claim_problems, pod_fragment, quota_spec
+from vllm_serving_components import GpuClaim, VLLMServer
+from vllm_serving_components.capacity import Architecture, capacity, kv_bytes_per_token_per_gpu, preset_for
+from vllm_serving_components.gpu_claim import claim_template_spec, gpu_claim_problems, pod_fragment, quota_spec
 from stack.config import ConfigError
 from stack.render import render_stack
 

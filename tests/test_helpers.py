@@ -7,11 +7,11 @@ import pulumi_kubernetes as k8s
 import pytest
 import yaml
 
-from components.escaping import container_text, promql_selector, promql_string
-from components.grammar import image_reference, parse_quantity
-from components.labels import object_labels, selector_labels
-from components.probes import health_probes
-from components.vllm_args import serve_flags
+from vllm_serving_components.escaping import container_text, promql_selector, promql_string
+from vllm_serving_components.grammar import image_reference, parse_quantity
+from vllm_serving_components.labels import object_labels, selector_labels
+from vllm_serving_components.probes import health_probes
+from vllm_serving_components.vllm_args import serve_flags
 from stack.project import SECRET_PLACEHOLDER, StackFileError, encode, read_project, stack_config
 from stack.render import REDACTED, plain, redact, run_under_mocks
 

@@ -12,9 +12,9 @@ import pytest
 from conftest import run_component
 from fake_modelscope_hub import FakeModelScopeHub
 
-from components import ModelStore
-from components.model_store import CLIENT_DIR, SCRIPT_MOUNT
-from components.stage_model import MARKER_NAME, read_marker
+from vllm_serving_components import ModelStore
+from vllm_serving_components.model_store import CLIENT_DIR, SCRIPT_MOUNT
+from vllm_serving_components.stage_model import MARKER_NAME, read_marker
 
 MODEL_ID = "acme/tiny-chat"
 FILES = {"config.json": b'{"hidden_size": 8}', "model.safetensors": os.urandom(4096), "nested/tokenizer.json": b"{}"}

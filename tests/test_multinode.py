@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
-from components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, RAY_JOIN_SECONDS, RAY_NODE_CHECK, WORKER_SCRIPT
+from vllm_serving_components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, RAY_JOIN_SECONDS, RAY_NODE_CHECK, WORKER_SCRIPT
 from stack.config import ConfigError
 from stack.render import render_stack
 

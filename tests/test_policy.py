@@ -31,12 +31,12 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from conftest import ROOT, project_with_stack
-from components import exposure as component_exposure
-from components import gpu_claim as component_gpu_claim
-from components import labels as component_labels
-from components import pods as component_pods
-from components import vllm_args as component_vllm_args
-from components import vllm_server as component_vllm_server
+from vllm_serving_components import exposure as component_exposure
+from vllm_serving_components import gpu_claim as component_gpu_claim
+from vllm_serving_components import labels as component_labels
+from vllm_serving_components import pods as component_pods
+from vllm_serving_components import vllm_args as component_vllm_args
+from vllm_serving_components import vllm_server as component_vllm_server
 from policy import rules
 from stack.render import EchoMocks, RecordingMonitor, render_stack
 
@@ -983,7 +983,7 @@ def test_the_served_pack_enforces_every_policy_as_mandatory(rendered):
     "name", ["HF_TOKEN", "API_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD", "TOKENIZERS_PARALLELISM", "NCCL_IB_HCA", "KEYCLOAK_URL"]
 )
 def test_the_pack_and_the_components_agree_on_what_looks_secret(name):
-    from components.pods import looks_secret
+    from vllm_serving_components.pods import looks_secret
 
     assert rules.looks_secret(name) == looks_secret(name)
     assert looks_secret(name) == (name in {"HF_TOKEN", "API_KEY", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD"})

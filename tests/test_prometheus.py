@@ -27,9 +27,9 @@ from fake_vllm_metrics import (
 )
 from prometheus_server import Prometheus, QueryError, binary, promtool, version
 
-from components import autoscaler
-from components import monitoring as queries
-from components.escaping import promql_selector
+from vllm_serving_components import autoscaler
+from vllm_serving_components import monitoring as queries
+from vllm_serving_components.escaping import promql_selector
 
 NAMESPACE = "ai-serving"
 MODEL_A = "qwen3"

@@ -14,14 +14,14 @@ from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.autoscaler import scaled_object_spec
-from components.exposure import http_route_spec, ingress_spec
-from components.gpu_claim import pod_fragment
-from components.grammar import single_line
-from components.model_store import DEFAULTS as STORE_DEFAULTS
-from components.model_store import job_spec, model_dir
-from components.stage_model import MARKER_NAME
-from components.vllm_server import PORT, PORT_NAME, deployment_spec
+from vllm_serving_components.autoscaler import scaled_object_spec
+from vllm_serving_components.exposure import http_route_spec, ingress_spec
+from vllm_serving_components.gpu_claim import pod_fragment
+from vllm_serving_components.grammar import single_line
+from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
+from vllm_serving_components.model_store import job_spec, model_dir
+from vllm_serving_components.stage_model import MARKER_NAME
+from vllm_serving_components.vllm_server import PORT, PORT_NAME, deployment_spec
 from stack.component_args import (
     StoreOutputs,
     autoscaler_args,

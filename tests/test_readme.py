@@ -18,7 +18,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_component_example_creates_a_served_model():
-    (example,) = [block for block in code_blocks("python") if "from components import" in block]
+    (example,) = [block for block in code_blocks("python") if "from vllm_serving_components import" in block]
     rendering = run_component(lambda: exec(example, {}))
     assert sorted(o.kind for o in rendering.objects) == [
         "ConfigMap", "Deployment", "Job", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",

@@ -8,7 +8,7 @@ import yaml
 from conftest import ROOT, project_with_stack, stack_file
 from test_stacks import VARIANTS, render_variant
 
-from components.pods import RUN_AS
+from vllm_serving_components.pods import RUN_AS
 from stack.project import SECRET_PLACEHOLDER
 from stack.render import REDACTED, render_stack, write_rendering
 

@@ -4,7 +4,7 @@ import pytest
 from conftest import project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
-from components.model_store import MARKER_NAME
+from vllm_serving_components.model_store import MARKER_NAME
 from stack.render import render_stack
 
 STACKS = ("dev", "prod")

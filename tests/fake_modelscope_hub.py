@@ -19,8 +19,21 @@ tested client (modelscope 1.40.2 with modelscope-hub 0.5.1) and in modelscope 1.
   ``Range: bytes=N-`` and ``bytes=N-M`` the way the CDN does when the client resumes a
   partial file (1.30.0 always sends a closed range).
 
+* ``POST /api/v1/login`` - modelscope 1.30.0's ``HubApi.login``: the body carries
+  ``{"AccessToken": token}``; the answer sets the ``m_session_id`` cookie that 1.30.0 then
+  sends with every request (``ModelScopeConfig.save_cookies`` / ``get_cookies``).
+
 Unknown models and revisions get a 404 with a JSON error body, which the client raises as
-``requests.HTTPError``. Every request is recorded so tests can count what reached the hub.
+``requests.HTTPError``. A private model (``add_model(..., token=...)``) answers 403 unless the
+request carries ``Authorization: Bearer <token>`` (modelscope-hub sends it, with the token as
+the ``m_session_id`` cookie as well) or the session cookie that a login with that token
+returned. Every request is recorded, with its Authorization and Cookie headers, so tests can
+count what reached the hub and see which credentials came with it.
+
+Files are streamed in 1 MiB pieces from memory, without copying them per request, so the
+hub can serve the multi-gigabyte repositories of bench/stage_benchmark.py. A file can be
+made to stall: the hub sends the headers and part of the body, then nothing until it is
+closed (``stall_file``), or to trickle over a given time (``pace_file``).
 
 modelscope 1.30.0 reaches a hub only over ``https://`` (the scheme is fixed in its
 ``hub/constants.py``), so the hub can serve TLS: pass ``tls=self_signed_certificate(dir)``
@@ -37,6 +50,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
@@ -95,6 +109,9 @@ class RecordedRequest:
     path: str
     query: dict  # parameter name -> first value
     range: str | None
+    authorization: str | None = None
+    cookie: str | None = None
+    body: bytes = b""
 
 
 @dataclass
@@ -104,6 +121,18 @@ class _Model:
     created_at: int  # seconds since the epoch
     corrupted: set[str] = field(default_factory=set)
     failing: set[str] = field(default_factory=set)
+    stalling: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the stall
+    pacing: dict[str, float] = field(default_factory=dict)  # path -> seconds each response takes
+    token: str | None = None  # set for a private model
+    hashes: dict[str, str] = field(default_factory=dict)  # path -> sha256, computed once
+
+
+SEND_PIECE = 1024 * 1024
+
+
+def session_id_for(token: str) -> str:
+    """The m_session_id cookie a login with this token gets."""
+    return "session-" + hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 class FakeModelScopeHub:
@@ -118,6 +147,7 @@ class FakeModelScopeHub:
         self.requests: list[RecordedRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
+        self._closing = threading.Event()  # releases stalled responses on exit
         self._scheme = "http"
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -147,15 +177,20 @@ class FakeModelScopeHub:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
 
     # -- test set-up ---------------------------------------------------------------
-    def add_model(self, model_id: str, revision: str, files: dict[str, bytes]) -> None:
+    def add_model(self, model_id: str, revision: str, files: dict[str, bytes], token: str | None = None) -> None:
+        """Serve files as model_id at revision; with a token, only to requests that carry it."""
         commit = hashlib.sha1(f"{model_id}@{revision}".encode()).hexdigest()
         created_at = int(time.time()) - 86400 + len(self._models)  # later additions are newer
-        self._models[(model_id, revision)] = _Model(files=dict(files), commit=commit, created_at=created_at)
+        hashes = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
+        self._models[(model_id, revision)] = _Model(
+            files=dict(files), commit=commit, created_at=created_at, token=token, hashes=hashes
+        )
 
     def corrupt_file(self, model_id: str, revision: str, path: str) -> None:
         """Serve bytes that differ from the Sha256 in the listing (same length)."""
@@ -164,6 +199,18 @@ class FakeModelScopeHub:
     def fail_file(self, model_id: str, revision: str, path: str) -> None:
         """Answer every download of this file with HTTP 500."""
         self._models[(model_id, revision)].failing.add(path)
+
+    def stall_file(self, model_id: str, revision: str, path: str, after_bytes: int) -> None:
+        """Send the headers and the first after_bytes bytes of this file, then nothing until closed."""
+        self._models[(model_id, revision)].stalling[path] = after_bytes
+
+    def release_file(self, model_id: str, revision: str, path: str) -> None:
+        """Serve this file normally again (after stall_file)."""
+        self._models[(model_id, revision)].stalling.pop(path, None)
+
+    def pace_file(self, model_id: str, revision: str, path: str, seconds: float) -> None:
+        """Spread each response with this file over about this many seconds, in 20 steps."""
+        self._models[(model_id, revision)].pacing[path] = seconds
 
     # -- assertions ----------------------------------------------------------------
     def downloads_of(self, path: str) -> list[RecordedRequest]:
@@ -188,7 +235,7 @@ class FakeModelScopeHub:
                     "Name": path.rsplit("/", 1)[-1],
                     "Type": "blob",
                     "Size": len(content),
-                    "Sha256": hashlib.sha256(content).hexdigest(),
+                    "Sha256": model.hashes[path],
                     "Revision": model.commit,
                 }
             )
@@ -205,17 +252,49 @@ class FakeModelScopeHub:
         branches = [details[MASTER]] if MASTER in details else []
         return {"Code": 200, "Data": {"RevisionMap": {"Branches": branches, "Tags": tags}}, "Success": True}
 
-    def _served_bytes(self, model: _Model, path: str) -> bytes:
+    def _served_bytes(self, model: _Model, path: str) -> memoryview:
         content = model.files[path]
         if path in model.corrupted:
-            return bytes([content[0] ^ 0xFF]) + content[1:]
-        return content
+            return memoryview(bytes([content[0] ^ 0xFF]) + content[1:])
+        return memoryview(content)
+
+    def _authorized(self, model: _Model, handler: BaseHTTPRequestHandler) -> bool:
+        if model.token is None:
+            return True
+        if handler.headers.get("Authorization") == f"Bearer {model.token}":
+            return True
+        cookies = SimpleCookie(handler.headers.get("Cookie") or "")
+        session = cookies.get("m_session_id")
+        return session is not None and session.value in (model.token, session_id_for(model.token))
+
+    def handle_post(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(handler.path)
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        self._record(
+            RecordedRequest(
+                "POST", url.path, {}, None, handler.headers.get("Authorization"), handler.headers.get("Cookie"), body
+            )
+        )
+        if url.path != "/api/v1/login":
+            return _send_not_found(handler, f"no route for {url.path}")
+        try:
+            token = json.loads(body)["AccessToken"]
+        except (ValueError, KeyError, TypeError):
+            token = None
+        if not token or not any(model.token == token for model in self._models.values()):
+            return _send_json(handler, 401, {"Code": 401, "Message": "invalid access token", "Success": False})
+        data = {"AccessToken": "git-token", "Username": "tester", "Email": "tester@example.com"}
+        cookie = f"m_session_id={session_id_for(token)}; Path=/"
+        return _send_json(handler, 200, {"Code": 200, "Data": data, "Success": True}, {"Set-Cookie": cookie})
 
     def handle_get(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         range_header = handler.headers.get("Range")
-        self._record(RecordedRequest("GET", url.path, query, range_header))
+        headers = handler.headers
+        self._record(
+            RecordedRequest("GET", url.path, query, range_header, headers.get("Authorization"), headers.get("Cookie"))
+        )
 
         if url.path == "/api/v1/repos/internalAccelerationInfo":
             return _send_json(handler, 200, {"Code": 200, "Data": {"InternalRegionQueryAddress": ""}, "Success": True})
@@ -223,8 +302,11 @@ class FakeModelScopeHub:
         if match is None:
             return _send_not_found(handler, f"no route for {url.path}")
         model_id = f"{unquote(match['owner'])}/{unquote(match['name'])}"
-        if not any(mid == model_id for mid, _ in self._models):
+        revisions = [model for (mid, _), model in self._models.items() if mid == model_id]
+        if not revisions:
             return _send_not_found(handler, f"model {model_id} does not exist")
+        if not all(self._authorized(model, handler) for model in revisions):
+            return _send_json(handler, 403, {"Code": 403, "Message": "access denied", "Success": False})
         if match["rest"] is None:
             return _send_json(handler, 200, {"Code": 200, "Data": {"Path": model_id}, "Success": True})
         if match["rest"] == "/revisions":
@@ -263,7 +345,28 @@ class FakeModelScopeHub:
         handler.send_header("Content-Type", "application/octet-stream")
         handler.send_header("Content-Length", str(end + 1 - start))
         handler.end_headers()
-        handler.wfile.write(content[start : end + 1])
+        stop = end + 1
+        stall_at = model.stalling.get(path)
+        if stall_at is not None:
+            stop = max(start, min(stop, stall_at))
+        _send_body(handler, content[start:stop], model.pacing.get(path))
+        if stall_at is not None:
+            # The connection stays open and silent, as with a hung CDN node, until the hub closes.
+            self._closing.wait()
+            handler.close_connection = True
+
+
+def _send_body(handler: BaseHTTPRequestHandler, body: memoryview, seconds: float | None = None) -> None:
+    piece, pause = SEND_PIECE, 0.0
+    if seconds:
+        piece, pause = max(1, -(-len(body) // 20)), seconds / 20
+    try:
+        for offset in range(0, len(body), piece):
+            handler.wfile.write(body[offset : offset + piece])
+            if pause:
+                time.sleep(pause)
+    except (BrokenPipeError, ConnectionResetError):
+        handler.close_connection = True  # the client gave up on this response
 
 
 def _handler_for(hub: FakeModelScopeHub) -> type[BaseHTTPRequestHandler]:
@@ -271,17 +374,22 @@ def _handler_for(hub: FakeModelScopeHub) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - name fixed by http.server
             hub.handle_get(self)
 
+        def do_POST(self) -> None:  # noqa: N802 - name fixed by http.server
+            hub.handle_post(self)
+
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature fixed by http.server
             pass
 
     return Handler
 
 
-def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict, headers: dict | None = None) -> None:
     payload = json.dumps(body).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(payload)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(payload)
 

@@ -3,11 +3,14 @@
 The real modelscope client does the downloading; FakeModelScopeHub stands in for the hub.
 """
 
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,12 +119,22 @@ def assert_complete_store(target: Path, model_files: dict) -> None:
     on_disk = files_under(target)
     assert on_disk.pop(MARKER_NAME)
     assert on_disk == model_files
+    assert_marker(target, model_files)
+
+
+def assert_marker(target: Path, model_files: dict, source: str = "modelscope") -> None:
+    """The marker names each file with its size and sha256 (the hubs here list a sha256 for every file)."""
     marker = read_marker_file(target)
     assert marker["modelId"] == MODEL_ID
     assert marker["revision"] == REVISION
+    assert marker["source"] == source
     assert marker["files"] == len(model_files)
     assert marker["bytes"] == sum(len(content) for content in model_files.values())
     assert marker["completedAt"].endswith("Z")
+    assert marker["manifest"] == [
+        {"path": path, "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+        for path, content in sorted(model_files.items())
+    ]
 
 
 def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, target, model_files):
@@ -278,7 +291,7 @@ def test_selection_without_files_fails_verification_with_5(run_stage, hub, targe
 
     assert result.returncode == 5, result.stderr
     [error] = error_lines(result)
-    assert "holds no files" in error
+    assert "no file of this revision is selected (4 listed)" in error
     assert len(hub.listings()) == 1
     assert not (target / MARKER_NAME).exists()
 
@@ -336,6 +349,355 @@ def test_read_marker(tmp_path):
     marker_path.write_text("[1, 2]")
     assert stage_model.read_marker(str(tmp_path)) is None
 
+
+# -- re-runs: the marker's file list -----------------------------------------------------
+
+
+def test_fresh_download_makes_one_listing_and_records_every_file(run_stage, hub, target, model_files):
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_marker(target, model_files)
+    # The script's listing is the only one: the client gets the chosen files with it.
+    assert len(hub.listings()) == 1
+    assert "using modelscope 1.40.2 (modelscope-hub)" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_file_damaged_after_completion_is_fetched_again(run_stage, hub, target, model_files, damage):
+    assert run_stage().returncode == 0
+    shard = target / BIG_SHARD
+    if damage == "truncated":
+        shard.write_bytes(model_files[BIG_SHARD][:1000])
+    else:
+        shard.unlink()
+    hub.requests.clear()
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert "checked the sizes of 4 files" in result.stdout
+    what = f"1000 of {len(model_files[BIG_SHARD])} bytes" if damage == "truncated" else "missing"
+    assert f"1 of 4 files need fetching again: {BIG_SHARD} ({what})" in result.stdout
+    assert len(hub.listings()) == 1
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+    assert [request.range for request in hub.downloads_of(BIG_SHARD)] == [None]
+
+
+def test_damaged_file_is_fetched_again_on_a_store_without_marker(run_stage, hub, target, model_files):
+    # A run killed after the last file, before the marker; one file was cut short since.
+    write_files(target, {**model_files, SUBDIR_SHARD: model_files[SUBDIR_SHARD][:10]})
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [SUBDIR_SHARD]
+
+
+def test_size_check_does_not_hash_and_verify_does(run_stage, hub, target, model_files):
+    assert run_stage().returncode == 0
+    shard = target / BIG_SHARD
+    corrupted = bytearray(shard.read_bytes())
+    corrupted[100] ^= 0xFF  # same size, other content
+    shard.write_bytes(bytes(corrupted))
+    hub.requests.clear()
+
+    plain = run_stage()
+
+    assert plain.returncode == 0, plain.stderr
+    assert "already complete" in plain.stdout
+    assert hub.requests == []
+    assert shard.read_bytes() == bytes(corrupted)
+
+    verified = run_stage("--verify")
+
+    assert verified.returncode == 0, verified.stderr
+    assert "verified the sha256 of 4 files" in verified.stdout
+    assert f"1 of 4 files need fetching again: {BIG_SHARD} (sha256 differs)" in verified.stdout
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+
+    hub.requests.clear()
+    again = run_stage("--verify")
+
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout
+    assert hub.requests == []
+
+
+def test_verify_without_marker_rehashes_files_in_place(run_stage, hub, target, model_files):
+    corrupted = b"\0" * len(model_files[BIG_SHARD])
+    write_files(target, {**model_files, BIG_SHARD: corrupted})
+
+    result = run_stage("--verify")
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+
+
+def old_marker(model_files: dict, completed_at: str = "2026-01-01T00:00:00Z") -> bytes:
+    """A marker as earlier versions wrote it: counts, no file list."""
+    return json.dumps(
+        {
+            "modelId": MODEL_ID,
+            "revision": REVISION,
+            "files": len(model_files),
+            "bytes": sum(len(content) for content in model_files.values()),
+            "completedAt": completed_at,
+        }
+    ).encode()
+
+
+def test_old_marker_is_upgraded_without_contacting_the_hub(run_stage, hub, target, model_files):
+    write_files(target, {**model_files, MARKER_NAME: old_marker(model_files)})
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert "upgraded the marker" in result.stdout
+    assert "already complete" in result.stdout
+    assert hub.requests == []
+    marker = read_marker_file(target)
+    assert marker["completedAt"] == "2026-01-01T00:00:00Z"
+    assert marker["manifest"] == [
+        {"path": path, "size": len(content)} for path, content in sorted(model_files.items())
+    ]
+
+    (target / BIG_SHARD).write_bytes(b"short")
+    rerun = run_stage()
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"1 of 4 files need fetching again: {BIG_SHARD}" in rerun.stdout
+    assert_complete_store(target, model_files)
+
+
+def test_old_marker_that_no_longer_matches_is_checked_against_the_hub(run_stage, hub, target, model_files):
+    write_files(target, {**model_files, BIG_SHARD: b"short", MARKER_NAME: old_marker(model_files)})
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert "no longer match its marker" in result.stdout
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+
+
+def test_size_check_of_a_thousand_files(run_stage, hub, target):
+    """The re-run of a complete store stats each file once; the script logs how long it took."""
+    files = {f"shard-{index:04d}.safetensors": b"x" * (index % 7) for index in range(1000)}
+    write_files(target, files)
+    manifest = [{"path": path, "size": len(content)} for path, content in sorted(files.items())]
+    marker = {"format": 2, "modelId": MODEL_ID, "revision": REVISION, "files": 1000, "bytes": 0, "completedAt": "x"}
+    (target / MARKER_NAME).write_text(json.dumps({**marker, "manifest": manifest}))
+
+    started = time.monotonic()
+    result = run_stage()
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    [check] = re.findall(r"checked the sizes of 1000 files in ([0-9.]+) s: 0 missing or truncated", result.stdout)
+    print(f"size check of 1000 files: {float(check):.3f} s in the script, {elapsed:.2f} s for the whole run")
+    assert float(check) < 2.0
+    assert hub.requests == []
+
+
+# -- which files -------------------------------------------------------------------------
+
+WEIGHTS = os.urandom(4096)
+DUPLICATES = {
+    "pytorch_model.bin": os.urandom(3000),
+    "original/consolidated.00.pth": os.urandom(2000),
+    "original/params.json": b"{}",
+    "consolidated.safetensors": os.urandom(2500),
+    "flax_model.msgpack": os.urandom(1000),
+    "onnx/model.onnx": os.urandom(1000),
+}
+LOADED = {"config.json": b"{}", "model-00001-of-00001.safetensors": WEIGHTS, "model.safetensors.index.json": b"{}"}
+
+
+@pytest.fixture
+def mixed_hub(hub):
+    hub.add_model("acme/mixed", REVISION, {**LOADED, **DUPLICATES})
+    return hub
+
+
+def test_duplicate_weights_are_skipped_beside_safetensors(run_stage, mixed_hub, tmp_path):
+    target = tmp_path / "mixed"
+
+    result = run_stage(model_id="acme/mixed", target=target)
+
+    assert result.returncode == 0, result.stderr
+    assert {path for path in files_under(target) if path != MARKER_NAME} == set(LOADED)
+    assert f"skipping {len(DUPLICATES)} files" in result.stdout
+    assert all(mixed_hub.downloads_of(path) == [] for path in DUPLICATES)
+    assert read_marker_file(target)["files"] == len(LOADED)
+
+
+def test_allow_patterns_win_over_the_automatic_skip(run_stage, mixed_hub, tmp_path):
+    target = tmp_path / "mixed"
+
+    result = run_stage("--allow-pattern", "*", model_id="acme/mixed", target=target)
+
+    assert result.returncode == 0, result.stderr
+    assert {path for path in files_under(target) if path != MARKER_NAME} == {*LOADED, *DUPLICATES}
+    assert "skipping" not in result.stdout
+
+
+def test_ignore_patterns_leave_out_more(run_stage, mixed_hub, tmp_path):
+    target = tmp_path / "mixed"
+
+    result = run_stage(
+        "--ignore-pattern", "*.index.json", "--ignore-pattern", "config.json", model_id="acme/mixed", target=target
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert {path for path in files_under(target) if path != MARKER_NAME} == {"model-00001-of-00001.safetensors"}
+
+
+def repo(*paths: str) -> list:
+    stage_model = load_stage_model()
+    return [stage_model.RepoFile(path, 1, None) for path in paths]
+
+
+@pytest.mark.parametrize(
+    ("paths", "skipped"),
+    [
+        # Sharded safetensors beside PyTorch, Llama's original/ and Mistral's consolidated copies.
+        (
+            ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "pytorch_model-00001.bin",
+             "original/consolidated.00.pth", "original/tokenizer.model", "consolidated.safetensors", "tf_model.h5",
+             "training_args.bin", "tokenizer.json"],
+            ["pytorch_model-00001.bin", "original/consolidated.00.pth", "original/tokenizer.model",
+             "consolidated.safetensors", "tf_model.h5", "training_args.bin"],
+        ),
+        # A Mistral-format repository: its consolidated.safetensors are the weights.
+        (["consolidated.safetensors", "params.json", "tekken.json"], []),
+        # No safetensors at the top: vLLM loads *.bin, so nothing is skipped.
+        (["pytorch_model.bin", "config.json", "original/x.pth"], []),
+        # Safetensors only in a subdirectory are not what vLLM loads from the model directory.
+        (["sub/model.safetensors", "pytorch_model.bin"], []),
+    ],
+    ids=["sharded-with-copies", "mistral-only", "bin-only", "nested-safetensors"],
+)
+def test_duplicate_weights(paths, skipped):
+    stage_model = load_stage_model()
+    assert [f.path for f in stage_model.duplicate_weights(repo(*paths))] == skipped
+
+
+def test_select_files():
+    stage_model = load_stage_model()
+    files = repo("model.safetensors", "pytorch_model.bin", "config.json", "docs/a.md", "docs/b.md")
+
+    def chosen(allow, ignore):
+        selected, skipped = stage_model.select_files(files, allow, ignore)
+        return [f.path for f in selected], [f.path for f in skipped]
+
+    assert chosen([], []) == (["model.safetensors", "config.json", "docs/a.md", "docs/b.md"], ["pytorch_model.bin"])
+    assert chosen(["*.bin", "*.json"], []) == (["pytorch_model.bin", "config.json"], [])
+    assert chosen([], ["docs/"]) == (["model.safetensors", "config.json"], ["pytorch_model.bin"])
+    assert chosen(["docs/*"], ["*b.md"]) == (["docs/a.md"], [])
+
+
+@pytest.mark.parametrize("path", ["plain.json", "we[ir]d*name?.bin", "dir/[x].safetensors"])
+def test_literal_pattern_matches_only_its_path(path):
+    import fnmatch
+
+    pattern = load_stage_model().literal_pattern(path)
+    assert fnmatch.fnmatch(path, pattern)
+    assert not fnmatch.fnmatch(path + "x", pattern)
+    assert not fnmatch.fnmatch("we[ir]dXnameY.bin", pattern) or path == "we[ir]dXnameY.bin"
+
+
+# -- bounded and observable --------------------------------------------------------------
+
+
+def test_stalled_hub_ends_the_run_with_exit_4(run_stage, hub, target, model_files):
+    hub.stall_file(MODEL_ID, REVISION, BIG_SHARD, after_bytes=10 * 1024)
+
+    started = time.monotonic()
+    result = run_stage("--stall-timeout", "3")
+    elapsed = time.monotonic() - started
+
+    print(f"stalled run ended after {elapsed:.1f} s (stall timeout 3 s)")
+    assert result.returncode == 4, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"stage_model: error: {MODEL_ID}@{REVISION}: stalled: no byte arrived in {target}")
+    assert "while downloading (--stall-timeout 3)" in last_line
+    assert not (target / MARKER_NAME).exists()
+    # What arrived stays for the next attempt, which resumes it.
+    received = (target / (BIG_SHARD + ".incomplete")).stat().st_size
+    assert 0 < received <= 10 * 1024
+
+    hub.release_file(MODEL_ID, REVISION, BIG_SHARD)
+    resumed = run_stage("--stall-timeout", "3")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete_store(target, model_files)
+    assert hub.downloads_of(BIG_SHARD)[-1].range == f"bytes={received}-"
+
+
+def test_progress_lines_while_downloading(run_stage, hub, target, model_files):
+    hub.pace_file(MODEL_ID, REVISION, BIG_SHARD, seconds=2.5)
+
+    result = run_stage("--progress-interval", "0.5")
+
+    assert result.returncode == 0, result.stderr
+    total = f"{sum(len(content) for content in model_files.values()) / 1024:.1f} KiB"
+    lines = [line for line in result.stdout.splitlines() if line.startswith("stage_model: progress: ")]
+    assert len(lines) >= 3, result.stdout
+    pattern = re.compile(
+        rf"stage_model: progress: (\d)/4 files, ([0-9.]+ (?:bytes|KiB)) of {re.escape(total)} \((\d+)%\), "
+        r"[0-9.]+ (?:bytes|KiB|MiB)/s, ETA (?:\d+ s|unknown)"
+    )
+    assert all(pattern.fullmatch(line) for line in lines), lines
+    percents = [int(pattern.fullmatch(line)[3]) for line in lines]
+    assert percents == sorted(percents) and percents[-1] < 100
+
+
+def test_token_reaches_the_hub_only_from_the_environment(run_stage, hub, tmp_path, model_files):
+    token = "ms-secret-token-0123456789"
+    hub.add_model("acme/private-llm", REVISION, model_files, token=token)
+    target = tmp_path / "private"
+
+    result = run_stage(model_id="acme/private-llm", target=target, env_changes={"MODELSCOPE_API_TOKEN": token})
+
+    assert result.returncode == 0, result.stderr
+    private = [r for r in hub.requests if r.path.startswith("/api/v1/models/acme/private-llm")]
+    assert private and all(r.authorization == f"Bearer {token}" for r in private)
+    assert token not in " ".join(map(str, result.args))
+    assert token not in result.stdout + result.stderr
+    # Nor is it written anywhere: not beside the model, not in the clients' state directories.
+    assert not any(token.encode() in path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
+
+    denied = run_stage(model_id="acme/private-llm", target=tmp_path / "denied")
+
+    assert denied.returncode == 4, denied.stderr
+    [error] = error_lines(denied)
+    assert "access denied" in error and "MODELSCOPE_API_TOKEN" in error
+
+
+@pytest.mark.parametrize(
+    ("stall_timeout", "expected"),
+    [
+        (120, {"MODELSCOPE_DOWNLOAD_TIMEOUT": None, "MODELSCOPE_API_TIMEOUT": None, "HF_HUB_ETAG_TIMEOUT": None}),
+        (30, {"MODELSCOPE_DOWNLOAD_TIMEOUT": "15", "MODELSCOPE_API_TIMEOUT": "15", "HF_HUB_ETAG_TIMEOUT": None}),
+        (3, {"MODELSCOPE_DOWNLOAD_TIMEOUT": "1", "MODELSCOPE_API_TIMEOUT": "1", "HF_HUB_ETAG_TIMEOUT": "1"}),
+    ],
+)
+def test_client_timeouts_follow_the_stall_timeout(monkeypatch, stall_timeout, expected):
+    """Per-request timeouts at most half the stall timeout, never above the clients' defaults."""
+    for name in [*expected, "TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "7")  # set by the user: kept
+
+    load_stage_model().quiet_and_bounded_clients(stall_timeout)
+
+    assert {name: os.environ.get(name) for name in expected} == expected
+    assert os.environ["HF_HUB_DOWNLOAD_TIMEOUT"] == "7"
+    assert os.environ["TQDM_DISABLE"] == os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
 
 # -- --keep-revisions -------------------------------------------------------------------
 

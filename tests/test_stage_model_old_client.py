@@ -9,12 +9,15 @@ comes from the virtual environment that .ci/run creates beside the checkout.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from fake_modelscope_hub import FakeModelScopeHub, self_signed_certificate
 from test_stage_model import (
     BIG_SHARD,
+    DUPLICATES,
+    LOADED,
     MARKER_NAME,
     MODEL_ID,
     REPO_ROOT,
@@ -22,6 +25,7 @@ from test_stage_model import (
     SCRIPT,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
+    assert_marker,
     error_lines,
     files_under,
     load_stage_model,
@@ -97,7 +101,7 @@ def run_stage(tmp_path, tls, hub, target, old_client_problem):
         no_proxy="127.0.0.1",
     )
 
-    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None):
+    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None, target=target):
         if old_client_problem:
             pytest.fail(old_client_problem, pytrace=False)
         command = [
@@ -130,10 +134,7 @@ def model_files_under(target: Path) -> dict:
 
 def assert_complete_store(target: Path, model_files: dict) -> None:
     assert model_files_under(target) == model_files
-    marker = read_marker_file(target)
-    assert (marker["modelId"], marker["revision"]) == (MODEL_ID, REVISION)
-    assert marker["files"] == len(model_files)
-    assert marker["bytes"] == sum(len(content) for content in model_files.values())
+    assert_marker(target, model_files)
 
 
 def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, target, model_files):
@@ -145,13 +146,14 @@ def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, targ
     # 1.30.0 writes its file index into the target; the marker does not count it.
     assert CLIENT_INDEX_FILES <= set(files_under(target))
     assert f"staged {MODEL_ID}@{REVISION}: 4 files" in result.stdout
-    # It probes the repository and checks the revision before listing.
+    # It probes the repository and checks the revision before listing: once for the script,
+    # which chooses the files, and once more inside snapshot_download, which fetches them.
     model_path = f"/api/v1/models/{MODEL_ID}"
     assert [r.path for r in hub.requests if r.path.startswith(model_path) and "FilePath" not in r.query] == [
         model_path,
         f"{model_path}/revisions",
         f"{model_path}/repo/files",
-    ]
+    ] * 2
     for path in model_files:
         assert len(hub.downloads_of(path)) == 1, path
 
@@ -270,3 +272,122 @@ def test_endpoint_as_domain(endpoint, domain):
         with pytest.raises(stage_model.StageError) as refused:
             stage_model.endpoint_as_domain(endpoint, client, "m@r")
         assert refused.value.exit_code == 2
+
+
+# -- new behaviours with the old client ----------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_file_damaged_after_completion_is_fetched_again(run_stage, hub, target, model_files, damage):
+    # 1.30.0 would take the truncated file as cached: its index (.msc) lists it.
+    assert run_stage().returncode == 0
+    shard = target / BIG_SHARD
+    if damage == "truncated":
+        shard.write_bytes(model_files[BIG_SHARD][:1000])
+    else:
+        shard.unlink()
+    hub.requests.clear()
+
+    result = run_stage()
+
+    assert result.returncode == 0, result.stderr
+    assert f"1 of 4 files need fetching again: {BIG_SHARD}" in result.stdout
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+
+
+def test_verify_refetches_a_corrupted_file(run_stage, hub, target, model_files):
+    assert run_stage().returncode == 0
+    (target / BIG_SHARD).write_bytes(b"\0" * len(model_files[BIG_SHARD]))
+    hub.requests.clear()
+
+    result = run_stage("--verify")
+
+    assert result.returncode == 0, result.stderr
+    assert f"{BIG_SHARD} (sha256 differs)" in result.stdout
+    assert_complete_store(target, model_files)
+    assert [path for path in model_files if hub.downloads_of(path)] == [BIG_SHARD]
+
+
+def test_duplicate_weights_are_skipped_beside_safetensors(run_stage, hub, tmp_path):
+    hub.add_model("acme/mixed", REVISION, {**LOADED, **DUPLICATES})
+    target = tmp_path / "mixed"
+
+    result = run_stage(model_id="acme/mixed", target=target)
+
+    assert result.returncode == 0, result.stderr
+    assert set(model_files_under(target)) == set(LOADED)
+    assert all(hub.downloads_of(path) == [] for path in DUPLICATES)
+    assert f"skipping {len(DUPLICATES)} files" in result.stdout
+
+
+def test_stalled_hub_ends_the_run_with_exit_4(run_stage, hub, target, model_files):
+    # 1.30.0 reads each chunk with a fixed 60 s timeout (hub/constants.py
+    # API_FILE_DOWNLOAD_TIMEOUT): only the watchdog ends this within the test's time.
+    hub.stall_file(MODEL_ID, REVISION, BIG_SHARD, after_bytes=10 * 1024)
+
+    started = time.monotonic()
+    result = run_stage("--stall-timeout", "3")
+    elapsed = time.monotonic() - started
+
+    print(f"stalled run with modelscope {OLD_CLIENT_VERSION} ended after {elapsed:.1f} s (stall timeout 3 s)")
+    assert result.returncode == 4, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert f"{MODEL_ID}@{REVISION}: stalled: no byte arrived in {target}" in last_line
+    assert not (target / MARKER_NAME).exists()
+    # It reads 1 MiB chunks (API_FILE_DOWNLOAD_CHUNK_SIZE) and writes whole chunks, so of a
+    # file that stops after 10 KiB the partial file may hold nothing yet.
+    received = (target / CLIENT_DOWNLOAD_DIR / BIG_SHARD).stat().st_size
+    assert received <= 10 * 1024
+
+    hub.release_file(MODEL_ID, REVISION, BIG_SHARD)
+    resumed = run_stage("--stall-timeout", "3")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert_complete_store(target, model_files)
+    size = len(model_files[BIG_SHARD])
+    assert hub.downloads_of(BIG_SHARD)[-1].range == f"bytes={received}-{size - 1}"
+
+
+def test_progress_lines_while_downloading(run_stage, hub, target):
+    hub.pace_file(MODEL_ID, REVISION, BIG_SHARD, seconds=2.5)
+
+    result = run_stage("--progress-interval", "0.5")
+
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("stage_model: progress: ")]
+    assert len(lines) >= 3, result.stdout
+    assert all("/4 files, " in line and "/s, ETA " in line for line in lines)
+
+
+def test_token_is_exchanged_for_a_session_by_the_client(run_stage, hub, tmp_path, model_files):
+    # 1.30.0 sends no token with downloads; its HubApi.login() reads MODELSCOPE_API_TOKEN,
+    # trades it for the m_session_id cookie, and the downloads carry that cookie.
+    token = "ms-secret-token-0123456789"
+    hub.add_model("acme/private-llm", REVISION, model_files, token=token)
+    target = tmp_path / "models" / "acme" / "private-llm" / REVISION
+
+    result = run_stage(model_id="acme/private-llm", target=target, env_changes={"MODELSCOPE_API_TOKEN": token})
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store_of(target, model_files, "acme/private-llm")
+    [login] = [r for r in hub.requests if r.path == "/api/v1/login"]
+    assert json.loads(login.body) == {"AccessToken": token}
+    downloads = [r for r in hub.requests if r.query.get("FilePath")]
+    assert downloads and all("m_session_id=session-" in (r.cookie or "") for r in downloads)
+    assert token not in " ".join(map(str, result.args))
+    assert token not in result.stdout + result.stderr
+    # The session is kept in a private directory that is gone with the process, not beside the model.
+    assert not any(token in path.read_bytes().decode("latin-1") for path in tmp_path.rglob("*") if path.is_file())
+
+    denied = run_stage(model_id="acme/private-llm", target=tmp_path / "denied")
+
+    assert denied.returncode == 4, denied.stderr
+    [error] = error_lines(denied)
+    assert "access denied" in error and "MODELSCOPE_API_TOKEN" in error
+
+
+def assert_complete_store_of(target: Path, model_files: dict, model_id: str) -> None:
+    assert model_files_under(target) == model_files
+    marker = read_marker_file(target)
+    assert (marker["modelId"], marker["files"]) == (model_id, len(model_files))

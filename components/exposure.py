@@ -24,7 +24,7 @@ NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
-GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener")
+GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
 
 
 class ExposureArgs(TypedDict):
@@ -42,6 +42,10 @@ class ExposureArgs(TypedDict):
     """Public host name; with it a route is created, without it the service stays in-cluster."""
     route: NotRequired[str]
     """How the host reaches the Service: ingress (an Ingress) or gateway (an HTTPRoute). Default ingress."""
+    path_prefix: NotRequired[Optional[str]]
+    """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
+    servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None
+    serves /v1."""
     ingress_class: NotRequired[str]
     """ingressClassName of the Ingress. Default nginx."""
     gateway_name: NotRequired[Optional[str]]
@@ -73,6 +77,7 @@ class ExposureArgs(TypedDict):
 DEFAULTS: dict[str, Any] = {
     "host": None,
     "route": "ingress",
+    "path_prefix": None,
     "ingress_class": "nginx",
     "gateway_name": None,
     "gateway_namespace": None,
@@ -109,6 +114,11 @@ def _route_settings_take_effect(args: dict) -> Problems:
         return problems | {field: "has no effect without a host; remove it" for field in _given(args, route_fields)}
     if args["route"] == "ingress":
         problems = {field: "only applies with route gateway; remove it" for field in _given(args, GATEWAY_ONLY)}
+        if "path_prefix" in problems:
+            problems["path_prefix"] = (
+                "needs route gateway: an Ingress cannot strip a path prefix without controller-specific "
+                "annotations; use route gateway, or give each server a host of its own"
+            )
         if not args["tls"]:
             problems |= {
                 field: "has no effect while tls is false; remove it or set tls"
@@ -139,6 +149,7 @@ SPEC = ArgsSpec(
         "target_port_name": rule(grammar.port_name),
         "host": rule(grammar.host_name),
         "route": Literal["ingress", "gateway"],
+        "path_prefix": rule(lambda value: grammar.path_segments(value, "a path under the host, e.g. qwen")),
         "ingress_class": DnsSubdomain,
         "gateway_name": DnsSubdomain,
         "gateway_namespace": DnsLabel,
@@ -218,22 +229,28 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
         parent["namespace"] = args["gateway_namespace"]
     if args["gateway_listener"]:
         parent["sectionName"] = args["gateway_listener"]
-    return {
-        "parentRefs": [parent],
-        "hostnames": [args["host"]],
-        "rules": [
-            {
-                "matches": [{"path": {"type": "PathPrefix", "value": API_PATH}}],
-                "backendRefs": [{"name": service_name, "port": args["port"]}],
-                "timeouts": {"request": f"{args['stream_timeout_seconds']}s"},
-            }
-        ],
+    rule: dict = {
+        "matches": [{"path": {"type": "PathPrefix", "value": public_path(args["path_prefix"])}}],
+        "backendRefs": [{"name": service_name, "port": args["port"]}],
+        "timeouts": {"request": f"{args['stream_timeout_seconds']}s"},
     }
+    if args["path_prefix"]:
+        # ReplacePrefixMatch swaps the matched /<prefix>/v1 for /v1 (Gateway API HTTPPathModifier;
+        # it requires a PathPrefix match).
+        rule["filters"] = [
+            {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": API_PATH}}}
+        ]
+    return {"parentRefs": [parent], "hostnames": [args["host"]], "rules": [rule]}
 
 
-def public_endpoint(host: str, tls: bool) -> str:
+def public_path(path_prefix: Optional[str]) -> str:
+    """Where the API is on the host: /v1, or /<path_prefix>/v1."""
+    return f"/{path_prefix}{API_PATH}" if path_prefix else API_PATH
+
+
+def public_endpoint(host: str, tls: bool, path_prefix: Optional[str] = None) -> str:
     """The base_url an OpenAI client uses for a public host."""
-    return f"{'https' if tls else 'http'}://{host}/v1"
+    return f"{'https' if tls else 'http'}://{host}{public_path(path_prefix)}"
 
 
 def create_route(
@@ -307,7 +324,7 @@ class Exposure(pulumi.ComponentResource):
         )
         if args["host"]:
             route = create_route(name, labels, service, args, parent=self)
-            url = public_endpoint(args["host"], args["tls"])
+            url = public_endpoint(args["host"], args["tls"], args["path_prefix"])
             self.endpoint = route.metadata.apply(lambda _: url)
         else:
             self.endpoint = self.in_cluster_endpoint

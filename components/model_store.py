@@ -1,4 +1,4 @@
-"""ModelStore: model weights staged once from ModelScope onto a shared volume.
+"""ModelStore: model weights staged once from ModelScope (or the Hugging Face Hub) onto a shared volume.
 
 One Job per model revision runs ``stage_model.py`` (shipped in a ConfigMap) which downloads
 into ``<mount>/<model id>/<revision>`` and writes a completion marker last. By default the Job
@@ -36,17 +36,39 @@ from .escaping import container_text, container_texts
 from .labels import object_labels, selector_labels
 from .network import egress_only_to, url_port
 from .pods import RULES as POD_RULES
-from .pods import SCRATCH, SCRATCH_ENV, PodSettingsArgs, apply_pod_settings, locked_down, rules_under, tolerations_problems
+from .pods import (
+    SCRATCH,
+    SCRATCH_ENV,
+    SECRET_KEY_RULES,
+    PodSettingsArgs,
+    SecretKeyArgs,
+    apply_pod_settings,
+    env_list,
+    locked_down,
+    rules_under,
+    secret_of,
+    tolerations_problems,
+)
 from .stage_model import MARKER_NAME
 
 STAGE_SCRIPT = Path(__file__).with_name("stage_model.py")
 SCRIPT_MOUNT = "/opt/model-store"
-MODELSCOPE_CLIENT = ("modelscope==1.40.2", "modelscope-hub==0.5.1")
-"""The client stage_model.py is tested with (the same pins as requirements-dev.txt)."""
-CLIENT_DIR = f"{SCRATCH}/modelscope-client"
+CLIENTS = {
+    "modelscope": ("modelscope==1.40.2", "modelscope-hub==0.5.1"),
+    "huggingface": ("huggingface-hub==0.35.3", "hf-xet==1.8.0"),
+}
+"""The hub client stage_model.py is tested with, per source (the same pins as requirements-dev.txt)."""
+HUBS = {"modelscope": "https://www.modelscope.cn", "huggingface": "https://huggingface.co"}
+"""Where each client goes without an endpoint (modelscope/hub/constants.py; huggingface_hub constants.py)."""
+DEFAULT_REVISIONS = {"modelscope": "master", "huggingface": "main"}
+"""Each hub's default branch."""
+TOKEN_ENV = {"modelscope": "MODELSCOPE_API_TOKEN", "huggingface": "HF_TOKEN"}
+"""The variable each client reads its token from (stage_model.py)."""
+HUB_TOKEN_KEY = "token"
+CLIENT_DIR = f"{SCRATCH}/hub-client"
 INSTALL_AND_RUN = (
     "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check "
-    '--target "$CLIENT_DIR" $MODELSCOPE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
+    '--target "$CLIENT_DIR" $STAGE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
 )
 COMPONENT = "model-store"
 REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
@@ -61,13 +83,29 @@ class ModelStoreArgs(TypedDict):
     namespace: pulumi.Input[str]
     """Namespace of the claim and the Job."""
     model_id: str
-    """ModelScope model id, owner/name."""
-    revision: NotRequired[str]
-    """ModelScope revision to stage. Default master."""
+    """Model id on the hub, owner/name."""
+    source: NotRequired[str]
+    """The hub: modelscope or huggingface (the Hugging Face Hub). Default modelscope."""
+    revision: NotRequired[Optional[str]]
+    """Revision (branch, tag or commit) to stage. None: the hub's default branch, master on
+    ModelScope, main on Hugging Face."""
     endpoint: NotRequired[Optional[str]]
-    """ModelScope hub URL, for a mirror; None uses the client's default."""
+    """Hub URL, for a mirror; None uses the client's default."""
     allow_patterns: NotRequired[list[str]]
-    """Glob patterns of files to download; empty downloads every file."""
+    """Glob patterns of files to download; empty downloads what vLLM loads (the safetensors
+    weights and every other file, without duplicate .bin/.pt weights or original/)."""
+    ignore_patterns: NotRequired[list[str]]
+    """Glob patterns of files never to download."""
+    verify: NotRequired[bool]
+    """On every run, re-hash each file against the sha256 the marker records and fetch again the
+    ones that differ; otherwise a re-run checks names and sizes. Default false."""
+    stall_timeout_seconds: NotRequired[int]
+    """End the attempt (the Job retries and resumes) when no byte arrives for this long. Default 120."""
+    token_secret: NotRequired[Optional[SecretKeyArgs]]
+    """A key of an existing Secret holding the hub token, for private or gated models."""
+    token: NotRequired[Optional[pulumi.Input[str]]]
+    """The hub token as a Pulumi secret; the component keeps it in a Secret <name>-hub-token. At
+    most one of token and token_secret."""
     image: NotRequired[str]
     """Image of the Job; needs python3 and pip (the vLLM image has both). Default vllm/vllm-openai:v0.11.0."""
     install_client: NotRequired[bool]
@@ -106,9 +144,15 @@ class ModelStoreArgs(TypedDict):
 
 DEFAULTS: dict[str, Any] = {
     "image": "vllm/vllm-openai:v0.11.0",
-    "revision": "master",
+    "source": "modelscope",
+    "revision": None,
     "endpoint": None,
     "allow_patterns": [],
+    "ignore_patterns": [],
+    "verify": False,
+    "stall_timeout_seconds": 120,
+    "token_secret": None,
+    "token": None,
     "install_client": True,
     "size": None,
     "storage_class": None,
@@ -124,8 +168,6 @@ DEFAULTS: dict[str, Any] = {
     "pod": {},
     "network_policy": True,
 }
-DEFAULT_HUB = "https://www.modelscope.cn"
-"""Where the modelscope client goes without an endpoint (modelscope/hub/constants.py)."""
 DEFAULT_PACKAGE_INDEX = "https://pypi.org/simple"
 GIGABYTE = 10**9
 
@@ -138,13 +180,21 @@ def model_dir(mount_path: str, model_id: str, revision: str) -> str:
     return path
 
 
+def revision_of(args: ModelStoreArgs) -> str:
+    """The revision staged: as given, or the hub's default branch."""
+    args = with_defaults(args, DEFAULTS)
+    return args["revision"] or DEFAULT_REVISIONS[args["source"]]
+
+
 def revision_key(args: ModelStoreArgs) -> str:
     """A short digest of what is downloaded; names the Job, so each revision gets its own."""
     args = with_defaults(args, DEFAULTS)
-    what = "\n".join(
-        [args["model_id"], args["revision"], args["endpoint"] or "", *args["allow_patterns"]]
-    )
-    return hashlib.sha256(what.encode()).hexdigest()[:8]
+    # The ModelScope fields alone, as before other sources: existing stores keep their Job name.
+    fields = [args["model_id"], revision_of(args), args["endpoint"] or "", *args["allow_patterns"]]
+    if args["source"] != "modelscope":
+        fields.append(args["source"])
+    fields += [f"ignore:{pattern}" for pattern in args["ignore_patterns"]]
+    return hashlib.sha256("\n".join(fields).encode()).hexdigest()[:8]
 
 
 def _model_id(value: str) -> str:
@@ -181,6 +231,13 @@ def _claim_holds_the_revisions(args: dict) -> Problems:
     return {}
 
 
+@check("token", "token_secret")
+def _one_token(args: dict) -> Problems:
+    if args["token"] is not None and args["token_secret"]:
+        return {"token": "and token_secret both give the hub token; keep one"}
+    return {}
+
+
 @check("package_index", "install_client")
 def _index_needs_the_install(args: dict) -> Problems:
     if args["package_index"] and not args["install_client"]:
@@ -201,9 +258,13 @@ SPEC = ArgsSpec(
     rules={
         "namespace": DnsLabel,
         "model_id": rule(_model_id),
+        "source": Literal["modelscope", "huggingface"],
         "revision": rule(_revision),
         "endpoint": HttpUrl,
         "allow_patterns": list[Token],  # type: ignore[valid-type]
+        "ignore_patterns": list[Token],  # type: ignore[valid-type]
+        "stall_timeout_seconds": int_range(10, 3600),
+        **rules_under("token_secret", SECRET_KEY_RULES),
         "image": Image,
         "size": ByteQuantity,
         "storage_class": DnsSubdomain,
@@ -217,7 +278,7 @@ SPEC = ArgsSpec(
         "revisions_to_keep": Annotated[int, Field(ge=0, le=100), AfterValidator(_revisions_to_keep)],
         **rules_under("pod", POD_RULES),
     },
-    checks=(_claim_settings, _claim_holds_the_revisions, _index_needs_the_install, tolerations_problems("pod")),
+    checks=(_claim_settings, _claim_holds_the_revisions, _one_token, _index_needs_the_install, tolerations_problems("pod")),
     name_rule=lambda name: grammar.dns_label(name, grammar.DNS_LABEL_MAX - len(JOB_SUFFIX)),
 )
 
@@ -233,21 +294,37 @@ def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
     command = [
         f"{SCRIPT_MOUNT}/{STAGE_SCRIPT.name}",
         "--model-id", args["model_id"],
-        "--revision", args["revision"],
+        "--revision", revision_of(args),
         "--target", target,
         "--max-workers", str(args["max_workers"]),
     ]
+    if args["source"] != "modelscope":
+        command += ["--source", args["source"]]
     if args["revisions_to_keep"]:
         command += ["--keep-revisions", str(args["revisions_to_keep"])]
     if args["endpoint"]:
         command += ["--endpoint", args["endpoint"]]
     for pattern in args["allow_patterns"]:
         command += ["--allow-pattern", pattern]
+    for pattern in args["ignore_patterns"]:
+        command += ["--ignore-pattern", pattern]
+    if args["verify"]:
+        command.append("--verify")
+    if args["stall_timeout_seconds"] != DEFAULTS["stall_timeout_seconds"]:
+        command += ["--stall-timeout", str(args["stall_timeout_seconds"])]
     return command
 
 
-def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
-    """command, args and env of the Job's container."""
+def token_ref(name: str, args: ModelStoreArgs) -> Optional[SecretKeyArgs]:
+    """Where the Job reads the hub token: the given Secret, or the one made for token."""
+    args = with_defaults(args, DEFAULTS)
+    if args["token"] is not None:
+        return {"name": f"{name}-hub-token", "key": HUB_TOKEN_KEY}
+    return args["token_secret"]
+
+
+def stage_container_command(args: ModelStoreArgs, target: str, token: Optional[SecretKeyArgs] = None) -> dict:
+    """command, args and env of the Job's container; the hub token, if any, by reference."""
     args = with_defaults(args, DEFAULTS)
     env = [
         # modelscope keeps lock and session files here even with local_dir.
@@ -255,12 +332,13 @@ def stage_container_command(args: ModelStoreArgs, target: str) -> dict:
         {"name": "MODELSCOPE_HOME", "value": f"{SCRATCH}/modelscope/home"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": key, "value": value} for key, value in SCRATCH_ENV.items()),
+        *env_list({}, {TOKEN_ENV[args["source"]]: token} if token else {}),
     ]
     script_args = container_texts(stage_args(args, target))
     if not args["install_client"]:
         return {"command": ["python3", *script_args], "env": env}
     env += [
-        {"name": "MODELSCOPE_CLIENT", "value": " ".join(MODELSCOPE_CLIENT)},
+        {"name": "STAGE_CLIENT", "value": " ".join(CLIENTS[args["source"]])},
         {"name": "CLIENT_DIR", "value": CLIENT_DIR},
     ]
     if args["package_index"]:
@@ -278,7 +356,7 @@ def stage_name(name: str) -> str:
 def egress_ports(args: ModelStoreArgs) -> list[int]:
     """The TCP ports the Job calls: the hub's, and the package index's when it installs the client."""
     args = with_defaults(args, DEFAULTS)
-    ports = [url_port(args["endpoint"] or DEFAULT_HUB)]
+    ports = [url_port(args["endpoint"] or HUBS[args["source"]])]
     if args["install_client"]:
         ports.append(url_port(args["package_index"] or DEFAULT_PACKAGE_INDEX))
     return ports
@@ -288,7 +366,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
     """The download Job's spec: one pod, retried with resume, bounded in time."""
     args = with_defaults(args, DEFAULTS)
     mount_path = args["mount_path"]
-    target = model_dir(mount_path, args["model_id"], args["revision"])
+    target = model_dir(mount_path, args["model_id"], revision_of(args))
     return {
         "backoffLimit": 4,
         "activeDeadlineSeconds": args["timeout_minutes"] * 60,
@@ -300,7 +378,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
                     {
                         "name": "stage-model",
                         "image": args["image"],
-                        **stage_container_command(args, target),
+                        **stage_container_command(args, target, token_ref(name, args)),
                         # Large downloads are killed by tight memory limits (kserve #5326).
                         "resources": {
                             "requests": {"cpu": "1", "memory": "2Gi"},
@@ -378,6 +456,9 @@ class ModelStore(pulumi.ComponentResource):
                 spec=egress_only_to(selector_labels(name, COMPONENT), egress_ports(args)),
                 opts=child,
             )
+        needs: list[pulumi.Resource] = [script, account]
+        if args["token"] is not None:
+            needs.append(secret_of(f"{name}-hub-token", namespace, labels, HUB_TOKEN_KEY, args["token"], self))
         job_name = f"{name}-stage-{revision_key(args)}"
         timeout = f"{args['timeout_minutes'] + 5}m"
         job = k8s.batch.v1.Job(
@@ -389,13 +470,13 @@ class ModelStore(pulumi.ComponentResource):
             spec=job_spec(args, name, claim_name, f"{name}-stage-script"),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[script, account],
+                depends_on=needs,
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),
         )
 
-        path = model_dir(mount_path, args["model_id"], args["revision"])
+        path = model_dir(mount_path, args["model_id"], revision_of(args))
         self.claim_name = pulumi.Output.from_input(claim_name)
         self.mount_path = pulumi.Output.from_input(mount_path)
         self.model_path = job.metadata.apply(lambda _: path)

@@ -4,6 +4,9 @@ placement, extra environment. Shared by the server's pods and the download Job's
 import re
 from typing import Any, Literal, NotRequired, Optional, TypedDict
 
+import pulumi
+import pulumi_kubernetes as k8s
+
 from .arguments import DnsSubdomain, Labels, LabelValue, Problems, check, rule
 from .escaping import container_text
 from .grammar import label_key, secret_key, single_line
@@ -114,6 +117,19 @@ def apply_pod_settings(pod_spec: dict, settings: PodSettingsArgs) -> dict:
     if tolerations := settings.get("tolerations"):
         spec["tolerations"] = [*spec.get("tolerations", []), *tolerations]
     return spec
+
+
+def secret_of(
+    name: str, namespace: pulumi.Input[str], labels: dict, key: str, value: pulumi.Input[str], parent: pulumi.Resource
+) -> k8s.core.v1.Secret:
+    """A Secret holding one value given as a Pulumi secret: the value stays encrypted in the state
+    and never appears in a pod spec, which takes it by reference."""
+    return k8s.core.v1.Secret(
+        name,
+        metadata={"name": name, "namespace": namespace, "labels": labels},
+        string_data={key: pulumi.Output.secret(value)},
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def env_list(plain: dict[str, str], from_secrets: dict[str, SecretKeyArgs]) -> list[dict]:

@@ -44,6 +44,7 @@ from .pods import (
     locked_down,
     plain_env_name,
     rules_under,
+    secret_of,
     tolerations_problems,
 )
 from .probes import MAX_STARTUP_MINUTES, health_probes
@@ -667,14 +668,7 @@ class VLLMServer(pulumi.ComponentResource):
             )
         ]
         if args["api_key"] is not None:
-            needs.append(
-                k8s.core.v1.Secret(
-                    f"{name}-api-key",
-                    metadata={"name": f"{name}-api-key", "namespace": namespace, "labels": labels},
-                    string_data={API_KEY_SECRET_KEY: pulumi.Output.secret(args["api_key"])},
-                    opts=child,
-                )
-            )
+            needs.append(secret_of(f"{name}-api-key", namespace, labels, API_KEY_SECRET_KEY, args["api_key"], self))
         create, update = server_timeouts(args)
         timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
         workload_opts = pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts)

@@ -655,7 +655,7 @@ def _http_route_exposures(spec: Mapping, namespace: Any) -> list[_Exposure]:
     found = []
     for rule in items(spec.get("rules")):
         rule = mapping(rule)
-        opened = [f"path {path}" for path in (_open_match(match) for match in _matches(rule)) if path]
+        matches = _matches(rule)
         rewrites = [f for f in items(rule.get("filters")) if dig(f, "type") == "URLRewrite" and dig(f, "urlRewrite", "path")]
         for ref in items(rule.get("backendRefs")):
             ref = mapping(ref)
@@ -664,10 +664,33 @@ def _http_route_exposures(spec: Mapping, namespace: Any) -> list[_Exposure]:
             name = ref.get("name")
             if not isinstance(name, str):
                 continue
-            own_rewrites = [f for f in items(ref.get("filters")) if dig(f, "type") == "URLRewrite" and dig(f, "urlRewrite", "path")]
-            paths = opened + (["paths rewritten by a URLRewrite filter"] if rewrites or own_rewrites else [])
+            own = [f for f in items(ref.get("filters")) if dig(f, "type") == "URLRewrite" and dig(f, "urlRewrite", "path")]
+            if rewrites or own:
+                # What the server sees is the rewritten path: safe only when every rewrite lands under /v1.
+                safe = all(_rewrites_into_api(dig(f, "urlRewrite", "path"), matches) for f in [*rewrites, *own])
+                paths = [] if safe else ["paths rewritten by a URLRewrite filter"]
+            else:
+                paths = [f"path {path}" for path in (_open_match(match) for match in matches) if path]
             found.append(_Exposure(name, ref.get("namespace") or namespace, hosts, tuple(paths)))
     return found
+
+
+def _rewrites_into_api(path: Any, matches: list[Mapping]) -> bool:
+    """Whether a URLRewrite path modifier sends every request the matches admit to a path under /v1.
+
+    ReplaceFullPath replaces the whole path; ReplacePrefixMatch replaces the matched prefix of a
+    PathPrefix match, which Gateway API matches element by element (/x/v1 admits /x/v1 and
+    /x/v1/..., not /x/v1x), so a replacement of /v1 or /v1/... keeps the rest under /v1.
+    """
+    path = mapping(path)
+    kind = path.get("type")
+    if kind == "ReplaceFullPath":
+        target = path.get("replaceFullPath")
+    elif kind == "ReplacePrefixMatch" and all(dig(m, "path", "type") == "PathPrefix" for m in matches):
+        target = path.get("replacePrefixMatch")
+    else:
+        return False
+    return isinstance(target, str) and (target == API_PATH or target.startswith(API_PATH + "/"))
 
 
 def _matches(rule: Mapping) -> list[Mapping]:

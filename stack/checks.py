@@ -17,7 +17,7 @@ from vllm_serving_components import (
 )
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.grammar import registry
-from vllm_serving_components.model_store import model_dir
+from vllm_serving_components.model_store import model_dir, revision_of
 from vllm_serving_components.stage_model import MARKER_NAME
 from vllm_serving_components.vllm_server import PORT, PORT_NAME
 
@@ -56,7 +56,8 @@ def component_problems(config: StackConfig) -> list[Problem]:
     gpu_args = gpu_claim_args(config, config.namespace)
     gpu_problems = gpu_claim_problems(gpu_args, config.name)
     store_problems = model_store_problems(model_store_args(config, config.namespace), config.name)
-    store = _store_for_checks(config, valid_path="model_id" not in store_problems and "revision" not in store_problems)
+    valid_path = not {"model_id", "revision", "source"} & store_problems.keys()
+    store = _store_for_checks(config, valid_path)
     server = vllm_server_args(config, config.namespace, _fragment_for_checks(config, gpu_args, gpu_problems), store)
     problems = as_config_problems(gpu_problems, GPU_KEYS)
     problems += as_config_problems(store_problems, store_keys(config))
@@ -79,7 +80,11 @@ def _fragment_for_checks(config: StackConfig, gpu_args, gpu_problems):
 
 def _store_for_checks(config: StackConfig, valid_path: bool) -> StoreOutputs:
     """What ModelStore's outputs would be; a stand-in path while the model's own settings are wrong."""
-    path = model_dir(MOUNT, config.model_id, config.model_revision) if valid_path else f"{MOUNT}/model/id/revision"
+    if valid_path:
+        args = {"namespace": "", "model_id": config.model_id, "source": config.model_source, "revision": config.model_revision}
+        path = model_dir(MOUNT, config.model_id, revision_of(args))
+    else:
+        path = f"{MOUNT}/model/id/revision"
     return StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
 
 
@@ -149,8 +154,7 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
     problems += api_key_problems(config, ok)
-    if config.api_key_secret_name is None and "apiKeySecretKey" in config.explicit:
-        problems.append(Problem(key="apiKeySecretKey", message="has no effect without apiKeySecretName; set both or neither"))
+    problems += credential_problems(config)
     return problems
 
 
@@ -171,13 +175,27 @@ def api_key_problems(config: StackConfig, ok) -> list[Problem]:
         problems.append(
             Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")
         )
-    if config.api_key not in (None, INVALID) and "apiKey" not in config.secret:
-        problems.append(
-            Problem(
-                key="apiKey",
-                message="is in plain text in the stack file; set it encrypted: pulumi config set --secret apiKey ...",
-            )
-        )
+    return problems
+
+
+SECRET_VALUES = ("apiKey", "hubToken")
+"""Keys whose value is a credential: only ever set encrypted."""
+SECRET_KEY_OF = {"apiKeySecretKey": "apiKeySecretName", "hubTokenSecretKey": "hubTokenSecretName"}
+"""The key inside a Secret, and the setting naming that Secret."""
+
+
+def credential_problems(config: StackConfig) -> list[Problem]:
+    """Credentials only as Pulumi secrets; a Secret's key only with the Secret's name."""
+    problems = [
+        Problem(key=key, message=f"is in plain text in the stack file; set it encrypted: pulumi config set --secret {key} ...")
+        for key in SECRET_VALUES
+        if config.value(key) not in (None, INVALID) and key not in config.secret
+    ]
+    problems += [
+        Problem(key=key, message=f"has no effect without {name}; set both or neither")
+        for key, name in SECRET_KEY_OF.items()
+        if key in config.explicit and config.value(name) is None
+    ]
     return problems
 
 

@@ -72,6 +72,14 @@ STORE_KEYS = {
     "revision": "modelRevision",
     "endpoint": "modelEndpoint",
     "allow_patterns": "modelAllowPatterns",
+    "source": "modelSource",
+    "ignore_patterns": "modelIgnorePatterns",
+    "verify": "modelVerify",
+    "stall_timeout_seconds": "downloadStallTimeoutSeconds",
+    "token": "hubToken",
+    "token_secret": "hubTokenSecretName",
+    "token_secret.name": "hubTokenSecretName",
+    "token_secret.key": "hubTokenSecretKey",
     "image": "downloaderImage",
     "install_client": "downloaderInstallClient",
     "size": "storageSize",
@@ -143,6 +151,7 @@ EXPOSURE_KEYS = {
     "gateway_name": "gatewayName",
     "gateway_namespace": "gatewayNamespace",
     "gateway_listener": "gatewayListener",
+    "path_prefix": "pathPrefix",
     "tls": "tls",
     "tls_secret_name": "tlsSecretName",
     "cluster_issuer": "tlsClusterIssuer",
@@ -271,12 +280,20 @@ def gpu_claim_args(config: StackConfig, namespace: pulumi.Input[str]) -> GpuClai
 def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> ModelStoreArgs:
     on_existing_claim = config.existing_claim is not None
     claim_setting = config.set_or_none if on_existing_claim else config.value
+    token_secret = config.hub_token_secret_name
     return {
         "namespace": namespace,
         "model_id": config.model_id,
+        "source": config.model_source,
         "revision": config.model_revision,
         "endpoint": config.model_endpoint,
         "allow_patterns": config.model_allow_patterns,
+        "ignore_patterns": config.model_ignore_patterns,
+        "verify": config.model_verify,
+        "stall_timeout_seconds": config.download_stall_timeout_seconds,
+        "token_secret": {"name": token_secret, "key": config.hub_token_secret_key} if token_secret else None,
+        # The component keeps it in a Secret, as a Pulumi secret; it is never in a plain value.
+        "token": config.hub_token,
         "image": image(config, config.downloader_image or config.image),
         "install_client": config.downloader_install_client,
         "size": claim_setting("storageSize"),
@@ -359,6 +376,7 @@ def exposure_args(
         "gateway_name": config.gateway_name,
         "gateway_namespace": config.gateway_namespace,
         "gateway_listener": config.gateway_listener,
+        "path_prefix": config.path_prefix,
         "tls": config.tls,
         "tls_secret_name": config.tls_secret_name,
         "cluster_issuer": config.tls_cluster_issuer,

@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 PASS_THROUGH_NAMESPACES = ("kubernetes", "pulumi")
 """Config namespaces of the provider and the engine: read by them, not by this program."""
-HIDDEN_VALUE_KEYS = frozenset({"apiKey", "extraArgs", "serverEnv"})
+HIDDEN_VALUE_KEYS = frozenset({"apiKey", "hubToken", "extraArgs", "serverEnv"})
 """Keys whose value an error never repeats: an item given by mistake may hold a secret."""
 INT64_MAX = 2**63 - 1
 
@@ -71,10 +71,16 @@ class StackConfig(BaseModel):
     create_namespace: bool
 
     model_id: str
-    model_revision: str
+    model_source: str
+    model_revision: Optional[str]
     served_model_name: str
     model_endpoint: Optional[str]
     model_allow_patterns: list[str]
+    model_ignore_patterns: list[str]
+    model_verify: bool
+    hub_token: Optional[str]
+    hub_token_secret_name: Optional[str]
+    hub_token_secret_key: str
     model_layers: int
     model_kv_heads: int
     model_head_dim: int
@@ -89,6 +95,7 @@ class StackConfig(BaseModel):
     downloader_install_client: bool
     download_timeout_minutes: int
     download_max_workers: int
+    download_stall_timeout_seconds: int
     downloader_package_index: Optional[str]
     protect_model_volume: bool
 
@@ -156,6 +163,7 @@ class StackConfig(BaseModel):
     gateway_name: Optional[str]
     gateway_namespace: Optional[str]
     gateway_listener: Optional[str]
+    path_prefix: Optional[str]
     tls: bool
     tls_cluster_issuer: Optional[str]
     tls_secret_name: Optional[str]

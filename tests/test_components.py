@@ -19,8 +19,8 @@ from vllm_serving_components import (
 )
 from vllm_serving_components.gpu_claim import gpu_claim_problems, pod_fragment
 from vllm_serving_components.model_store import (
+    CLIENTS,
     INSTALL_AND_RUN,
-    MODELSCOPE_CLIENT,
     STAGE_SCRIPT,
     revision_key,
 )
@@ -189,7 +189,7 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
         "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4", "--keep-revisions", "2",
     ]
     env = {e["name"]: e["value"] for e in stage["env"]}
-    assert env["MODELSCOPE_CLIENT"] == "modelscope==1.40.2 modelscope-hub==0.5.1"
+    assert env["STAGE_CLIENT"] == "modelscope==1.40.2 modelscope-hub==0.5.1"
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "m-models"}} in pod["volumes"]
     assert {"name": "models", "mountPath": "/models"} in stage["volumeMounts"]
     assert pod["restartPolicy"] == "Never"
@@ -202,18 +202,58 @@ def test_model_store_with_the_image_own_client():
     (stage,) = pod["containers"]
     assert stage["command"][:3] == ["python3", "/opt/model-store/stage_model.py", "--model-id"]
     assert "args" not in stage
-    assert "MODELSCOPE_CLIENT" not in {e["name"] for e in stage["env"]}
+    assert "STAGE_CLIENT" not in {e["name"] for e in stage["env"]}
 
 
-def test_the_job_installs_the_client_version_the_tests_use():
+@pytest.mark.parametrize("source", sorted(CLIENTS))
+def test_the_job_installs_the_client_version_the_tests_use(source):
     pins = (ROOT / "requirements-dev.txt").read_text().split()
-    assert set(MODELSCOPE_CLIENT) <= set(pins)
+    assert set(CLIENTS[source]) <= set(pins)
 
 
 def test_revision_key_changes_with_what_is_downloaded():
     base = revision_key(store_args())
-    assert base == revision_key(store_args(image="other:v1", size="1Ti"))
-    assert len({base, revision_key(store_args(revision="v2")), revision_key(store_args(allow_patterns=["*.json"]))}) == 3
+    # The key of a ModelScope store is what it was before other sources: its Job keeps its name.
+    assert base == "57e78d77"
+    assert base == revision_key(store_args(image="other:v1", size="1Ti", verify=True, stall_timeout_seconds=60))
+    assert base == revision_key({**store_args(), "revision": None})
+    others = [
+        store_args(revision="v2"), store_args(allow_patterns=["*.json"]), store_args(ignore_patterns=["*.gguf"]),
+        {**store_args(source="huggingface"), "revision": None}, store_args(source="huggingface", revision="main"),
+    ]
+    keys = [revision_key(args) for args in others]
+    assert base not in keys and len(set(keys)) == 4  # huggingface's default revision is main
+
+
+def test_model_store_from_hugging_face_with_a_token_from_a_pulumi_secret():
+    args = store_args(source="huggingface", revision=None, token=pulumi.Output.secret("hf_abc123"), verify=True,
+                      stall_timeout_seconds=300, ignore_patterns=["*.gguf"])
+    rendering = run_component(lambda: ModelStore("m", args))
+    secret = rendering.find("Secret", "m-hub-token")
+    job = rendering.only("Job")
+    (stage,) = job["spec"]["template"]["spec"]["containers"]
+    assert stage["args"][:5] == ["/opt/model-store/stage_model.py", "--model-id", "Qwen/Qwen3-0.6B", "--revision", "main"]
+    assert stage["args"][5:7] == ["--target", "/models/Qwen/Qwen3-0.6B/main"]
+    assert stage["args"][9:] == [
+        "--source", "huggingface", "--keep-revisions", "2", "--ignore-pattern", "*.gguf", "--verify", "--stall-timeout", "300",
+    ]
+    env = {e["name"]: e for e in stage["env"]}
+    assert env["STAGE_CLIENT"]["value"] == "huggingface-hub==0.35.3 hf-xet==1.8.0"
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "m-hub-token", "key": "token"}}}
+    # The token is in no object but the Secret, and there redacted.
+    assert "hf_abc123" not in str([o.manifest for o in rendering.objects])
+    assert secret["stringData"] == {"token": "<redacted>"}
+    assert "Secret/m-hub-token" in rendering.options("Job").depends_on
+    egress = rendering.find("NetworkPolicy", "m-stage")["spec"]["egress"]
+    assert {"port": 443, "protocol": "TCP"} in egress[-1]["ports"]
+
+
+def test_model_store_token_from_an_existing_secret():
+    args = store_args(token_secret={"name": "hub", "key": "modelscope"})
+    rendering = run_component(lambda: ModelStore("m", args))
+    (stage,) = rendering.only("Job")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MODELSCOPE_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "modelscope"}}} in stage["env"]
+    assert [o.kind for o in rendering.objects].count("Secret") == 0
 
 
 def test_model_store_on_an_existing_claim_with_mirror_and_patterns():
@@ -235,6 +275,11 @@ def test_model_store_on_an_existing_claim_with_mirror_and_patterns():
         ({"existing_claim": "shared", "storage_class": "nfs"}, ["size", "storage_class"]),
         ({"access_mode": "ReadWriteAll"}, ["access_mode"]),
         ({"timeout_minutes": 0, "max_workers": 0}, ["max_workers", "timeout_minutes"]),
+        ({"source": "github"}, ["source"]),
+        ({"stall_timeout_seconds": 5}, ["stall_timeout_seconds"]),
+        ({"token": "x", "token_secret": {"name": "hub", "key": "token"}}, ["token"]),
+        ({"token_secret": {"name": "Hub", "key": "token"}}, ["token_secret.name"]),
+        ({"ignore_patterns": ["a\nb"]}, ["ignore_patterns"]),
     ],
 )
 def test_model_store_refuses_bad_args(changes, keys):
@@ -407,10 +452,25 @@ def test_exposure_through_a_gateway():
     assert schema_errors(route, SUPPORTED_KUBERNETES_VERSIONS[-1]) == []
 
 
+def test_exposure_under_a_path_prefix_on_a_shared_host():
+    args = exposure_args(host="models.example.com", route="gateway", tls=True, gateway_name="public", path_prefix="qwen")
+    rendering = run_component(lambda: Exposure("api", args))
+    route = rendering.only("HTTPRoute")
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/qwen/v1"}}]
+    assert rule["filters"] == [
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1"}}}
+    ]
+    assert schema_errors(route, SUPPORTED_KUBERNETES_VERSIONS[-1]) == []
+
+
 @pytest.mark.parametrize(
     ("changes", "keys"),
     [
         ({"route": "istio"}, ["route"]),
+        ({"host": "vllm.example.com", "path_prefix": "qwen"}, ["path_prefix"]),
+        ({"host": "vllm.example.com", "route": "gateway", "gateway_name": "gw", "path_prefix": "../x"}, ["path_prefix"]),
+        ({"path_prefix": "qwen"}, ["path_prefix"]),
         ({"route": "gateway", "host": "vllm.example.com"}, ["gateway_name"]),
         (
             {"route": "gateway", "host": "vllm.example.com", "gateway_name": "gw", "tls": True, "cluster_issuer": "le"},
@@ -431,6 +491,13 @@ def test_exposure_refuses_bad_args(changes, keys):
 def test_endpoint_with_tls(pulumi_mocks):
     exposure = Exposure("api", exposure_args(host="vllm.example.com", tls=True, cluster_issuer="le"))
     return exposure.endpoint.apply(lambda url: assert_equal(url, "https://vllm.example.com/v1"))
+
+
+@pulumi.runtime.test
+def test_endpoint_under_a_path_prefix(pulumi_mocks):
+    args = exposure_args(host="models.example.com", route="gateway", tls=True, gateway_name="public", path_prefix="qwen")
+    exposure = Exposure("api", args)
+    return exposure.endpoint.apply(lambda url: assert_equal(url, "https://models.example.com/qwen/v1"))
 
 
 @pulumi.runtime.test

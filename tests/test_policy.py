@@ -607,9 +607,16 @@ def test_the_stacks_own_setting_allows_public_routes_without_a_key(monkeypatch):
          "RegularExpression"),
         (http_route(filters=[{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]),
          "paths rewritten by a URLRewrite filter"),
+        # A prefix swapped for /v1x, or a prefix swap after a match that is not a PathPrefix.
+        (http_route(matches=[{"path": {"type": "PathPrefix", "value": "/qwen/v1"}}],
+                    filters=[{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1x"}}}]),
+         "paths rewritten by a URLRewrite filter"),
+        (http_route(matches=[{"path": {"type": "RegularExpression", "value": "/qwen/.*"}}],
+                    filters=[{"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1"}}}]),
+         "paths rewritten by a URLRewrite filter"),
     ],
     ids=["ingress-root", "ingress-no-path", "ingress-rewrite", "route-root", "route-no-matches", "route-header-match",
-         "route-regex", "route-rewrite"],
+         "route-regex", "route-rewrite", "route-rewrite-beside-v1", "route-rewrite-after-regex"],
 )
 def test_a_route_beyond_v1_fails_even_with_a_key(route, words):
     (message, urn), = check_stack([server(), service(), route])
@@ -624,6 +631,17 @@ def test_a_route_beyond_v1_fails_even_with_a_key(route, words):
 )
 def test_routes_under_v1_pass(matches):
     assert check_stack([server(), service(), http_route(matches=matches)]) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [{"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v1"}, {"type": "ReplaceFullPath", "replaceFullPath": "/v1/models"}],
+)
+def test_a_path_prefix_rewritten_into_v1_passes(path):
+    """Exposure's path_prefix: /qwen/v1 on a shared host, the prefix swapped for /v1."""
+    route = http_route(matches=[{"path": {"type": "PathPrefix", "value": "/qwen/v1"}}],
+                       filters=[{"type": "URLRewrite", "urlRewrite": {"path": path}}])
+    assert check_stack([server(), service(), route]) == []
 
 
 def test_a_default_backend_exposes_every_path():

@@ -93,6 +93,9 @@ def test_a_key_from_stack_config_is_a_secret_everywhere(tmp_path):
         ({"allowPublicWithoutApiKey": True}, "allowPublicWithoutApiKey", "no effect"),
         ({"host": "vllm.example.com", "apiKeySecretName": "k", "allowPublicWithoutApiKey": True}, "allowPublicWithoutApiKey", "no effect"),
         ({"allowedClientNamespaces": ["Ingress_Nginx"]}, "allowedClientNamespaces", "DNS label"),
+        ({"hubToken": "sk-plain"}, "hubToken", "plain text"),
+        ({"hubTokenSecretKey": "hf"}, "hubTokenSecretKey", "no effect without hubTokenSecretName"),
+        ({"hubToken": ENCRYPTED_KEY, "hubTokenSecretName": "hub"}, "hubToken", "both give the hub token"),
     ],
 )
 def test_key_mistakes_are_refused_and_never_echo_the_key(tmp_path, settings, key, words):
@@ -102,6 +105,20 @@ def test_key_mistakes_are_refused_and_never_echo_the_key(tmp_path, settings, key
         render_stack(project_with_stack(tmp_path, settings), tmp_path)
     assert [(p.key, words in p.message) for p in raised.value.problems] == [(key, True)]
     assert "sk-plain" not in str(raised.value)
+
+
+def test_a_hub_token_from_stack_config_reaches_the_job_by_reference_alone(tmp_path):
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    text = yaml.safe_dump({"config": {**dev, "vllm-serving:modelSource": "huggingface", "vllm-serving:hubToken": ENCRYPTED_KEY}})
+    rendering = render_stack(stack_file(tmp_path, text, base=None), tmp_path)
+    assert rendering.find("Secret", "vllm-qwen3-0-6b-hub-token")["stringData"] == {"token": REDACTED}
+    (stage,) = rendering.only("Job")["spec"]["template"]["spec"]["containers"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "vllm-qwen3-0-6b-hub-token", "key": "token"}}} in stage["env"]
+    assert "--source" in stage["args"] and stage["args"][stage["args"].index("--revision") + 1] == "main"
+    # The server reads the revision the Job staged.
+    server = rendering.only("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "/models/Qwen/Qwen3-0.6B/main" in server["args"]
+    assert SECRET_PLACEHOLDER not in json.dumps([o.manifest for o in rendering.objects])
 
 
 def test_a_public_host_without_a_key_on_explicit_request(tmp_path):

@@ -1,0 +1,52 @@
+"""The example consumer project, examples/two-models, under Pulumi's mock runtime.
+
+It composes the components differently from this repository's stack: two models in one
+namespace behind one host, the second on a claim another project already staged.
+"""
+
+import runpy
+
+import pytest
+import yaml
+from conftest import ROOT
+from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
+from test_policy import check_stack
+
+from stack.render import run_under_mocks
+
+EXAMPLE = ROOT / "examples" / "two-models"
+
+
+@pytest.fixture(scope="module")
+def example():
+    project = yaml.safe_load((EXAMPLE / "Pulumi.yaml").read_text())["name"]
+    config = yaml.safe_load((EXAMPLE / "Pulumi.dev.yaml").read_text())["config"]
+    return run_under_mocks(lambda: runpy.run_path(str(EXAMPLE / "__main__.py")), project, "dev", config)
+
+
+def test_two_servers_share_one_namespace_and_one_host(example):
+    kinds = sorted(o.kind for o in example.objects)
+    assert kinds.count("Deployment") == 2 and kinds.count("HTTPRoute") == 2 and kinds.count("Namespace") == 1
+    routes = {o.manifest["metadata"]["name"]: o.manifest["spec"] for o in example.objects if o.kind == "HTTPRoute"}
+    assert {name: spec["hostnames"] for name, spec in routes.items()} == {"chat": ["models.example.com"], "coder": ["models.example.com"]}
+    assert {name: spec["rules"][0]["matches"][0]["path"]["value"] for name, spec in routes.items()} == {
+        "chat": "/chat/v1", "coder": "/coder/v1",
+    }
+    assert example.outputs == {"chatEndpoint": "https://models.example.com/chat/v1", "coderEndpoint": "https://models.example.com/coder/v1"}
+    assert {o.manifest["metadata"]["namespace"] for o in example.objects if o.kind != "Namespace"} == {"models"}
+
+
+def test_the_second_model_runs_on_the_claim_already_staged(example):
+    # One download Job and one claim: the chat model's. The coder mounts the existing claim.
+    assert [o.manifest["metadata"]["name"] for o in example.objects if o.kind == "PersistentVolumeClaim"] == ["chat-models"]
+    assert len([o for o in example.objects if o.kind == "Job"]) == 1
+    coder = next(o.manifest for o in example.objects if o.kind == "Deployment" and o.manifest["metadata"]["name"] == "coder")
+    pod = coder["spec"]["template"]["spec"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared-models", "readOnly": True}} in pod["volumes"]
+    assert pod["containers"][0]["args"][0] == "/models/Qwen/Qwen2.5-Coder-1.5B-Instruct/master"
+
+
+def test_every_object_is_valid_and_passes_the_policy_pack(example):
+    for obj in example.objects:
+        assert schema_errors(obj.manifest, SUPPORTED_KUBERNETES_VERSIONS[-1]) == [], obj.manifest["metadata"]["name"]
+    assert check_stack([o.manifest for o in example.objects]) == []

@@ -11,7 +11,7 @@ reports it with every other problem in one pass.
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -140,11 +140,15 @@ def is_encrypted(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"secure"} and isinstance(value["secure"], str)
 
 
-def stack_config(project: Project, stack: str) -> StackSettings:
-    """The config of a stack: its file's settings over Pulumi.yaml's defaults."""
-    path = project.directory / f"Pulumi.{stack}.yaml"
+def stack_config(project: Project, stack: str, path: Optional[Path] = None) -> StackSettings:
+    """The config of a stack: its file's settings over Pulumi.yaml's defaults.
+
+    The file is the project's Pulumi.<stack>.yaml unless ``path`` names another (a stack kept
+    elsewhere, read the same way against this project's declarations).
+    """
+    path = path or project.directory / f"Pulumi.{stack}.yaml"
     if not path.is_file():
-        raise StackFileError(f"no stack file {path.name} in {project.directory}")
+        raise StackFileError(f"no stack file {path.name} in {path.parent}")
     document, repeated = load_yaml(path)
     if document is None:
         document = {}

@@ -1,0 +1,264 @@
+"""What `python -m stack.render` shows a reviewer (the table, summary.md, options.json) and
+rendering a stack file kept outside the project."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from stack import render
+from stack.render import (
+    Options,
+    RenderedObject,
+    markdown_summary,
+    object_details,
+    options_document,
+    render_stack,
+    summary,
+    table_lines,
+)
+
+
+@pytest.fixture(scope="module")
+def multinode():
+    return render_stack("multinode", ROOT)
+
+
+def block(rendering, kind, name=None) -> str:
+    """The table's lines for one object: its row and the detail lines under it."""
+    lines = table_lines(rendering.objects)
+    (index,) = [
+        i for i, line in enumerate(lines)
+        if line.split()[:1] == [kind] and (name is None or line.split()[2] == name)
+    ]
+    end = index + 1
+    while end < len(lines) and lines[end].startswith("  "):
+        end += 1
+    return "\n".join(lines[index:end])
+
+
+def test_prod_server(rendered):
+    assert block(rendered["prod"], "Deployment") == """\
+Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
+  image      vllm/vllm-openai:v0.11.0
+  gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
+  resources  cpu 32, memory 160Gi (requests = limits)
+  replicas   1-2, by ScaledObject vllm-qwen3-235b
+  options    customTimeouts create 80m, update 161m
+  dependsOn  Job/vllm-qwen3-235b-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-models,
+             ServiceAccount/vllm-qwen3-235b"""
+
+
+def test_prod_storage_route_scaler_quota_and_download(rendered):
+    prod = rendered["prod"]
+    assert block(prod, "PersistentVolumeClaim") == """\
+PersistentVolumeClaim  ai-serving  vllm-qwen3-235b-models          ModelStore
+  storage    1Ti, class nfs-client, ReadWriteMany
+  options    retainOnDelete; protect"""
+    assert block(prod, "Ingress") == """\
+Ingress                ai-serving  vllm-qwen3-235b                 Exposure
+  host       vllm.ai-serving.company.com /v1, TLS, class nginx
+  dependsOn  Service/vllm-qwen3-235b"""
+    assert block(prod, "ScaledObject") == """\
+ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
+  replicas   1-2 of Deployment/vllm-qwen3-235b
+  triggers   prometheus threshold 5
+  dependsOn  Deployment/vllm-qwen3-235b"""
+    assert block(prod, "ResourceQuota") == """\
+ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim
+  quota      requests.nvidia.com/gpu: 16"""
+    assert block(prod, "Job") == """\
+Job                    ai-serving  vllm-qwen3-235b-stage-3a462107  ModelStore
+  image      vllm/vllm-openai:v0.11.0
+  resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
+  options    customTimeouts create 485m, update 485m; deleteBeforeReplace
+  dependsOn  ConfigMap/vllm-qwen3-235b-stage-script, PersistentVolumeClaim/vllm-qwen3-235b-models,
+             ServiceAccount/vllm-qwen3-235b-stage"""
+    assert block(prod, "Namespace") == """\
+Namespace              -           ai-serving                      -
+  options    retainOnDelete"""
+    assert block(prod, "ServiceAccount", "vllm-qwen3-235b") == (
+        "ServiceAccount         ai-serving  vllm-qwen3-235b                 VLLMServer"
+    ), "only what depends on the namespace: nothing to show"
+
+
+def test_dev_server_on_a_hami_slice_and_its_volume(rendered):
+    dev = rendered["dev"]
+    assert block(dev, "Deployment") == """\
+Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServer
+  image      vllm/vllm-openai:v0.11.0
+  gpus       nvidia.com/gpu: 1, nvidia.com/gpucores: 50, nvidia.com/gpumem: 12288; scheduler hami-scheduler
+  resources  cpu 4, memory 16Gi (requests = limits)
+  replicas   1
+  options    customTimeouts create 35m, update 38m
+  dependsOn  Job/vllm-qwen3-0-6b-stage-57e78d77, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
+             ServiceAccount/vllm-qwen3-0-6b"""
+    assert block(dev, "PersistentVolumeClaim") == """\
+PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
+  storage    20Gi, class (cluster default), ReadWriteOnce
+  options    retainOnDelete"""
+
+
+def test_multinode_leader_worker_set(multinode):
+    assert block(multinode, "LeaderWorkerSet") == """\
+LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMServer
+  image      vllm/vllm-openai:v0.11.0
+  group      2 pods (leader + 1 worker)
+  gpus       each pod: nvidia.com/gpu: 8 on NVIDIA-A100-SXM4-40GB or NVIDIA-A100-PCIE-40GB
+  resources  each pod: cpu 32, memory 160Gi (requests = limits)
+  replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
+  options    customTimeouts create 80m, update 161m
+  dependsOn  Job/vllm-qwen3-235b-mn-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
+             ServiceAccount/vllm-qwen3-235b-mn"""
+    assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
+
+
+@pytest.mark.parametrize("width", [100, 120, 140])
+def test_the_table_fits_the_terminal(rendered, multinode, width):
+    for rendering in (rendered["dev"], rendered["prod"], multinode):
+        lines = table_lines(rendering.objects, width)
+        assert max(len(line) for line in lines) <= width
+        assert len(lines) == len(rendering.objects) + 1 + sum(
+            len(render._wrap(text, width - 13)) for obj in rendering.objects for _, text in object_details(obj, rendering.objects)
+        )
+
+
+def test_the_summary_ends_with_the_outputs(rendered):
+    text = summary(rendered["prod"])
+    assert "\n18 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
+    assert text.endswith('  servedModelName: "qwen3-235b"')
+
+
+def test_summary_md_is_a_markdown_table_of_the_same(rendered):
+    text = markdown_summary(rendered["prod"])
+    lines = text.splitlines()
+    assert lines[0] == "### Stack `prod`: 18 objects"
+    assert lines[2:4] == ["| Kind | Namespace | Name | Component | What to check |", "|---|---|---|---|---|"]
+    assert (
+        "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.11.0"
+        "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
+        "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
+        "<br>**options** customTimeouts create 80m, update 161m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
+        "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
+    ) in lines
+    assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines
+    assert "| endpoint | `\"https://vllm.ai-serving.company.com/v1\"` |" in lines
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| Kind") and not line.startswith("| Output")]
+    assert len(rows) == 18 + len(rendered["prod"].outputs)
+    assert all(line.count(" | ") == 4 for line in rows[:18]), "no cell breaks the table"
+
+
+def test_markdown_cells_escape_what_would_break_the_table():
+    obj = RenderedObject(
+        manifest={"kind": "Ingress", "metadata": {"name": "x", "namespace": "n"},
+                  "spec": {"rules": [{"host": "a|b<c>", "http": {"paths": [{"path": "/v1"}]}}]}},
+        component="",
+        options=Options(replace_on_changes=("spec.x",)),
+    )
+    from stack.render import Rendering
+
+    text = markdown_summary(Rendering(stack="s", objects=[obj], outputs={"o": "a|b"}))
+    assert "| Ingress | n | x | - | **host** a\\|b&lt;c&gt; /v1, no TLS<br>**options** replaceOnChanges [spec.x] |" in text
+    assert "| o | `\"a\\|b\"` |" in text
+
+
+def test_options_json_holds_every_set_option_by_object(rendered):
+    document = options_document(rendered["prod"].objects)
+    assert document["PersistentVolumeClaim/ai-serving/vllm-qwen3-235b-models"] == {
+        "protect": True, "retainOnDelete": True, "dependsOn": ["Namespace/ai-serving"],
+    }
+    assert document["Namespace/ai-serving"] == {"retainOnDelete": True}
+    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "161m"}
+    assert len(document) == len(rendered["prod"].objects)
+
+
+def test_the_renderer_writes_the_summary_and_the_options(tmp_path, capsys):
+    assert render.main(["prod", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "  gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3" in printed
+    assert (tmp_path / "summary.md").read_text().startswith("### Stack `prod`: 18 objects\n")
+    assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True}
+
+
+# --- A stack file kept elsewhere -----------------------------------------------------------------
+
+
+def elsewhere(tmp_path, text=None, name="Pulumi.staging.yaml"):
+    folder = tmp_path / "elsewhere"
+    folder.mkdir(exist_ok=True)
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    dev["vllm-serving:namespace"] = "ai-serving-staging"
+    (folder / name).write_text(text if text is not None else yaml.safe_dump({"config": dev}))
+    return folder / name
+
+
+def test_a_stack_file_from_elsewhere_renders_with_this_program(tmp_path, capsys):
+    path = elsewhere(tmp_path)
+    out = tmp_path / "out"
+    assert render.main(["--stack-file", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "objects for stack staging;" in printed
+    outputs = json.loads((out / "outputs.json").read_text())
+    assert outputs["namespace"] == "ai-serving-staging"
+    assert (out / "summary.md").read_text().startswith("### Stack `staging`:")
+    assert not (path.parent / "rendered").exists() and not (ROOT / "rendered" / "staging").exists()
+
+
+def test_a_stack_file_from_elsewhere_is_read_as_the_cli_reads_it(tmp_path):
+    # Pulumi.yaml's defaults apply, the legacy <project>:config:<key> form is read, and a
+    # repeated key is an error naming the file's lines.
+    lines = [line for line in (ROOT / "Pulumi.dev.yaml").read_text().splitlines() if "vllm-serving:namespace:" not in line]
+    lines = [line.replace("vllm-serving:modelId:", "vllm-serving:config:modelId:") for line in lines]
+    path = elsewhere(tmp_path, "\n".join(lines) + "\n")
+    rendering = render_stack("staging", ROOT, stack_file=path)
+    assert rendering.outputs["namespace"] == "ai-serving"
+    assert rendering.outputs["modelPath"] == "/models/Qwen/Qwen3-0.6B/master"
+    first = next(number for number, line in enumerate(lines, start=1) if "vllm-serving:gpuCount:" in line)
+    path.write_text("\n".join(lines) + "\n  vllm-serving:gpuCount: 1\n")
+    with pytest.raises(render.ConfigError) as raised:
+        render_stack("staging", ROOT, stack_file=path)
+    assert f'vllm-serving:gpuCount = "1": is set twice in Pulumi.staging.yaml (lines {first} and {len(lines) + 1}); keep one' in str(
+        raised.value
+    )
+
+
+def test_a_stack_file_from_elsewhere_with_a_problem_exits_2(tmp_path, capsys):
+    path = elsewhere(tmp_path, "config:\n  vllm-serving:name: [a\n")
+    assert render.main(["--stack-file", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: stack staging: Pulumi.staging.yaml:3:1: not valid YAML")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stack_file_named_otherwise_needs_the_stack_name(tmp_path, capsys):
+    path = elsewhere(tmp_path, name="staging-config.yaml")
+    assert render.main(["--stack-file", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot tell the stack from the file's name; name it Pulumi.<stack>.yaml or give the stack name too" in capsys.readouterr().err
+    assert render.main(["staging", "--stack-file", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "outputs.json").read_text())["namespace"] == "ai-serving-staging"
+
+
+def test_a_missing_stack_file_or_no_stack_at_all_exits_2(tmp_path, capsys):
+    assert render.main(["--stack-file", str(tmp_path / "Pulumi.nope.yaml")]) == 2
+    assert f"error: --stack-file {tmp_path / 'Pulumi.nope.yaml'}: no such file" in capsys.readouterr().err
+    assert render.main([]) == 2
+    assert "give a stack name (reads Pulumi.<stack>.yaml) or --stack-file" in capsys.readouterr().err
+
+
+def test_a_project_dir_without_pulumi_yaml_says_what_is_missing_and_suggests_stack_file(tmp_path, capsys):
+    path = elsewhere(tmp_path)
+    shutil.copy(ROOT / "Pulumi.prod.yaml", path.parent / "Pulumi.prod.yaml")
+    assert render.main(["staging", "--project-dir", str(path.parent), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err == (
+        f"error: stack staging: {path.parent} has no Pulumi.yaml, the project file with the config schema and the program "
+        "(it holds stack files: Pulumi.prod.yaml, Pulumi.staging.yaml); point --project-dir at the folder that holds "
+        "Pulumi.yaml, or render a stack file kept elsewhere with this project's program: "
+        f"python -m stack.render --stack-file {path.parent / 'Pulumi.prod.yaml'}\n"
+    )
+    assert not (tmp_path / "out").exists()
+    assert render.main(["staging", "--project-dir", str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'} has no Pulumi.yaml: there is no such directory" in capsys.readouterr().err

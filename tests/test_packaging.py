@@ -42,7 +42,7 @@ def wheel(tmp_path_factory) -> Path:
     """The distribution as pip builds it, from a copy of the checkout (pip builds in the tree)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv*", ".git", "rendered", "__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv*", "venv", ".git", "rendered", "review", "__pycache__", "*.egg-info"))
     built = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(source)])
     assert built.returncode == 0, built.stderr
     (path,) = tmp.glob("vllm_serving_components-*.whl")
@@ -125,7 +125,7 @@ def test_the_stack_program_uses_the_installed_package_alone():
 def test_pip_installs_it_from_a_git_url(tmp_path, wheel):
     """The README's install form, `pip install "git+<URL>"`, on a local clone (file:// URL)."""
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv*", ".git", "rendered", "__pycache__", "*.egg-info"))
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv*", "venv", ".git", "rendered", "review", "__pycache__", "*.egg-info"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
     for command in (["init", "--quiet"], ["add", "-A"], ["commit", "--quiet", "-m", "snapshot"]):
         assert run([*git, *command], cwd=repo).returncode == 0
@@ -135,20 +135,10 @@ def test_pip_installs_it_from_a_git_url(tmp_path, wheel):
     assert (target / IMPORT_NAME / "py.typed").is_file()
 
 
-def test_components_fit_the_cross_language_component_host():
-    """Pulumi's component host infers a schema from the Args TypedDicts and their docstrings."""
-    from pulumi.provider.experimental.analyzer import Analyzer
+def test_the_changelog_describes_this_version():
+    import tomllib
 
-    from vllm_serving_components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
-
-    result = Analyzer("vllm-serving").analyze([GpuClaim, ModelStore, VLLMServer, Exposure, Autoscaler])
-    definitions = result["component_definitions"]
-    assert sorted(definitions) == ["Autoscaler", "Exposure", "GpuClaim", "ModelStore", "VLLMServer"]
-    required = {name: sorted(k for k, p in d.inputs.items() if not p.optional) for name, d in definitions.items()}
-    assert required["GpuClaim"] == ["count"]
-    assert required["ModelStore"] == ["modelId", "namespace"]
-    assert definitions["ModelStore"].outputs.keys() == {"claimName", "mountPath", "modelPath", "markerName"}
-    assert definitions["Exposure"].outputs["endpoint"].description
-    for definition in definitions.values():
-        for name, prop in definition.inputs.items():
-            assert prop.description, f"{definition.name}.{name} has no docstring"
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    headings = [line[3:].strip() for line in (ROOT / "CHANGELOG.md").read_text().splitlines() if line.startswith("## ")]
+    assert headings[0] == version, "a new version needs its CHANGELOG section first"
+    assert headings == sorted(headings, key=lambda v: tuple(map(int, v.split("."))), reverse=True)

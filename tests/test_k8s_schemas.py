@@ -152,7 +152,7 @@ def test_object_without_kind_fails():
 
 @pytest.mark.parametrize(
     ("api_version", "kind"),
-    [("example.com/v1", "Widget"), ("gateway.networking.k8s.io/v1", "Gateway")],
+    [("example.com/v1", "Widget"), ("gateway.networking.k8s.io/v1", "GRPCRoute")],
 )
 def test_kind_without_schema_or_crd_fails(api_version, kind):
     obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "w"}}

@@ -13,6 +13,7 @@ import base64
 import ctypes
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -317,6 +318,7 @@ class LocalCluster:
         self.ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "hami", "kwok")}
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         self.kubeconfig = work / "admin.kubeconfig"
+        self.audit_log = work / "audit.log"
         self.timings: dict[str, float] = {}
 
     # processes
@@ -418,6 +420,13 @@ class LocalCluster:
                 "exemptions": {"usernames": [], "runtimeClasses": [], "namespaces": ["kube-system"]},
             }}],
         }))
+        # Writes only, at metadata level: enough to see who changed what, and with what options
+        # (a server-side dry run is a write with dryRun=All).
+        (self.work / "audit-policy.yaml").write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+                      {"level": "None"}],
+        }))
         for name, profile in (("scheduler", "default-scheduler"), ("hami-scheduler", HAMI_SCHEDULER)):
             (self.work / f"{name}.yaml").write_text(yaml.safe_dump({
                 "apiVersion": "kubescheduler.config.k8s.io/v1", "kind": "KubeSchedulerConfiguration",
@@ -458,6 +467,8 @@ class LocalCluster:
             f"--admission-control-config-file={self.work / 'admission.yaml'}",
             "--enable-admission-plugins=PodSecurity",
             f"--cert-dir={self.work / 'apiserver-certs'}",
+            f"--audit-policy-file={self.work / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=200", "--audit-log-mode=blocking",
         ])
         ctx = self._ssl()
         wait_for("kube-apiserver /readyz", lambda: self._check_alive() or self._get(f"{self.server}/readyz", ctx),
@@ -492,6 +503,9 @@ class LocalCluster:
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--cidr=10.244.0.0/16", "--node-ip=10.240.0.1", f"--server-address=127.0.0.1:{p['kwok']}",
             "--enable-crds=Stage",
+            # Renew each node's Lease like a kubelet, or the node lifecycle controller marks the
+            # nodes NotReady (and their pods not ready) after its grace period.
+            "--node-lease-duration-seconds=40",
         ])
         for name, port in (("kube-controller-manager", p["kcm"]), ("scheduler", p["scheduler"]),
                            ("hami-scheduler", p["hami"])):
@@ -504,6 +518,15 @@ class LocalCluster:
         wait_for("default service account", lambda: self.kubectl(
             "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout)
         self.timings["ready"] = time.monotonic() - t0
+
+    def audit_mark(self) -> int:
+        """A position in the audit log; ``audit_events(mark)`` returns what was logged after it."""
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def audit_events(self, mark: int = 0) -> list[dict]:
+        with open(self.audit_log, "rb") as f:
+            f.seek(mark)
+            return [json.loads(line) for line in f.read().splitlines() if line.strip()]
 
     def _nodes_ready(self) -> bool:
         self._check_alive()

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 
 from .cluster import HAMI_SCHEDULER, job_pod_fail_stage
 from .conftest import kubectl_json
-from .pulumi_cli import ROOT, PulumiError
+from .pulumi_cli import ROOT
 
 pytestmark = pytest.mark.e2e
 

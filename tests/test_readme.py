@@ -11,10 +11,19 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_commands():
+    """The unit-test command, then the end-to-end test command (with the tools CI built)."""
     test_command = next(block.strip() for block in code_blocks("sh") if "pytest" in block)
+    e2e_command = next(
+        line.split("#")[0].strip()
+        for block in code_blocks("sh")
+        for line in block.splitlines()
+        if "pytest -m e2e" in line
+    )
     ci_commands = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
-    assert ci_commands[-1] == test_command
+    unit = ci_commands.index(test_command)
+    e2e = next(i for i, line in enumerate(ci_commands) if line.endswith(e2e_command))
+    assert unit < e2e
 
 
 def test_component_example_creates_a_served_model():

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Build the end-to-end test tools from their Go modules, once, into a cache outside the
+# repository, and print the bin directory on the last line of output.
+#
+#   bash e2e/build-tools.sh            # build if needed; last line: the bin dir
+#   E2E_BUILD_JOBS=1 E2E_BUILD_LANES=1 bash e2e/build-tools.sh   # gentler on a small machine
+#
+# The cache key is a hash of e2e/tools (go.mod, go.sum, our mains) and of this script, so a
+# change of any pinned version builds a new set; an unchanged set is reused at once. The cache
+# root is $VLLM_E2E_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/vllm-serving-e2e. GOMODCACHE and
+# GOCACHE stay at the Go defaults (outside the repository).
+set -euo pipefail
+
+KUBE_VERSION=v1.34.4            # k8s.io/kubernetes; its staging modules at v0.34.4 (tools/kube/go.mod)
+PULUMI_VERSION=v3.274.1         # github.com/pulumi/pulumi/pkg/v3 (the CLI) and sdk/v3
+PROVIDER_VERSION=4.25.0         # the pulumi-kubernetes release at the provider pseudo-version in tools/provider
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="$here/tools"
+jobs="${E2E_BUILD_JOBS:-$(nproc)}"
+
+key="$( { cat "${BASH_SOURCE[0]}"; go version; \
+          cd "$tools" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) | LC_ALL=C sort | xargs sha256sum; \
+        } | sha256sum | cut -c1-16)"
+root="${VLLM_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-serving-e2e}"
+out="$root/$key"
+
+if [[ -f "$out/.complete" ]]; then
+    echo "tools: reusing $out ($(du -sh "$out" | cut -f1))" >&2
+    echo "$out/bin"
+    exit 0
+fi
+
+start=$SECONDS
+mkdir -p "$root"
+stage="$(mktemp -d "$root/.build.XXXXXX")"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/share/kwok/stages"
+
+export GOFLAGS="-buildvcs=false -trimpath"
+export GOMAXPROCS="$jobs"
+build() {  # build <module dir> <ldflags> <packages...>
+    local dir="$1" ldflags="$2"; shift 2
+    local t=$SECONDS
+    (cd "$dir" && go build -p "$jobs" -ldflags "-s -w $ldflags" -o "$stage/bin/" "$@")
+    echo "tools: built $* in $((SECONDS - t))s" >&2
+}
+moddir() {  # moddir <module dir> <module path>: where the Go module cache holds that dependency
+    (cd "$1" && go mod download -json "$2") | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+# Two build lanes side by side, each `go build -p $jobs`: one large package compiling alone
+# leaves a core idle, and measured here (2 cores, cold caches) two lanes took 27 minutes where
+# one after the other took 37. E2E_BUILD_LANES=1 builds one module at a time.
+lanes="${E2E_BUILD_LANES:-2}"
+for m in kube kwok pulumi provider; do (cd "$tools/$m" && go mod download) & done
+wait
+
+# Kubernetes control plane and etcd. Kubernetes reports its version from link-time variables;
+# without them it says v0.0.0 and the Kubernetes provider refuses the cluster.
+lane_kube() {
+    local kv="" pkg
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        kv+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$(echo "${KUBE_VERSION#v}" | cut -d. -f1)"
+        kv+=" -X $pkg.gitMinor=$(echo "${KUBE_VERSION#v}" | cut -d. -f2) -X $pkg.gitTreeState=clean"
+    done
+    build "$tools/kube" "$kv" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ./etcd
+
+    # kwok, with its Stage CRD and default stages (read from the module, not kept in this repository).
+    build "$tools/kwok" "" sigs.k8s.io/kwok/cmd/kwok
+    local kwok_dir
+    kwok_dir="$(moddir "$tools/kwok" sigs.k8s.io/kwok)"
+    cp "$kwok_dir/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml" "$stage/share/kwok/"
+    cp "$kwok_dir/kustomize/stage/node/fast/node-initialize.yaml" \
+       "$kwok_dir/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+       "$kwok_dir/kustomize/stage/pod/fast/pod-ready.yaml" \
+       "$kwok_dir/kustomize/stage/pod/fast/pod-complete.yaml" \
+       "$kwok_dir/kustomize/stage/pod/fast/pod-delete.yaml" "$stage/share/kwok/stages/"
+}
+
+lane_pulumi() {
+    # The Kubernetes provider: our main plus the schema that the provider module carries, with
+    # its version set as the provider's own release build does. Built from a temporary copy so
+    # that nothing generated lands in the repository.
+    local src="$stage/provider-src" prov_dir sdk_dir
+    cp -r "$tools/provider" "$src"
+    prov_dir="$(moddir "$src" github.com/pulumi/pulumi-kubernetes/provider/v4)"
+    python3 - "$prov_dir/cmd/pulumi-resource-kubernetes" "$src/pulumi-resource-kubernetes" "$PROVIDER_VERSION" <<'EOF'
+import json, sys
+from pathlib import Path
+source, target, version = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+schema = json.loads((source / "schema.json").read_text())
+schema["version"] = version
+(target / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
+mapping = json.loads((source / "terraform-mapping.json").read_text())
+(target / "terraform-mapping-embed.json").write_text(json.dumps(mapping, separators=(",", ":")))
+EOF
+    build "$src" "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PROVIDER_VERSION" \
+        ./pulumi-resource-kubernetes
+    rm -rf "$src"
+
+    # The Pulumi CLI and a Python language host (see tools/pulumi/pulumi-language-python/main.go),
+    # with the language host's exec script from the sdk/v3 module.
+    build "$tools/pulumi" "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION" \
+        github.com/pulumi/pulumi/pkg/v3/cmd/pulumi ./pulumi-language-python
+    sdk_dir="$(moddir "$tools/pulumi" github.com/pulumi/pulumi/sdk/v3)"
+    install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$stage/bin/"
+}
+
+if [[ "$lanes" -ge 2 ]]; then
+    lane_kube & kube_pid=$!
+    lane_pulumi & pulumi_pid=$!
+    status=0
+    wait "$kube_pid" || status=$?
+    wait "$pulumi_pid" || status=$?
+    [[ $status -eq 0 ]] || { echo "tools: build failed" >&2; exit "$status"; }
+else
+    lane_kube
+    lane_pulumi
+fi
+
+"$stage/bin/kube-apiserver" --version >&2
+"$stage/bin/pulumi" version >&2
+printf '{"kubernetes": "%s", "pulumi": "%s", "pulumi-kubernetes": "%s"}\n' \
+    "$KUBE_VERSION" "$PULUMI_VERSION" "$PROVIDER_VERSION" > "$stage/versions.json"
+
+rm -rf "$out"
+mv "$stage" "$out"
+trap - EXIT
+touch "$out/.complete"
+echo "tools: built in $((SECONDS - start))s with $lanes lane(s) of -p $jobs; $out uses $(du -sh "$out" | cut -f1);" \
+     "Go build cache $(du -sh "$(go env GOCACHE)" 2>/dev/null | cut -f1), module cache $(du -sh "$(go env GOMODCACHE)" 2>/dev/null | cut -f1)" >&2
+echo "$out/bin"

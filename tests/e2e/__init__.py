@@ -1,0 +1,1 @@
+"""End-to-end tests: the real Pulumi CLI and provider against a local Kubernetes control plane."""

@@ -4,12 +4,12 @@
 - coder: a model another project already staged onto an existing claim; no ModelStore, the
   server mounts that claim read-only and checks the store's completion marker.
 
-Both are public on one host through one Gateway, under /chat/v1 and /coder/v1 (Exposure's
-path_prefix), and both check the API key of one existing Secret.
+Both run in a namespace that already exists (with the staged claim and the API key's Secret),
+are public on one host through one Gateway, under /chat/v1 and /coder/v1 (Exposure's
+path_prefix), and check the API key of that one Secret.
 """
 
 import pulumi
-import pulumi_kubernetes as k8s
 
 from vllm_serving_components import Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
 from vllm_serving_components.stage_model import MARKER_NAME
@@ -19,13 +19,7 @@ PORT, PORT_NAME = 8000, "http"
 
 config = pulumi.Config()
 api_key: SecretKeyArgs = {"name": config.get("apiKeySecretName") or "models-api-key", "key": "api-key"}
-namespace = k8s.core.v1.Namespace(
-    "models",
-    metadata={
-        "name": config.get("namespace") or "models",
-        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
-    },
-).metadata.name
+namespace = config.get("namespace") or "models"
 
 
 def expose(name: str, server: VLLMServer) -> Exposure:

@@ -40,14 +40,25 @@ class PulumiProject:
     Kubernetes SDK of the provider release the tools build), which ``.ci/run`` (or the README's
     install command) creates."""
 
-    def __init__(self, bin_dir: Path, work: Path, kubeconfig: Path):
+    def __init__(
+        self,
+        bin_dir: Path,
+        work: Path,
+        kubeconfig: Path,
+        source: Path = ROOT,
+        files: tuple[str, ...] = PROJECT_FILES,
+        dirs: tuple[str, ...] = PROJECT_DIRS,
+    ):
+        """A copy of ``files`` and ``dirs`` of ``source`` (this repository's stack program by
+        default; another project, such as an example, otherwise) under ``work``."""
         self.bin = bin_dir
+        work = work / ("project" if source == ROOT else source.name)
         self.dir = work / "project"
         self.dir.mkdir(parents=True)
-        for name in PROJECT_FILES:
-            shutil.copy2(ROOT / name, self.dir / name)
-        for name in PROJECT_DIRS:
-            shutil.copytree(ROOT / name, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in files:
+            shutil.copy2(source / name, self.dir / name)
+        for name in dirs:
+            shutil.copytree(source / name, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
         venv = ROOT / ".venv-e2e"
         if not (venv / "bin" / "python").exists():
             raise RuntimeError(f"{venv} is missing: create it first (see README, end-to-end tests)")

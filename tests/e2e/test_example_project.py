@@ -1,0 +1,58 @@
+"""examples/two-models, a consumer project of its own, with the real Pulumi CLI and provider:
+two servers in one existing namespace, one on a claim staged elsewhere, behind one host."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import kubectl_json
+from .pulumi_cli import ROOT, PulumiProject
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = ROOT / "examples" / "two-models"
+STACK = "dev"
+NAMESPACE = "models"
+
+
+@pytest.fixture(scope="module")
+def example(e2e_bin, e2e_work, cluster) -> PulumiProject:
+    """The example's project, and what it expects to exist: its namespace (restricted), the API
+    key's Secret and the claim another project staged the coder model onto."""
+    cluster.apply(
+        [
+            {"apiVersion": "v1", "kind": "Namespace",
+             "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "models-api-key", "namespace": NAMESPACE},
+             "stringData": {"api-key": "e2e-key"}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "shared-models", "namespace": NAMESPACE},
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "nfs-client",
+                      "resources": {"requests": {"storage": "20Gi"}}}},
+        ]
+    )
+    files = tuple(p.name for p in EXAMPLE.iterdir() if p.is_file() and p.suffix in (".py", ".yaml", ".txt"))
+    project = PulumiProject(e2e_bin, e2e_work, cluster.kubeconfig, source=EXAMPLE, files=files, dirs=())
+    project.run("stack", "init", STACK)
+    return project
+
+
+def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, cluster):
+    example.up(STACK, timeout=300)
+    for name in ("chat", "coder"):
+        d = kubectl_json(cluster, "get", "deployment", name, "-n", NAMESPACE)
+        assert d["status"].get("availableReplicas") == 1, (name, d["status"])
+    coder = kubectl_json(cluster, "get", "deployment", "coder", "-n", NAMESPACE)["spec"]["template"]["spec"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared-models", "readOnly": True}} in coder["volumes"]
+    routes = kubectl_json(cluster, "get", "httproutes", "-n", NAMESPACE)["items"]
+    assert sorted((r["spec"]["hostnames"][0], r["spec"]["rules"][0]["matches"][0]["path"]["value"]) for r in routes) == [
+        ("models.example.com", "/chat/v1"), ("models.example.com", "/coder/v1"),
+    ]
+    outputs = example.run("stack", "output", "--json", stack=STACK).json()
+    assert outputs == {"chatEndpoint": "https://models.example.com/chat/v1", "coderEndpoint": "https://models.example.com/coder/v1"}
+    example.up(STACK, "--expect-no-changes", timeout=300)
+
+    example.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300)
+    assert example.resources(STACK) == []
+    # What the example did not create stays: the namespace, the Secret, the staged claim.
+    kept = {(o["kind"], o["metadata"]["name"]) for o in kubectl_json(cluster, "get", "secret,pvc", "-n", NAMESPACE)["items"]}
+    assert {("Secret", "models-api-key"), ("PersistentVolumeClaim", "shared-models")} <= kept

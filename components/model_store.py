@@ -45,6 +45,7 @@ from .pods import (
     apply_pod_settings,
     env_list,
     locked_down,
+    one_secret_source,
     rules_under,
     secret_of,
     tolerations_problems,
@@ -231,13 +232,6 @@ def _claim_holds_the_revisions(args: dict) -> Problems:
     return {}
 
 
-@check("token", "token_secret")
-def _one_token(args: dict) -> Problems:
-    if args["token"] is not None and args["token_secret"]:
-        return {"token": "and token_secret both give the hub token; keep one"}
-    return {}
-
-
 @check("package_index", "install_client")
 def _index_needs_the_install(args: dict) -> Problems:
     if args["package_index"] and not args["install_client"]:
@@ -278,7 +272,13 @@ SPEC = ArgsSpec(
         "revisions_to_keep": Annotated[int, Field(ge=0, le=100), AfterValidator(_revisions_to_keep)],
         **rules_under("pod", POD_RULES),
     },
-    checks=(_claim_settings, _claim_holds_the_revisions, _one_token, _index_needs_the_install, tolerations_problems("pod")),
+    checks=(
+        _claim_settings,
+        _claim_holds_the_revisions,
+        one_secret_source("token", "token_secret", "the hub token"),
+        _index_needs_the_install,
+        tolerations_problems("pod"),
+    ),
     name_rule=lambda name: grammar.dns_label(name, grammar.DNS_LABEL_MAX - len(JOB_SUFFIX)),
 )
 

@@ -119,6 +119,18 @@ def apply_pod_settings(pod_spec: dict, settings: PodSettingsArgs) -> dict:
     return spec
 
 
+def one_secret_source(value: str, secret: str, what: str) -> Any:
+    """A check that a secret is given once: as a value (kept in a Secret) or as an existing Secret."""
+
+    @check(value, secret)
+    def run(args: dict) -> Problems:
+        if args[value] is not None and args[secret]:
+            return {value: f"and {secret} both give {what}; keep one"}
+        return {}
+
+    return run
+
+
 def secret_of(
     name: str, namespace: pulumi.Input[str], labels: dict, key: str, value: pulumi.Input[str], parent: pulumi.Resource
 ) -> k8s.core.v1.Secret:

@@ -42,6 +42,7 @@ from .pods import (
     apply_pod_settings,
     env_list,
     locked_down,
+    one_secret_source,
     plain_env_name,
     rules_under,
     secret_of,
@@ -299,13 +300,6 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
     return {}
 
 
-@check("api_key", "api_key_secret")
-def _one_api_key(args: dict) -> Problems:
-    if args["api_key"] is not None and args["api_key_secret"]:
-        return {"api_key": "and api_key_secret both give the key; keep one"}
-    return {}
-
-
 @check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca")
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
@@ -424,7 +418,7 @@ SPEC = ArgsSpec(
         _own_flags_exist_in_the_release,
         _startup_budget_reads_the_weights,
         _env_names_are_free,
-        _one_api_key,
+        one_secret_source("api_key", "api_key_secret", "the key"),
         tolerations_problems("pod"),
     ),
     name_rule=grammar.dns_label,

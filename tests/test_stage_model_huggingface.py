@@ -5,7 +5,6 @@ Hub, reached through --endpoint.
 """
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from fake_huggingface_hub import FakeHuggingFaceHub
-from test_stage_model import (
+# model_files and target are fixtures, shared with test_stage_model.
+from test_stage_model import (  # noqa: F401
     BIG_SHARD,
     MARKER_NAME,
     MODEL_ID,
@@ -25,7 +25,9 @@ from test_stage_model import (
     SUBPROCESS_TIMEOUT,
     error_lines,
     files_under,
+    model_files,
     read_marker_file,
+    target,
     write_files,
 )
 
@@ -33,25 +35,10 @@ HF_STATE_DIR = ".cache/huggingface/"
 
 
 @pytest.fixture
-def model_files() -> dict:
-    return {
-        "config.json": json.dumps({"architectures": ["TinyForCausalLM"], "hidden_size": 64}).encode(),
-        "tokenizer.json": json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}).encode(),
-        BIG_SHARD: os.urandom(48 * 1024),
-        SUBDIR_SHARD: os.urandom(20 * 1024),
-    }
-
-
-@pytest.fixture
 def hub(model_files):
     with FakeHuggingFaceHub() as fake_hub:
         fake_hub.add_model(MODEL_ID, REVISION, model_files)
         yield fake_hub
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    return tmp_path / "models" / MODEL_ID / REVISION
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from fake_modelscope_hub import FakeModelScopeHub, self_signed_certificate
-from test_stage_model import (
+# model_files and target are fixtures, shared with test_stage_model.
+from test_stage_model import (  # noqa: F401
     BIG_SHARD,
     DUPLICATES,
     LOADED,
@@ -29,7 +30,9 @@ from test_stage_model import (
     error_lines,
     files_under,
     load_stage_model,
+    model_files,
     read_marker_file,
+    target,
     write_files,
 )
 
@@ -68,25 +71,10 @@ def tls(tmp_path_factory):
 
 
 @pytest.fixture
-def model_files() -> dict:
-    return {
-        "config.json": json.dumps({"architectures": ["TinyForCausalLM"], "hidden_size": 64}).encode(),
-        "tokenizer.json": json.dumps({"model": {"vocab": {"a": 0, "b": 1}}}).encode(),
-        BIG_SHARD: os.urandom(48 * 1024),
-        SUBDIR_SHARD: os.urandom(20 * 1024),
-    }
-
-
-@pytest.fixture
 def hub(tls, model_files):
     with FakeModelScopeHub(tls=tls) as fake_hub:
         fake_hub.add_model(MODEL_ID, REVISION, model_files)
         yield fake_hub
-
-
-@pytest.fixture
-def target(tmp_path) -> Path:
-    return tmp_path / "models" / MODEL_ID / REVISION
 
 
 @pytest.fixture

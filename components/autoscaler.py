@@ -36,6 +36,7 @@ from .arguments import (
     with_defaults,
 )
 from .labels import object_labels
+from .multinode import LWS_API_VERSION, LWS_KIND
 
 COMPONENT = "autoscaler"
 MAX_PERIOD_SECONDS = 1800
@@ -273,13 +274,13 @@ def signal_query(signal: SignalArgs, scope: queries.Scope) -> Optional[str]:
     }[signal["kind"]]()
 
 
-def signal_queries(args: AutoscalerArgs, deployment: str) -> list[str]:
+def signal_queries(args: AutoscalerArgs) -> list[str]:
     args = with_defaults(args, DEFAULTS)
     scope = scope_of(args)
     return [query for signal in args["signals"] if (query := signal_query(signal, scope)) is not None]
 
 
-TARGET_API_VERSIONS = {"Deployment": "apps/v1", "LeaderWorkerSet": "leaderworkerset.x-k8s.io/v1"}
+TARGET_API_VERSIONS = {"Deployment": "apps/v1", LWS_KIND: LWS_API_VERSION}
 
 
 def scale_target(args: AutoscalerArgs, name: str) -> dict:
@@ -402,7 +403,7 @@ def hpa_spec(args: AutoscalerArgs, deployment: str) -> dict:
     }
 
 
-def adapter_rules(args: AutoscalerArgs, deployment: str) -> str:
+def adapter_rules(args: AutoscalerArgs) -> str:
     """prometheus-adapter externalRules serving the HPA's metrics: each answers with the signal's
     own query, which carries its namespace and model filters."""
     args = with_defaults(args, DEFAULTS)
@@ -454,7 +455,7 @@ class Autoscaler(pulumi.ComponentResource):
                 spec=deployment.apply(lambda target: hpa_spec(args, target)),
                 opts=child,
             )
-            self.adapter_rules = deployment.apply(lambda target: adapter_rules(args, target))
+            self.adapter_rules = pulumi.Output.from_input(adapter_rules(args))
         selected = {**labels, **args["pod_monitor_labels"]}
         if args["pod_monitor"]:
             k8s.apiextensions.CustomResource(
@@ -503,5 +504,5 @@ class Autoscaler(pulumi.ComponentResource):
                 opts=child,
             )
         self.scaler_name = scaler.metadata.apply(lambda metadata: metadata["name"])
-        self.queries = deployment.apply(lambda target: signal_queries(args, target))
+        self.queries = pulumi.Output.from_input(signal_queries(args))
         self.register_outputs({"scalerName": self.scaler_name, "queries": self.queries, "adapterRules": self.adapter_rules})

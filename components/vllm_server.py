@@ -550,9 +550,7 @@ def drain_hook(drain_seconds: int) -> dict:
 def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
-    shm = args["shm_size"] or default_shm_size(
-        args["tensor_parallel_size"], args["pipeline_parallel_size"]
-    )
+    shm = shm_size(args)
     spec: dict = {
         "initContainers": [store_check_container(args)],
         "containers": [server_container(name, args)],
@@ -575,11 +573,22 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name, capabilities=capabilities)
 
 
+def workload_kind(nodes: int) -> str:
+    """What runs the replicas: a Deployment, or a LeaderWorkerSet when a replica spans nodes."""
+    return LWS_KIND if nodes > 1 else "Deployment"
+
+
+def most_replicas(args: VLLMServerArgs) -> int:
+    """The most replicas that may run: the autoscaler's maximum, else the replicas, else one."""
+    args = with_defaults(args, DEFAULTS)
+    return args["max_replicas"] or args["replicas"] or 1
+
+
 def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
     """(create, update) minutes for Pulumi's wait on the Deployment."""
     args = with_defaults(args, DEFAULTS)
     return rollout_timeouts(
-        max_replicas=args["max_replicas"] or args["replicas"] or 1,
+        max_replicas=most_replicas(args),
         max_surge=args["max_surge"],
         max_unavailable=args["max_unavailable"],
         startup_minutes=args["startup_timeout_minutes"],
@@ -666,7 +675,8 @@ class VLLMServer(pulumi.ComponentResource):
         create, update = server_timeouts(args)
         timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
         workload_opts = pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts)
-        if args["nodes"] > 1:
+        kind = workload_kind(args["nodes"])
+        if kind == LWS_KIND:
             # Pulumi waits for no custom resource unless told: wait until the groups are up.
             workload = k8s.apiextensions.CustomResource(
                 name,
@@ -676,7 +686,7 @@ class VLLMServer(pulumi.ComponentResource):
                 spec=group_spec(name, args),
                 opts=workload_opts,
             )
-            kind, api_version, pods = LWS_KIND, LWS_API_VERSION, {LWS_NAME_LABEL: name}
+            api_version, pods = LWS_API_VERSION, {LWS_NAME_LABEL: name}
         else:
             workload = k8s.apps.v1.Deployment(
                 name,
@@ -684,7 +694,7 @@ class VLLMServer(pulumi.ComponentResource):
                 spec=deployment_spec(name, args),
                 opts=workload_opts,
             )
-            kind, api_version, pods = "Deployment", "apps/v1", selector_labels(name, COMPONENT)
+            api_version, pods = "apps/v1", selector_labels(name, COMPONENT)
         if args["network_policy"]:
             k8s.networking.v1.NetworkPolicy(
                 f"{name}-egress",
@@ -699,7 +709,7 @@ class VLLMServer(pulumi.ComponentResource):
                     spec=group_traffic(name),
                     opts=child,
                 )
-        if (args["max_replicas"] or args["replicas"] or 1) > 1 or args["nodes"] > 1:
+        if most_replicas(args) > 1 or args["nodes"] > 1:
             # maxUnavailable, not minAvailable equal to the replicas, which would block node drains.
             # Over all pods of a group set, one eviction at a time takes down at most one group.
             k8s.policy.v1.PodDisruptionBudget(

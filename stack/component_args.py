@@ -7,6 +7,7 @@ modes (a HAMi slice, the Ingress's class, a Gateway's name) are passed only when
 sets them, so a component can tell a setting that has no effect from Pulumi.yaml's default.
 """
 
+from dataclasses import asdict
 from typing import Any, Optional, TypedDict
 
 import pulumi
@@ -19,13 +20,11 @@ from vllm_serving_components import (
     ModelStoreArgs,
     VLLMServerArgs,
 )
-
-from dataclasses import asdict
-
 from vllm_serving_components.autoscaler import MAX_PERIOD_SECONDS
 from vllm_serving_components.capacity import preset_for
 from vllm_serving_components.grammar import with_registry
 from vllm_serving_components.rollout import ready_within_minutes
+from vllm_serving_components.vllm_server import workload_kind
 
 from .config import INVALID, StackConfig
 
@@ -400,7 +399,7 @@ def autoscaler_args(
     return {
         "namespace": config.namespace,
         "deployment_name": deployment_name,
-        "target_kind": "LeaderWorkerSet" if nodes(config) > 1 else "Deployment",
+        "target_kind": workload_kind(nodes(config)),
         "served_model_name": config.served_model_name,
         "min_replicas": config.autoscaling_min_replicas,
         "max_replicas": config.autoscaling_max_replicas,

@@ -274,7 +274,7 @@ def test_the_scalers_run_the_queries_tested_here():
     expected = [autoscaler.signal_query(signal, SCOPE_A) for signal in SIGNALS.values()]
     triggers = autoscaler.scaled_object_spec(args, DEPLOYMENT_A)["triggers"]
     assert [trigger["metadata"]["query"] for trigger in triggers] == expected
-    rules = yaml.safe_load(autoscaler.adapter_rules({**args, "engine": "hpa"}, DEPLOYMENT_A))["externalRules"]
+    rules = yaml.safe_load(autoscaler.adapter_rules({**args, "engine": "hpa"}))["externalRules"]
     assert [rule["metricsQuery"] for rule in rules] == expected
 
 

@@ -17,7 +17,8 @@ from vllm_serving_components import (
 )
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.grammar import registry
-from vllm_serving_components.model_store import model_dir, revision_of
+from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
+from vllm_serving_components.model_store import model_path
 from vllm_serving_components.stage_model import MARKER_NAME
 from vllm_serving_components.vllm_server import PORT, PORT_NAME
 
@@ -25,19 +26,19 @@ from .component_args import (
     AUTOSCALER_KEYS,
     EXPOSURE_KEYS,
     GPU_KEYS,
+    SERVER_KEYS,
     StoreOutputs,
     autoscaler_args,
     exposure_args,
     gpu_claim_args,
     model_store_args,
+    most_replicas,
     nodes,
-    server_keys,
     store_keys,
     vllm_server_args,
 )
-from .config import FIELD_OF_KEY, INVALID, Problem, StackConfig
+from .config import CREDENTIAL_KEYS, FIELD_OF_KEY, INVALID, Problem, StackConfig
 
-MOUNT = "/models"
 AUTOSCALING_KEYS = tuple(key for key in FIELD_OF_KEY if key.startswith(("autoscaling", "monitoring")) and key != "autoscalingEnabled")
 
 
@@ -55,13 +56,13 @@ def component_problems(config: StackConfig) -> list[Problem]:
     """Each component's own rules, applied to the arguments this stack would give it."""
     gpu_args = gpu_claim_args(config, config.namespace)
     gpu_problems = gpu_claim_problems(gpu_args, config.name)
-    store_problems = model_store_problems(model_store_args(config, config.namespace), config.name)
-    valid_path = not {"model_id", "revision", "source"} & store_problems.keys()
-    store = _store_for_checks(config, valid_path)
-    server = vllm_server_args(config, config.namespace, _fragment_for_checks(config, gpu_args, gpu_problems), store)
+    store_args = model_store_args(config, config.namespace)
+    store_problems = model_store_problems(store_args, config.name)
+    store = _store_for_checks(store_args, store_problems)
+    server = vllm_server_args(config, config.namespace, _fragment_for_checks(gpu_args, gpu_problems), store)
     problems = as_config_problems(gpu_problems, GPU_KEYS)
     problems += as_config_problems(store_problems, store_keys(config))
-    problems += as_config_problems(vllm_server_problems(server, config.name), server_keys(config))
+    problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME), config.name), EXPOSURE_KEYS
     )
@@ -70,22 +71,21 @@ def component_problems(config: StackConfig) -> list[Problem]:
     return problems
 
 
-def _fragment_for_checks(config: StackConfig, gpu_args, gpu_problems):
-    """The GPU fragment the server's rules see: from the GPU settings, or from the count alone."""
+def _fragment_for_checks(gpu_args, gpu_problems):
+    """The GPU fragment the server's rules see: from the GPU settings, or from a pod's GPU count alone."""
     if not gpu_problems:
         return pod_fragment(gpu_args)
-    count = config.gpu_count
-    return pod_fragment({"count": count}) if "count" not in gpu_problems and count is not INVALID else INVALID
+    return pod_fragment({"count": gpu_args["count"]}) if "count" not in gpu_problems else INVALID
 
 
-def _store_for_checks(config: StackConfig, valid_path: bool) -> StoreOutputs:
+def _store_for_checks(store_args, store_problems) -> StoreOutputs:
     """What ModelStore's outputs would be; a stand-in path while the model's own settings are wrong."""
-    if valid_path:
-        args = {"namespace": "", "model_id": config.model_id, "source": config.model_source, "revision": config.model_revision}
-        path = model_dir(MOUNT, config.model_id, revision_of(args))
+    mount = STORE_DEFAULTS["mount_path"]
+    if {"model_id", "revision", "source"} & store_problems.keys():
+        path = f"{mount}/model/id/revision"
     else:
-        path = f"{MOUNT}/model/id/revision"
-    return StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
+        path = model_path(store_args)
+    return StoreOutputs(claim_name="claim", mount_path=mount, model_path=path, marker_name=MARKER_NAME)
 
 
 def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
@@ -110,8 +110,7 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             )
     layout_known = not config.gpus_per_node or ok("gpuCount", "gpusPerNode")
     if layout_known and ok("autoscalingEnabled", "autoscalingMaxReplicas", "replicas", "storageAccessMode", "existingClaim"):
-        most_replicas = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
-        pods = most_replicas * nodes(config)
+        pods = most_replicas(config) * nodes(config)
         if pods > 1 and not config.existing_claim and config.storage_access_mode != "ReadWriteMany":
             problems.append(
                 Problem(
@@ -125,7 +124,7 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             )
     if ok("gpuQuota", "gpuCount", "autoscalingEnabled", "autoscalingMaxReplicas", "replicas") and config.gpu_quota:
         key = "autoscalingMaxReplicas" if config.autoscaling_enabled else "replicas"
-        most = config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
+        most = most_replicas(config)
         if most * config.gpu_count > config.gpu_quota:
             problems.append(
                 Problem(
@@ -160,26 +159,24 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
 
 def api_key_problems(config: StackConfig, ok) -> list[Problem]:
     """A public host takes an API key unless the stack says otherwise; the key is only ever a secret."""
-    problems = []
+    if not ok("host", "apiKey", "apiKeySecretName", "allowPublicWithoutApiKey"):
+        return []
     has_key = config.api_key is not None or config.api_key_secret_name is not None
-    if ok("host", "apiKey", "apiKeySecretName", "allowPublicWithoutApiKey") and config.host and not has_key:
-        if not config.allow_public_without_api_key:
-            problems.append(
-                Problem(
-                    key="host",
-                    message="is public but the server takes no API key: set apiKey (pulumi config set --secret "
-                    "apiKey ...) or apiKeySecretName, or allowPublicWithoutApiKey: true to serve anyone",
-                )
+    if config.host and not has_key:
+        if config.allow_public_without_api_key:
+            return []
+        return [
+            Problem(
+                key="host",
+                message="is public but the server takes no API key: set apiKey (pulumi config set --secret "
+                "apiKey ...) or apiKeySecretName, or allowPublicWithoutApiKey: true to serve anyone",
             )
-    elif "allowPublicWithoutApiKey" in config.explicit:
-        problems.append(
-            Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")
-        )
-    return problems
+        ]
+    if "allowPublicWithoutApiKey" in config.explicit:
+        return [Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")]
+    return []
 
 
-SECRET_VALUES = ("apiKey", "hubToken")
-"""Keys whose value is a credential: only ever set encrypted."""
 SECRET_KEY_OF = {"apiKeySecretKey": "apiKeySecretName", "hubTokenSecretKey": "hubTokenSecretName"}
 """The key inside a Secret, and the setting naming that Secret."""
 
@@ -188,7 +185,7 @@ def credential_problems(config: StackConfig) -> list[Problem]:
     """Credentials only as Pulumi secrets; a Secret's key only with the Secret's name."""
     problems = [
         Problem(key=key, message=f"is in plain text in the stack file; set it encrypted: pulumi config set --secret {key} ...")
-        for key in SECRET_VALUES
+        for key in CREDENTIAL_KEYS
         if config.value(key) not in (None, INVALID) and key not in config.secret
     ]
     problems += [

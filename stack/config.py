@@ -21,8 +21,11 @@ from pydantic.alias_generators import to_camel
 
 PASS_THROUGH_NAMESPACES = ("kubernetes", "pulumi")
 """Config namespaces of the provider and the engine: read by them, not by this program."""
-HIDDEN_VALUE_KEYS = frozenset({"apiKey", "hubToken", "extraArgs", "serverEnv"})
-"""Keys whose value an error never repeats: an item given by mistake may hold a secret."""
+CREDENTIAL_KEYS = ("apiKey", "hubToken")
+"""Keys whose value is a credential: only ever set encrypted."""
+HIDDEN_VALUE_KEYS = frozenset({*CREDENTIAL_KEYS, "extraArgs", "serverEnv"})
+"""Keys whose value an error never repeats: an item given by mistake may hold a secret. Nor does
+it repeat the value of any key the stack holds encrypted."""
 INT64_MAX = 2**63 - 1
 
 
@@ -49,12 +52,15 @@ class Problem:
 class ConfigError(pulumi.RunError):
     """The stack configuration is invalid; nothing has been created."""
 
-    def __init__(self, project: str, problems: list[Problem], values: dict[str, Any]):
+    def __init__(
+        self, project: str, problems: list[Problem], values: dict[str, Any], secret: frozenset[str] = frozenset()
+    ):
         self.problems = problems
+        hidden = HIDDEN_VALUE_KEYS | secret
         lines = [f"invalid configuration, nothing was created ({len(problems)} problem(s)):"]
         for problem in problems:
             shown = ""
-            if problem.key in values and problem.key not in HIDDEN_VALUE_KEYS:
+            if problem.key in values and problem.key not in hidden:
                 shown = f" = {json.dumps(values[problem.key])}"
             name = problem.key if ":" in problem.key else f"{project}:{problem.key}"
             lines.append(f"  {name}{shown}: {problem.message}")
@@ -332,11 +338,6 @@ ITEM_PARSERS: dict[str, Callable[[list[str]], Any]] = {
     "tolerations": _tolerations,
 }
 """Array keys whose items are parsed further, by field."""
-
-
-def config_keys() -> set[str]:
-    """Every config key the program knows."""
-    return set(FIELD_OF_KEY)
 
 
 def parse_values(

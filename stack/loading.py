@@ -1,15 +1,12 @@
 """Loading the stack's configuration: every per-key and cross-key rule, before any resource."""
 
-from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from .checks import cross_field_problems
 from .config import ConfigError, Problem, StackConfig, namespaced_values, parse_values, running_config, secret_keys
-from .project import read_project
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from .project import PROJECT_DIR, read_project
 
 
 def parse_stack_config(
@@ -30,7 +27,7 @@ def parse_stack_config(
     unreadable = {problem.key for problem in problems}
     problems += cross_field_problems(config, unreadable)
     if problems:
-        raise ConfigError(project, problems, values)
+        raise ConfigError(project, problems, values, secret)
     return config
 
 

@@ -132,6 +132,8 @@ def test_pipeline_parallelism_inside_one_node_stays_a_deployment(tmp_path):
         ({"gpuBackend": "hami", "hamiMemoryMiB": 40000}, "gpusPerNode", "whole GPUs"),
         ({"storageAccessMode": "ReadWriteOnce"}, "storageAccessMode", "up to 4 server pods"),
         ({"autoscalingMaxReplicas": 3}, "autoscalingMaxReplicas", "(3 x 16 = 48 GPUs) is above gpuQuota (32)"),
+        # A GPU mistake alone: the server's rules still see a pod's GPUs (8), not the replica's (16).
+        ({"gpuMigProfile": "3g.40gb"}, "gpuMigProfile", "is a mig setting but the backend is nvidia"),
     ],
 )
 def test_layout_mistakes(tmp_path, settings, key, words):

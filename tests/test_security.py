@@ -45,7 +45,9 @@ def test_every_container_of_every_stack_runs_unprivileged(rendered, tmp_path_fac
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_the_service_accounts_carry_no_token(rendered, stack):
-    for account in (o.manifest for o in rendered[stack].objects if o.kind == "ServiceAccount"):
+    accounts = [o.manifest for o in rendered[stack].objects if o.kind == "ServiceAccount"]
+    assert len(accounts) == 2  # the server's and the download Job's
+    for account in accounts:
         assert account["automountServiceAccountToken"] is False
 
 
@@ -96,6 +98,8 @@ def test_a_key_from_stack_config_is_a_secret_everywhere(tmp_path):
         ({"hubToken": "sk-plain"}, "hubToken", "plain text"),
         ({"hubTokenSecretKey": "hf"}, "hubTokenSecretKey", "no effect without hubTokenSecretName"),
         ({"hubToken": ENCRYPTED_KEY, "hubTokenSecretName": "hub"}, "hubToken", "both give the hub token"),
+        # A bad host is the one problem: allowPublicWithoutApiKey is not said to lack a host.
+        ({"host": "Bad_Host", "allowPublicWithoutApiKey": True}, "host", "DNS name"),
     ],
 )
 def test_key_mistakes_are_refused_and_never_echo_the_key(tmp_path, settings, key, words):
@@ -105,6 +109,23 @@ def test_key_mistakes_are_refused_and_never_echo_the_key(tmp_path, settings, key
         render_stack(project_with_stack(tmp_path, settings), tmp_path)
     assert [(p.key, words in p.message) for p in raised.value.problems] == [(key, True)]
     assert "sk-plain" not in str(raised.value)
+
+
+def test_an_error_never_repeats_the_value_of_a_key_held_encrypted():
+    from stack.config import ConfigError
+    from stack.loading import parse_stack_config
+    from stack.project import encode, read_project
+
+    project = read_project(ROOT)
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    values = {**project.defaults(), **{key.split(":", 1)[1]: encode(value) for key, value in dev.items()}}
+    values["modelEndpoint"] = "https://user:hunter2@hub.example.com/x y"
+    with pytest.raises(ConfigError) as held:
+        parse_stack_config(project.name, values, project.defaults(), secret=frozenset({"modelEndpoint"}))
+    assert [p.key for p in held.value.problems] == ["modelEndpoint"] and "hunter2" not in str(held.value)
+    with pytest.raises(ConfigError) as plain:  # the control: a plain value is shown
+        parse_stack_config(project.name, values, project.defaults())
+    assert "hunter2" in str(plain.value)
 
 
 def test_a_hub_token_from_stack_config_reaches_the_job_by_reference_alone(tmp_path):

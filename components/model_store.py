@@ -187,6 +187,12 @@ def revision_of(args: ModelStoreArgs) -> str:
     return args["revision"] or DEFAULT_REVISIONS[args["source"]]
 
 
+def model_path(args: ModelStoreArgs) -> str:
+    """Where the revision is staged: <mount_path>/<model id>/<revision>."""
+    args = with_defaults(args, DEFAULTS)
+    return model_dir(args["mount_path"], args["model_id"], revision_of(args))
+
+
 def revision_key(args: ModelStoreArgs) -> str:
     """A short digest of what is downloaded; names the Job, so each revision gets its own."""
     args = with_defaults(args, DEFAULTS)
@@ -366,7 +372,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
     """The download Job's spec: one pod, retried with resume, bounded in time."""
     args = with_defaults(args, DEFAULTS)
     mount_path = args["mount_path"]
-    target = model_dir(mount_path, args["model_id"], revision_of(args))
+    target = model_path(args)
     return {
         "backoffLimit": 4,
         "activeDeadlineSeconds": args["timeout_minutes"] * 60,
@@ -476,7 +482,7 @@ class ModelStore(pulumi.ComponentResource):
             ),
         )
 
-        path = model_dir(mount_path, args["model_id"], revision_of(args))
+        path = model_path(args)
         self.claim_name = pulumi.Output.from_input(claim_name)
         self.mount_path = pulumi.Output.from_input(mount_path)
         self.model_path = job.metadata.apply(lambda _: path)

@@ -568,9 +568,18 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     }
     spec.update({key: value for key, value in optional.items() if value})
     spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
-    # RDMA pins memory, which needs IPC_LOCK (NCCL over InfiniBand).
-    capabilities = ("IPC_LOCK",) if args["nccl_ib_hca"] else ()
+    capabilities = server_capabilities(args["nccl_ib_hca"])
     return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name, capabilities=capabilities)
+
+
+def server_capabilities(nccl_ib_hca: Optional[str]) -> tuple[str, ...]:
+    """Capabilities the server container adds to none: IPC_LOCK with InfiniBand, as RDMA pins memory.
+
+    Pod Security's restricted and baseline levels admit neither (baseline adds only AUDIT_WRITE,
+    CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, MKNOD, NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP,
+    SETUID, SYS_CHROOT: kubernetes.io/docs/concepts/security/pod-security-standards).
+    """
+    return ("IPC_LOCK",) if nccl_ib_hca else ()
 
 
 def workload_kind(nodes: int) -> str:

@@ -122,7 +122,7 @@ SERVER_KEYS = {
     "api_key_secret.name": "apiKeySecretName",
     "api_key_secret.key": "apiKeySecretKey",
     "startup_timeout_minutes": "startupTimeoutMinutes",
-    "max_replicas": "replicas",
+    "max_replicas": "autoscalingMaxReplicas",
     "image_pull_minutes": "imagePullMinutes",
     "model_size_gb": "modelSizeGB",
     "min_read_mb_per_s": "modelLoadMinReadMBps",
@@ -194,10 +194,9 @@ def store_keys(config: StackConfig) -> dict[str, str]:
     return {**STORE_KEYS, "image": "downloaderImage" if config.downloader_image else "image"}
 
 
-def server_keys(config: StackConfig) -> dict[str, str]:
-    """SERVER_KEYS, with the most replicas fed by the autoscaler's maximum when it scales."""
-    scaling = config.autoscaling_enabled is True
-    return {**SERVER_KEYS, "max_replicas": "autoscalingMaxReplicas" if scaling else "replicas"}
+def most_replicas(config: StackConfig) -> Any:
+    """The most replicas that may run: the autoscaler's maximum when it scales, else replicas."""
+    return config.autoscaling_max_replicas if config.autoscaling_enabled else config.replicas
 
 
 def nodes(config: StackConfig) -> int:
@@ -336,7 +335,8 @@ def vllm_server_args(
         "memory": config.memory,
         "shm_size": config.shm_size,
         "replicas": None if scaling else config.replicas,
-        "max_replicas": config.autoscaling_max_replicas if scaling else config.replicas,
+        # Without autoscaling the server counts its replicas.
+        "max_replicas": config.autoscaling_max_replicas if scaling else None,
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
         # The component keeps it in a Secret, as a Pulumi secret; it is never in a plain value.
         "api_key": config.api_key,

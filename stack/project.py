@@ -17,6 +17,9 @@ import yaml
 
 from .config import INT64_MAX, Problem
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+"""This repository: its Pulumi.yaml and stack program."""
+
 # libyaml's parser: Pulumi.yaml is read on every run and pure-Python parsing is slow.
 BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

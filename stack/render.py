@@ -29,11 +29,11 @@ from pulumi.runtime.rpc import _special_sig_key as SIGNATURE_KEY
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from vllm_serving_components.gpu_claim import GPU_PRODUCT_LABEL
+
 from .config import ConfigError, namespaced_values
 from .loading import parse_stack_config
-from .project import StackFileError, read_project, stack_config
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from .project import PROJECT_DIR, StackFileError, read_project, stack_config
 REDACTED = "<redacted>"
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 APPLY_ORDER = [
@@ -313,7 +313,6 @@ TABLE_WIDTH = 120
 LABEL_WIDTH = 10
 PLAIN_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 SCALERS = ("ScaledObject", "HorizontalPodAutoscaler")
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 DEPENDS_ON_NOTE = "dependsOn leaves out the Namespace each object lives in."
 
 
@@ -661,7 +660,7 @@ def _claim_devices(spec: dict) -> list[str]:
     return found
 
 
-def _stack_from_file(path: Path) -> Optional[str]:
+def stack_of_file(path: Path) -> Optional[str]:
     """The stack a stack file is named for: Pulumi.<stack>.yaml."""
     match = re.fullmatch(r"Pulumi\.(.+)\.ya?ml", path.name)
     return match.group(1) if match else None
@@ -709,7 +708,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.stack_file.is_file():
             print(f"error: --stack-file {args.stack_file}: no such file", file=sys.stderr)
             return 2
-        stack = stack or _stack_from_file(args.stack_file)
+        stack = stack or stack_of_file(args.stack_file)
         if not stack:
             print(
                 f"error: --stack-file {args.stack_file}: cannot tell the stack from the file's name; "

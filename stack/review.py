@@ -34,7 +34,7 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from .render import DUMPER, PROJECT_DIR, object_key
+from .render import DUMPER, PROJECT_DIR, object_key, stack_of_file
 
 COMMENT_MARKER = "<!-- vllm-serving:stack-review -->"
 """The first line of summary.md: how the workflow finds its earlier comment to update it."""
@@ -87,6 +87,11 @@ class Side:
     """By object key; None when that side's renderer does not write options.json."""
     outputs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def comparable(self) -> bool:
+        """Rendered, or absent on this side (every object added or removed)."""
+        return self.rendered or not self.exists
+
 
 @dataclass(frozen=True)
 class StackChange:
@@ -103,7 +108,7 @@ class StackChange:
 
     @property
     def compared(self) -> bool:
-        return (self.base.rendered or not self.base.exists) and (self.head.rendered or not self.head.exists)
+        return self.base.comparable and self.head.comparable
 
     @property
     def options_compared(self) -> bool:
@@ -149,7 +154,7 @@ def worktree(repository: Path, commit: str, parent: Path) -> Iterator[Path]:
 
 def stack_names(project_dir: Path) -> list[str]:
     """Every stack with a file Pulumi.<stack>.yaml in the project."""
-    return sorted(path.name[len("Pulumi.") : -len(".yaml")] for path in project_dir.glob("Pulumi.?*.yaml"))
+    return sorted(stack for path in project_dir.glob("Pulumi.?*.y*ml") if (stack := stack_of_file(path)))
 
 
 def render_side(project_dir: Path, stacks: list[str], out_dir: Path) -> dict[str, Side]:
@@ -217,7 +222,7 @@ def _option_text(name: str, value: Any) -> str:
 
 def compare(stack: str, base: Side, head: Side) -> StackChange:
     """What changed in a stack from base to head: objects, their options, the outputs, and the diff."""
-    if not (base.rendered or not base.exists) or not (head.rendered or not head.exists):
+    if not (base.comparable and head.comparable):
         return StackChange(stack, base, head, [], [], [], [], [], "")
     before, after = base.manifests, head.manifests
     added = [key for key in after if key not in before]

@@ -1,7 +1,8 @@
 """The download Job's container, run here exactly as rendered: its shell command installs the
-pinned modelscope client from the package index, then runs the script shipped in the
-ConfigMap, which stages a model from a local hub. Only the paths inside the pod are mapped
-onto a temporary directory."""
+pinned modelscope client, then runs the script shipped in the ConfigMap, which stages a model
+from a local hub. Only the paths inside the pod are mapped onto a temporary directory, and the
+package index is a local folder of the client's wheels (pip reads PIP_NO_INDEX and
+PIP_FIND_LINKS from the environment), which .ci/run downloads."""
 
 import os
 import subprocess
@@ -9,15 +10,23 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_component
+from conftest import ROOT, run_component
 from fake_modelscope_hub import FakeModelScopeHub
 
 from vllm_serving_components import ModelStore
 from vllm_serving_components.model_store import CLIENT_DIR, SCRIPT_MOUNT
 from vllm_serving_components.stage_model import MARKER_NAME, read_marker
 
+WHEELS = ROOT / ".wheels" / "stage-client"
 MODEL_ID = "acme/tiny-chat"
 FILES = {"config.json": b'{"hidden_size": 8}', "model.safetensors": os.urandom(4096), "nested/tokenizer.json": b"{}"}
+
+
+@pytest.fixture(scope="module")
+def wheels() -> Path:
+    if not any(WHEELS.glob("modelscope-*.whl")):
+        pytest.fail(f"{WHEELS} holds no modelscope wheel: run .ci/run (or the README's line that fills it)")
+    return WHEELS
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def in_pod_paths_to_local(values: list[str], pod_root: Path) -> list[str]:
     return [str(pod_root) + value if value.startswith(prefixes) else value for value in values]
 
 
-def run_container(pod: dict, script_data: dict, pod_root: Path) -> subprocess.CompletedProcess:
+def run_container(pod: dict, script_data: dict, pod_root: Path, wheels: Path) -> subprocess.CompletedProcess:
     (container,) = pod["containers"]
     for name, text in script_data.items():
         script = pod_root / SCRIPT_MOUNT.lstrip("/") / name
@@ -53,13 +62,14 @@ def run_container(pod: dict, script_data: dict, pod_root: Path) -> subprocess.Co
     env.update({e["name"]: in_pod_paths_to_local([e["value"]], pod_root)[0] for e in container["env"]})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1"
+    env |= {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     command = in_pod_paths_to_local(container["command"] + container.get("args", []), pod_root)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_rendered_job_installs_the_client_and_stages_the_model(tmp_path, hub):
+def test_rendered_job_installs_the_client_and_stages_the_model(tmp_path, hub, wheels):
     pod, script_data = rendered_job(hub.endpoint)
-    first = run_container(pod, script_data, tmp_path)
+    first = run_container(pod, script_data, tmp_path, wheels)
     assert first.returncode == 0, first.stderr[-2000:]
 
     target = tmp_path / "models" / MODEL_ID / "master"
@@ -70,7 +80,7 @@ def test_rendered_job_installs_the_client_and_stages_the_model(tmp_path, hub):
     assert (client / "modelscope").is_dir() and (client / "modelscope_hub").is_dir()
 
     requests_before = len(hub.requests)
-    second = run_container(pod, script_data, tmp_path)
+    second = run_container(pod, script_data, tmp_path, wheels)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "already complete" in second.stdout
     assert len(hub.requests) == requests_before

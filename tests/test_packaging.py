@@ -37,13 +37,18 @@ def run(command: list, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
 
 
+# No package index: the build uses this environment's setuptools (requirements-dev.txt), and
+# nothing else is installed.
+OFFLINE = ("--quiet", "--no-index", "--no-build-isolation", "--no-deps")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """The distribution as pip builds it, from a copy of the checkout (pip builds in the tree)."""
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv*", "venv", ".git", "rendered", "review", "__pycache__", "*.egg-info"))
-    built = run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(source)])
+    built = run([sys.executable, "-m", "pip", "wheel", *OFFLINE, "--wheel-dir", str(tmp), str(source)])
     assert built.returncode == 0, built.stderr
     (path,) = tmp.glob("vllm_serving_components-*.whl")
     return path
@@ -55,7 +60,7 @@ def consumer(tmp_path_factory, wheel) -> Path:
     project = tmp_path_factory.mktemp("consumer")
     (project / "components").mkdir()
     (project / "components" / "__init__.py").write_text("Mine = 'the consumer components'\n")
-    installed = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(project / "site"), str(wheel)])
+    installed = run([sys.executable, "-m", "pip", "install", *OFFLINE, "--target", str(project / "site"), str(wheel)])
     assert installed.returncode == 0, installed.stderr
     return project
 
@@ -83,7 +88,7 @@ def typed_env(tmp_path_factory, wheel) -> Path:
     env = tmp_path_factory.mktemp("typed") / "venv"
     venv.create(env, with_pip=False)
     site = next((env / "lib").glob("python3*/site-packages"))
-    installed = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)])
+    installed = run([sys.executable, "-m", "pip", "install", *OFFLINE, "--target", str(site), str(wheel)])
     assert installed.returncode == 0, installed.stderr
     return env
 
@@ -130,7 +135,7 @@ def test_pip_installs_it_from_a_git_url(tmp_path, wheel):
     for command in (["init", "--quiet"], ["add", "-A"], ["commit", "--quiet", "-m", "snapshot"]):
         assert run([*git, *command], cwd=repo).returncode == 0
     target = tmp_path / "site"
-    installed = run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), f"git+file://{repo}"])
+    installed = run([sys.executable, "-m", "pip", "install", *OFFLINE, "--target", str(target), f"git+file://{repo}"])
     assert installed.returncode == 0, installed.stderr
     assert (target / IMPORT_NAME / "py.typed").is_file()
 

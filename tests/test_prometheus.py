@@ -387,6 +387,11 @@ def silent(at: str, *names: str) -> list[dict]:
     return [{"eval_time": at, "alertname": name, "exp_alerts": []} for name in names]
 
 
+def firing(at: str, scope, name: str) -> dict:
+    """promtool's expectation that one server's alert fires at a time."""
+    return {"eval_time": at, "alertname": name, "exp_alerts": [alert(scope, name)]}
+
+
 def alert_cases() -> dict[str, dict]:
     """Scenario name -> input series (one sample a minute) and what must fire when."""
     steady = [*replicas(NAMESPACE, DEPLOYMENT_A, "3x40", "3x40"), *replicas(NAMESPACE, DEPLOYMENT_B, "1x40", "1x40")]
@@ -397,7 +402,7 @@ def alert_cases() -> dict[str, dict]:
             "input_series": [*steady, *healthy(SCOPE_A, A1, "30x40"), *healthy(SCOPE_A, A2, "10x40"), *b_healthy],
             "alert_rule_test": [
                 *silent("9m", "VLLMQueueHigh"),  # pending: not 10 minutes yet
-                {"eval_time": "12m", "alertname": "VLLMQueueHigh", "exp_alerts": [alert(SCOPE_A, "VLLMQueueHigh")]},
+                firing("12m", SCOPE_A, "VLLMQueueHigh"),
                 *silent("12m", "VLLMPodsNotReady", "VLLMKVCacheNearlyFull", "VLLMPreemptions", "VLLMScalingMetricMissing"),
             ],
         },
@@ -405,7 +410,7 @@ def alert_cases() -> dict[str, dict]:
             # A: 25 over 3 ready = 8.3. B: 500 on its one replica fires B's alert, not A's.
             "input_series": [*steady, *healthy(SCOPE_A, A1, "15x40"), *healthy(SCOPE_A, A2, "10x40"), *healthy(SCOPE_B, B1, "500x40")],
             "alert_rule_test": [
-                {"eval_time": "30m", "alertname": "VLLMQueueHigh", "exp_alerts": [alert(SCOPE_B, "VLLMQueueHigh")]},
+                firing("30m", SCOPE_B, "VLLMQueueHigh"),
             ],
         },
         "queue with no ready replica counts as one": {
@@ -416,7 +421,7 @@ def alert_cases() -> dict[str, dict]:
                 *b_healthy,
             ],
             "alert_rule_test": [
-                {"eval_time": "12m", "alertname": "VLLMQueueHigh", "exp_alerts": [alert(SCOPE_A, "VLLMQueueHigh")]},
+                firing("12m", SCOPE_A, "VLLMQueueHigh"),
             ],
         },
         "KV cache nearly full": {
@@ -429,7 +434,7 @@ def alert_cases() -> dict[str, dict]:
             ],
             "alert_rule_test": [
                 *silent("9m", "VLLMKVCacheNearlyFull"),
-                {"eval_time": "12m", "alertname": "VLLMKVCacheNearlyFull", "exp_alerts": [alert(SCOPE_A, "VLLMKVCacheNearlyFull")]},
+                firing("12m", SCOPE_A, "VLLMKVCacheNearlyFull"),
             ],
         },
         "KV cache high on one pod, not on average": {
@@ -443,7 +448,7 @@ def alert_cases() -> dict[str, dict]:
                 vllm(queries.KV_CACHE, SCOPE_B, B1, "0.99x40"),
             ],
             "alert_rule_test": [
-                {"eval_time": "30m", "alertname": "VLLMKVCacheNearlyFull", "exp_alerts": [alert(SCOPE_B, "VLLMKVCacheNearlyFull")]},
+                firing("30m", SCOPE_B, "VLLMKVCacheNearlyFull"),
             ],
         },
         "preemptions going on": {
@@ -456,7 +461,7 @@ def alert_cases() -> dict[str, dict]:
             ],
             "alert_rule_test": [
                 *silent("8m", "VLLMPreemptions"),
-                {"eval_time": "15m", "alertname": "VLLMPreemptions", "exp_alerts": [alert(SCOPE_A, "VLLMPreemptions")]},
+                firing("15m", SCOPE_A, "VLLMPreemptions"),
             ],
         },
         "preemptions long past": {
@@ -468,7 +473,7 @@ def alert_cases() -> dict[str, dict]:
                 *b_healthy,
             ],
             "alert_rule_test": [
-                {"eval_time": "12m", "alertname": "VLLMPreemptions", "exp_alerts": [alert(SCOPE_A, "VLLMPreemptions")]},
+                firing("12m", SCOPE_A, "VLLMPreemptions"),
                 *silent("30m", "VLLMPreemptions"),
             ],
         },
@@ -477,11 +482,7 @@ def alert_cases() -> dict[str, dict]:
             "input_series": [*steady, vllm(queries.KV_CACHE, SCOPE_A, A1, "0.5x40"), *b_healthy],
             "alert_rule_test": [
                 *silent("9m", "VLLMScalingMetricMissing"),
-                {
-                    "eval_time": "12m",
-                    "alertname": "VLLMScalingMetricMissing",
-                    "exp_alerts": [alert(SCOPE_A, "VLLMScalingMetricMissing")],
-                },
+                firing("12m", SCOPE_A, "VLLMScalingMetricMissing"),
             ],
         },
         "scaling metric back": {
@@ -502,7 +503,7 @@ def alert_cases() -> dict[str, dict]:
             ],
             "alert_rule_test": [
                 *silent("14m", "VLLMPodsNotReady"),
-                {"eval_time": "16m", "alertname": "VLLMPodsNotReady", "exp_alerts": [alert(SCOPE_A, "VLLMPodsNotReady")]},
+                firing("16m", SCOPE_A, "VLLMPodsNotReady"),
                 *silent("16m", "VLLMQueueHigh", "VLLMKVCacheNearlyFull", "VLLMPreemptions", "VLLMScalingMetricMissing"),
             ],
         },
@@ -563,11 +564,7 @@ def test_alerts_fire_when_they_should_and_only_then(rules_dir):
 def test_promtool_reports_a_wrong_expectation(rules_dir):
     """The control: the same harness with one expectation wrong fails."""
     cases = alert_cases()
-    cases["pods not ready"]["alert_rule_test"][0] = {
-        "eval_time": "14m",
-        "alertname": "VLLMPodsNotReady",
-        "exp_alerts": [alert(SCOPE_A, "VLLMPodsNotReady")],
-    }
+    cases["pods not ready"]["alert_rule_test"][0] = firing("14m", SCOPE_A, "VLLMPodsNotReady")
     write(rules_dir / "tests.yaml", promtool_tests(cases))
     tested = promtool("test", "rules", "tests.yaml", cwd=rules_dir)
     assert tested.returncode != 0

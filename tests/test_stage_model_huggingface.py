@@ -4,7 +4,6 @@ The real huggingface_hub client does the downloading; FakeHuggingFaceHub stands 
 Hub, reached through --endpoint.
 """
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from test_stage_model import (  # noqa: F401
     SCRIPT,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
+    assert_marker,
     error_lines,
     files_under,
     model_files,
@@ -78,19 +78,8 @@ def model_files_under(target: Path) -> dict:
 
 def assert_complete_store(target: Path, model_files: dict, model_id: str = MODEL_ID) -> None:
     assert model_files_under(target) == model_files
-    marker = read_marker_file(target)
-    assert (marker["modelId"], marker["revision"], marker["source"]) == (model_id, REVISION, "huggingface")
-    assert marker["files"] == len(model_files)
-    assert marker["bytes"] == sum(len(content) for content in model_files.values())
     # The Hub gives a sha256 for LFS files only; the others are recorded with their size.
-    assert marker["manifest"] == [
-        {
-            "path": path,
-            "size": len(content),
-            **({"sha256": hashlib.sha256(content).hexdigest()} if path.endswith(".safetensors") else {}),
-        }
-        for path, content in sorted(model_files.items())
-    ]
+    assert_marker(target, model_files, "huggingface", model_id, hashed=lambda path: path.endswith(".safetensors"))
 
 
 def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, target, model_files):

@@ -71,10 +71,19 @@ def run_stage(tmp_path, hub, target):
         no_proxy="127.0.0.1",
     )
 
+    return stage_runner(sys.executable, env, hub, target)
+
+
+def stage_runner(python: str, env: dict, hub, target: Path, source_args: tuple[str, ...] = ()):
+    """A function that runs the script with this interpreter and environment against the hub, as
+    the Job does: positional arguments are added to the command line; keyword arguments replace
+    the model id, revision, target or endpoint, or change the environment (None unsets)."""
+
     def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None, target=target):
         command = [
-            sys.executable,
+            python,
             str(SCRIPT),
+            *source_args,
             "--model-id", model_id,
             "--revision", revision,
             "--target", str(target),

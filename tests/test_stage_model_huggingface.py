@@ -19,13 +19,13 @@ from test_stage_model import (  # noqa: F401
     MODEL_ID,
     REPO_ROOT,
     REVISION,
-    SCRIPT,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
     assert_marker,
     error_lines,
     files_under,
     model_files,
+    stage_runner,
     read_marker_file,
     target,
     write_files,
@@ -47,24 +47,7 @@ def run_stage(tmp_path, hub, target):
     env = {name: value for name, value in os.environ.items() if not name.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HOME=str(tmp_path / "hf-home"), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
 
-    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None, target=target):
-        command = [
-            sys.executable,
-            str(SCRIPT),
-            "--source", "huggingface",
-            "--model-id", model_id,
-            "--revision", revision,
-            "--target", str(target),
-            "--endpoint", endpoint or hub.endpoint,
-            *extra_args,
-        ]  # fmt: skip
-        run_env = {**env, **(env_changes or {})}
-        run_env = {name: value for name, value in run_env.items() if value is not None}
-        return subprocess.run(
-            command, cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
-        )
-
-    return run
+    return stage_runner(sys.executable, env, hub, target, ("--source", "huggingface"))
 
 
 def model_files_under(target: Path) -> dict:

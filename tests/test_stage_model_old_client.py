@@ -23,7 +23,6 @@ from test_stage_model import (  # noqa: F401
     MODEL_ID,
     REPO_ROOT,
     REVISION,
-    SCRIPT,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
     assert_marker,
@@ -31,6 +30,7 @@ from test_stage_model import (  # noqa: F401
     files_under,
     load_stage_model,
     model_files,
+    stage_runner,
     target,
     write_files,
 )
@@ -88,25 +88,9 @@ def run_stage(tmp_path, tls, hub, target, old_client_problem):
         no_proxy="127.0.0.1",
     )
 
-    def run(*extra_args, model_id=MODEL_ID, revision=REVISION, endpoint=None, env_changes=None, target=target):
-        if old_client_problem:
-            pytest.fail(old_client_problem, pytrace=False)
-        command = [
-            str(OLD_CLIENT_PYTHON),
-            str(SCRIPT),
-            "--model-id", model_id,
-            "--revision", revision,
-            "--target", str(target),
-            "--endpoint", endpoint or hub.endpoint,
-            *extra_args,
-        ]  # fmt: skip
-        run_env = {**env, **(env_changes or {})}
-        run_env = {name: value for name, value in run_env.items() if value is not None}
-        return subprocess.run(
-            command, cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
-        )
-
-    return run
+    if old_client_problem:
+        pytest.fail(old_client_problem, pytrace=False)
+    return stage_runner(str(OLD_CLIENT_PYTHON), env, hub, target)
 
 
 def model_files_under(target: Path) -> dict:

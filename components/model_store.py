@@ -33,6 +33,7 @@ from .arguments import (
     with_defaults,
 )
 from .escaping import container_text, container_texts
+from .kept import kept_metadata, kept_options
 from .labels import object_labels, selector_labels
 from .network import egress_only_to, url_port
 from .pods import RULES as POD_RULES
@@ -135,8 +136,9 @@ class ModelStoreArgs(TypedDict):
     beyond this many, keeping the newest other one, which the server still uses during an upgrade.
     At least 2; 0 keeps every revision. Default 2."""
     protect_claim: NotRequired[bool]
-    """Protect the claim it creates: Pulumi refuses to delete or replace it. Default false; the claim
-    is kept in the cluster on destroy either way."""
+    """Protect the claim it creates: Pulumi refuses to delete it, and a destroy stops at it. Default
+    false; either way the claim is kept in the cluster on destroy, adopted by the next up, and never
+    replaced (a change of its storage class or access mode fails instead)."""
     pod: NotRequired[PodSettingsArgs]
     """Pull secrets, priority class, extra node selector and tolerations of the Job's pod."""
     network_policy: NotRequired[bool]
@@ -428,17 +430,20 @@ class ModelStore(pulumi.ComponentResource):
         if args["existing_claim"]:
             claim_name: pulumi.Input[str] = args["existing_claim"]
         else:
-            claim = k8s.core.v1.PersistentVolumeClaim(
+            # The weights took hours to stage: a destroy leaves the claim (and its volume) in the
+            # cluster, and the next up adopts it (kept.py); protect_claim also makes Pulumi refuse
+            # to delete it.
+            claim = k8s.core.v1.PersistentVolumeClaimPatch(
                 f"{name}-models",
-                metadata={"name": f"{name}-models", "namespace": namespace, "labels": labels},
+                metadata=kept_metadata(
+                    "PersistentVolumeClaim", {"name": f"{name}-models", "namespace": namespace, "labels": labels}
+                ),
                 spec={
                     "accessModes": [args["access_mode"]],
                     "resources": {"requests": {"storage": args["size"]}},
                     **({"storageClassName": args["storage_class"]} if args["storage_class"] else {}),
                 },
-                # The weights took hours to stage: a destroy leaves the claim (and its volume) in
-                # the cluster; protect_claim also refuses a replacement, e.g. on a storage change.
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, protect=args["protect_claim"]),
+                opts=kept_options("kubernetes:core/v1:PersistentVolumeClaim", self, protect=args["protect_claim"]),
             )
             claim_name = claim.metadata.name
 

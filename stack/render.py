@@ -72,6 +72,8 @@ class Options:
     delete_before_replace: bool = False
     replace_on_changes: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
+    adopts_existing: bool = False
+    """A Patch resource (components/kept.py): creates the object, or adopts it if it exists."""
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -99,6 +101,7 @@ class RecordingMonitor(mocks.MockMonitor):
             delete_before_replace=request.deleteBeforeReplace,
             replace_on_changes=tuple(request.replaceOnChanges),
             ignore_changes=tuple(request.ignoreChanges),
+            adopts_existing=request.type.startswith("kubernetes:") and request.type.endswith("Patch"),
         )
 
     def _describe(self, urn: str) -> str:
@@ -338,6 +341,8 @@ def options_json(options: Options) -> dict[str, Any]:
         found["deleteBeforeReplace"] = True
     if options.ignore_changes:
         found["ignoreChanges"] = list(options.ignore_changes)
+    if options.adopts_existing:
+        found["adoptsExisting"] = True
     if options.depends_on:
         found["dependsOn"] = sorted(options.depends_on)
     return found

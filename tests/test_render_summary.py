@@ -56,7 +56,7 @@ def test_prod_storage_route_scaler_quota_and_download(rendered):
     assert block(prod, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving  vllm-qwen3-235b-models          ModelStore
   storage    1Ti, class nfs-client, ReadWriteMany
-  options    retainOnDelete; protect"""
+  options    retainOnDelete; protect; adoptsExisting"""
     assert block(prod, "Ingress") == """\
 Ingress                ai-serving  vllm-qwen3-235b                 Exposure
   host       vllm.ai-serving.company.com /v1, TLS, class nginx
@@ -78,7 +78,7 @@ Job                    ai-serving  vllm-qwen3-235b-stage-3a462107  ModelStore
              ServiceAccount/vllm-qwen3-235b-stage"""
     assert block(prod, "Namespace") == """\
 Namespace              -           ai-serving                      -
-  options    retainOnDelete"""
+  options    retainOnDelete; adoptsExisting"""
     assert block(prod, "ServiceAccount", "vllm-qwen3-235b") == (
         "ServiceAccount         ai-serving  vllm-qwen3-235b                 VLLMServer"
     ), "only what depends on the namespace: nothing to show"
@@ -98,7 +98,7 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
     assert block(dev, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
   storage    20Gi, class (cluster default), ReadWriteOnce
-  options    retainOnDelete"""
+  options    retainOnDelete; adoptsExisting"""
 
 
 def test_multinode_leader_worker_set(multinode):
@@ -167,9 +167,9 @@ def test_markdown_cells_escape_what_would_break_the_table():
 def test_options_json_holds_every_set_option_by_object(rendered):
     document = options_document(rendered["prod"].objects)
     assert document["PersistentVolumeClaim/ai-serving/vllm-qwen3-235b-models"] == {
-        "protect": True, "retainOnDelete": True, "dependsOn": ["Namespace/ai-serving"],
+        "protect": True, "retainOnDelete": True, "adoptsExisting": True, "dependsOn": ["Namespace/ai-serving"],
     }
-    assert document["Namespace/ai-serving"] == {"retainOnDelete": True}
+    assert document["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
     assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "161m"}
     assert len(document) == len(rendered["prod"].objects)
 
@@ -179,7 +179,7 @@ def test_the_renderer_writes_the_summary_and_the_options(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "  gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3" in printed
     assert (tmp_path / "summary.md").read_text().startswith("### Stack `prod`: 18 objects\n")
-    assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True}
+    assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
 
 
 # --- A stack file kept elsewhere -----------------------------------------------------------------

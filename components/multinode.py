@@ -34,6 +34,8 @@ RAY_NODE_CHECK = (
     "me = ray.util.get_node_ip_address()\n"
     "raise SystemExit(0 if any(n['Alive'] and n['NodeManagerAddress'] == me for n in ray.nodes()) else 1)\n"
 )
+SUBDOMAIN_POLICY = "UniquePerReplica"
+"""How LWS names the groups' headless Services (api/leaderworkerset/v1 SubdomainPolicy)."""
 AVAILABLE = "condition=Available"
 """LWS's condition when its groups are up (LeaderWorkerSetAvailable): what Pulumi waits for."""
 
@@ -97,6 +99,11 @@ def lws_spec(
         # Workers start with the leader: its readiness waits for them (the Ray cluster), so
         # LeaderReady would never start them.
         "startupPolicy": "LeaderCreated",
+        # A headless Service per group, named after its leader pod (<set>-<group>), for the
+        # group's DNS. The default, Shared, names one Service after the set itself, which is the
+        # name of the API Service in front of the leaders (lws pkg/controllers:
+        # CreateHeadlessServiceIfNotExists with lws.Name, or with the leader pod's name here).
+        "networkConfig": {"subdomainPolicy": SUBDOMAIN_POLICY},
     }
     if replicas is not None:
         spec["replicas"] = replicas

@@ -154,6 +154,35 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             problems.append(Problem(key="imageRegistry", message=str(error)))
     problems += api_key_problems(config, ok)
     problems += credential_problems(config)
+    problems += tls_secret_problems(config, ok)
+    return problems
+
+
+def tls_secret_problems(config: StackConfig, ok) -> list[Problem]:
+    """The Ingress's TLS Secret is the certificate's alone: cert-manager's ingress-shim writes the
+    Secret that spec.tls names (and a Certificate of that name), so it must be no Secret the stack
+    creates or reads for a credential."""
+    keys = ("host", "tls", "exposureRoute", "tlsSecretName", "apiKey", "apiKeySecretName", "hubToken", "hubTokenSecretName")
+    if not ok(*keys) or not (config.host and config.tls) or config.exposure_route != "ingress":
+        return []
+    tls_secret = config.tls_secret_name or f"{config.name}-tls"
+    credentials = {
+        "apiKey": f"{config.name}-api-key" if config.api_key is not None else None,
+        "apiKeySecretName": config.api_key_secret_name,
+        "hubToken": f"{config.name}-hub-token" if config.hub_token is not None else None,
+        "hubTokenSecretName": config.hub_token_secret_name,
+    }
+    problems = []
+    for key, secret in credentials.items():
+        if secret != tls_secret:
+            continue
+        if config.tls_secret_name:
+            message = f"is {tls_secret}, the Secret that {key} also uses"
+            key = "tlsSecretName"
+        else:
+            message = f"is {tls_secret}, the Ingress's TLS Secret (the default, <name>-tls)"
+        problems.append(Problem(key=key, message=f"{message}: cert-manager writes the certificate into the TLS Secret; "
+                                "give the two Secrets different names"))
     return problems
 
 

@@ -197,6 +197,10 @@ BAD_CONFIGS = [
     ({"shmSize": "16Gi"}, "shmSize", "smaller than"),
     ({"hamiMemoryPercent": 50}, "hamiMemoryPercent", "cannot be combined with hamiMemoryMiB"),
     ({"tls": True}, "tls", "needs a host"),
+    # The Secret cert-manager writes for the Ingress is no credential's Secret.
+    ({**WITH_HOST, "tls": True, "apiKeySecretName": "vllm-qwen3-0-6b-tls"}, "apiKeySecretName", "TLS Secret"),
+    ({**WITH_HOST, "tls": True, "tlsSecretName": "vllm-key"}, "tlsSecretName", "apiKeySecretName also uses"),
+    ({**WITH_HOST, "tls": True, "tlsSecretName": "hub", "hubTokenSecretName": "hub"}, "tlsSecretName", "hubTokenSecretName"),
     ({**WITH_HOST, "exposureRoute": "gateway"}, "gatewayName", "required"),
     ({"existingClaim": "shared", "storageSize": "1Ti"}, "storageSize", "existingClaim"),
     ({**AUTOSCALING, "autoscalingMinReplicas": 0}, "autoscalingMinReplicas", "at least 1"),

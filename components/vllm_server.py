@@ -689,7 +689,8 @@ def pdb_spec(name: str, args: VLLMServerArgs) -> dict:
     return {**limit, "selector": {"matchLabels": pods}}
 
 
-def gap_warning(name: str, args: VLLMServerArgs) -> str:
+def gap_warning(name: str) -> str:
+    """What the plan says when a rollout at one replica stops it (service_gap)."""
     return (
         f"VLLMServer {name}: with max_surge 0 and one replica, every rollout (a new image, model or "
         "setting) stops the only replica before its successor has loaded: the service is down for a "
@@ -814,7 +815,7 @@ class VLLMServer(pulumi.ComponentResource):
             opts=child,
         )
         if service_gap(args) and not args["accept_service_gap"]:
-            pulumi.log.warn(gap_warning(name, args), resource=self)
+            pulumi.log.warn(gap_warning(name), resource=self)
         self.deployment_name = workload.metadata.apply(lambda metadata: metadata["name"])
         self.workload_kind = pulumi.Output.from_input(kind)
         self.workload_api_version = pulumi.Output.from_input(api_version)

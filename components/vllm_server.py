@@ -171,9 +171,9 @@ class VLLMServerArgs(TypedDict):
     (and room under a GPU quota). Default 1. 0 when no GPUs are ever spare: then a rollout at one
     replica stops it before its successor is ready (docs/rollouts.md)."""
     accept_service_gap: NotRequired[bool]
-    """Accept that a rollout or node drain may stop the only replica: without a surge no warning,
-    and the disruption budget lets a drain evict one pod at a time even at one replica. Default
-    false: a drain waits while one replica is all there is."""
+    """Accept that a rollout without a surge (max_surge 0) or a node drain may stop the only
+    replica: the plan does not warn, and the disruption budget lets a drain evict one pod at a
+    time even at one replica. Default false: a drain waits while one replica is all there is."""
     single_node_claim: NotRequired[bool]
     """The model claim attaches to one node at a time (ReadWriteOnce): every server pod, a
     rollout's new one included, must run on the node of the running ones. Default false."""

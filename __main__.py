@@ -30,7 +30,7 @@ if config.create_namespace:
     ).metadata.name
 
 gpu = GpuClaim(name, gpu_claim_args(config, namespace))
-store = ModelStore(name, model_store_args(config, namespace))
+store = ModelStore(name, model_store_args(config, namespace, gpu.pod_fragment["tolerations"]))
 server = VLLMServer(
     name,
     vllm_server_args(

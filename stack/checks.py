@@ -133,6 +133,7 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
                     f"gpuQuota ({config.gpu_quota}); the replicas beyond it could never start: lower it or raise the quota",
                 )
             )
+    problems += surge_problems(config, ok)
     if config.autoscaling_enabled is True and "replicas" in config.explicit:
         problems.append(
             Problem(
@@ -184,6 +185,31 @@ def tls_secret_problems(config: StackConfig, ok) -> list[Problem]:
         problems.append(Problem(key=key, message=f"{message}: cert-manager writes the certificate into the TLS Secret; "
                                 "give the two Secrets different names"))
     return problems
+
+
+def surge_problems(config: StackConfig, ok) -> list[Problem]:
+    """A rollout's surge replica counts against the GPU quota: at the fewest replicas, one more must fit.
+
+    Above the fewest, a quota sized for the most replicas leaves the room; at the most, the
+    rollout stops one old replica first (components.rollout).
+    """
+    keys = ("gpuQuota", "gpuCount", "maxSurge", "autoscalingEnabled", "autoscalingMinReplicas", "replicas")
+    if not ok(*keys) or not config.gpu_quota or not config.max_surge:
+        return []
+    fewest = max(config.autoscaling_min_replicas, 1) if config.autoscaling_enabled else config.replicas
+    needed = (fewest + 1) * config.gpu_count
+    if needed <= config.gpu_quota:
+        return []
+    fewest_key = "autoscalingMinReplicas" if config.autoscaling_enabled else "replicas"
+    return [
+        Problem(
+            key="maxSurge",
+            message=f"({config.max_surge}) starts a replica beside the {fewest} of {fewest_key} during a rollout: "
+            f"({fewest} + 1) x gpuCount ({config.gpu_count}) = {needed} GPUs, above gpuQuota ({config.gpu_quota}), so "
+            f"the quota refuses it and the rollout stalls. Raise gpuQuota to {needed}, or set maxSurge 0"
+            + (" (a rollout at one replica then stops it first: acceptServiceGap)" if fewest == 1 else ""),
+        )
+    ]
 
 
 def api_key_problems(config: StackConfig, ok) -> list[Problem]:

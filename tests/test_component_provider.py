@@ -42,6 +42,7 @@ NESTED_TYPES = {
     "HamiSliceArgs",
     "PodSettingsArgs",
     "SecretKeyArgs",
+    "ServerPodsArgs",
     "SignalArgs",
     "TolerationArgs",
 }

@@ -145,8 +145,10 @@ def test_the_changelog_describes_this_version():
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     headings = [line[3:].strip() for line in (ROOT / "CHANGELOG.md").read_text().splitlines() if line.startswith("## ")]
-    assert headings[0] == version, "a new version needs its CHANGELOG section first"
-    assert headings == sorted(headings, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+    # Changes not yet released gather under "Unreleased", above the current version.
+    released = headings[1:] if headings[0] == "Unreleased" else headings
+    assert released[0] == version, "a new version needs its CHANGELOG section first"
+    assert released == sorted(released, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
 
 
 def test_the_end_to_end_provider_is_the_release_users_get():

@@ -31,7 +31,7 @@ def test_component_example_creates_a_served_model():
     rendering = run_component(lambda: exec(example, {}))
     assert sorted(o.kind for o in rendering.objects) == [
         "ConfigMap", "Deployment", "Job", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
-        "PersistentVolumeClaim", "Service", "ServiceAccount", "ServiceAccount",
+        "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceAccount",
     ]
     deployment = rendering.only("Deployment")
     assert rendering.only("Service")["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

@@ -46,7 +46,9 @@ Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
   resources  cpu 32, memory 160Gi (requests = limits)
   replicas   1-2, by ScaledObject vllm-qwen3-235b
-  options    customTimeouts create 80m, update 161m
+  rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
+             at 1 replica a new one starts before an old one stops, 1 keeps serving
+  options    customTimeouts create 80m, update 166m
   dependsOn  Job/vllm-qwen3-235b-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b"""
 
@@ -92,6 +94,8 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
   gpus       nvidia.com/gpu: 1, nvidia.com/gpucores: 50, nvidia.com/gpumem: 12288; scheduler hami-scheduler
   resources  cpu 4, memory 16Gi (requests = limits)
   replicas   1
+  rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
+             1 keeps serving
   options    customTimeouts create 35m, update 38m
   dependsOn  Job/vllm-qwen3-0-6b-stage-57e78d77, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
              ServiceAccount/vllm-qwen3-0-6b"""
@@ -109,7 +113,8 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
   gpus       each pod: nvidia.com/gpu: 8 on NVIDIA-A100-SXM4-40GB or NVIDIA-A100-PCIE-40GB
   resources  each pod: cpu 32, memory 160Gi (requests = limits)
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
-  options    customTimeouts create 80m, update 161m
+  rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
+  options    customTimeouts create 100m, update 206m
   dependsOn  Job/vllm-qwen3-235b-mn-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
              ServiceAccount/vllm-qwen3-235b-mn"""
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
@@ -140,7 +145,8 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
         "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.11.0"
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
         "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
-        "<br>**options** customTimeouts create 80m, update 161m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
+        "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
+        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines
@@ -170,7 +176,7 @@ def test_options_json_holds_every_set_option_by_object(rendered):
         "protect": True, "retainOnDelete": True, "adoptsExisting": True, "dependsOn": ["Namespace/ai-serving"],
     }
     assert document["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
-    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "161m"}
+    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "166m"}
     assert len(document) == len(rendered["prod"].objects)
 
 

@@ -226,11 +226,18 @@ def moving_revision(args: ModelStoreArgs) -> Optional[str]:
     if COMMIT_ID.fullmatch(revision):
         return None
     what = "the hub's default branch" if revision == DEFAULT_REVISIONS[args["source"]] else "a branch or tag, not a commit"
+    pin = (
+        "pin revision to a 40-character commit id (a first run records it as commit in "
+        f"{model_path(args)}/{MARKER_NAME})"
+    )
+    if args["source"] == "modelscope" and not args["install_client"]:
+        # modelscope 1.30.0 (vllm/vllm-openai:v0.11.0) checks the revision against the branch and tag
+        # names alone (hub/api.py HubApi.get_valid_revision_detail): it refuses a commit id.
+        pin = f"pin a tag, or {pin} with install_client true: the image's own modelscope may take no commit id"
     return (
         f"revision {revision} is {what}: the Job stages whatever commit it names when the Job runs, a change "
-        "upstream starts no new download, and a re-run after upstream moved fails rather than mix two commits' "
-        "files; pin revision to a 40-character commit id (a first run records it as commit in "
-        f"{model_path(args)}/{MARKER_NAME})"
+        f"upstream starts no new download, and a re-run after upstream moved fails rather than mix two commits' "
+        f"files; {pin}"
     )
 
 

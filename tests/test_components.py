@@ -227,6 +227,9 @@ def test_a_revision_that_can_move_is_warned_of_with_how_to_pin_it():
     assert "/models/Qwen/Qwen3-0.6B/main/.modelstore-complete.json" in default
     assert moving_revision(store_args(revision="v1.0")).startswith("revision v1.0 is a branch or tag, not a commit")
     assert moving_revision(store_args(revision=commit[:12])) is not None  # a short id is not unique for ever
+    own_client = moving_revision(store_args(install_client=False))
+    assert "pin a tag, or pin revision to a 40-character commit id (a first run records" in own_client
+    assert own_client.endswith("with install_client true: the image's own modelscope may take no commit id")
 
 
 def test_the_plan_warns_of_a_moving_revision_and_of_an_image_the_lock_is_not_for():

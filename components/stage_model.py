@@ -697,7 +697,7 @@ class ModelScopeHub(HubClient):
                 self.api = self.HubApi(endpoint=self.api.resolve_endpoint_for_read(model_id, repo_type="model"))
             except Exception:  # noqa: BLE001 - the listing reports what is wrong
                 pass
-        # The commit first: a move after it is found by the check after the download (fetch).
+        # The commit before the listing: a move after it is found by the check after the download (fetch).
         commit = commit_or_none(self, model_id, revision)
         entries = self.api.list_repo_files(model_id, "model", revision=revision, recursive=True)
         files = [RepoFile(e.path, e.size, lower_or_none(e.sha256)) for e in entries if e.type != "tree" and e.path]
@@ -771,11 +771,11 @@ class LegacyModelScope(HubClient):
             # POST /api/v1/login for that cookie and stores it under
             # MODELSCOPE_CREDENTIALS_PATH (hub/api.py HubApi.login), where the download finds it.
             self.api.login()
-        # The commit first: a move after it is found by the check after the download (fetch).
-        commit = commit_or_none(self, model_id, revision)
         endpoint = self.api.get_endpoint_for_read(repo_id=model_id, repo_type="model")
         cookies = self.config.get_cookies()
         detail = self.api.get_valid_revision_detail(model_id, revision=revision, cookies=cookies, endpoint=endpoint)
+        # The commit before the listing: a move after it is found by the check after the download (fetch).
+        commit = commit_or_none(self, model_id, revision)
         entries = self.api.get_model_files(
             model_id=model_id,
             revision=detail["Revision"],

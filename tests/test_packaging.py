@@ -145,6 +145,7 @@ def test_the_changelog_describes_this_version():
 
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     headings = [line[3:].strip() for line in (ROOT / "CHANGELOG.md").read_text().splitlines() if line.startswith("## ")]
+    headings = headings[1:] if headings[0] == "Unreleased" else headings  # changes not yet in a version
     assert headings[0] == version, "a new version needs its CHANGELOG section first"
     assert headings == sorted(headings, key=lambda v: tuple(map(int, v.split("."))), reverse=True)
 

@@ -125,10 +125,11 @@ def test_the_table_fits_the_terminal(rendered, multinode, width):
         )
 
 
-def test_the_summary_ends_with_the_outputs(rendered):
+def test_the_summary_ends_with_the_outputs_and_the_warnings(rendered):
     text = summary(rendered["prod"])
     assert "\n18 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
-    assert text.endswith('  servedModelName: "qwen3-235b"')
+    assert '  servedModelName: "qwen3-235b"\nWarnings:\n  - ModelStore vllm-qwen3-235b: revision master' in text
+    assert text.endswith("/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master/.modelstore-complete.json)")
 
 
 def test_summary_md_is_a_markdown_table_of_the_same(rendered):

@@ -124,10 +124,10 @@ def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, targ
     # which chooses the files, and once more inside snapshot_download, which fetches them. The
     # script asks which commit the revision names before its listing and again after the download.
     model_path = f"/api/v1/models/{MODEL_ID}"
-    listing = [model_path, f"{model_path}/revisions", f"{model_path}/repo/files"]
+    check, listing = [model_path, f"{model_path}/revisions"], [f"{model_path}/repo/files"]
     commit = [model_path, f"{model_path}/commits"]
     assert [r.path for r in hub.requests if r.path.startswith(model_path) and "FilePath" not in r.query] == [
-        *commit, *listing, *listing, *commit,
+        *check, *commit, *listing, *check, *listing, *commit,
     ]
     for path in model_files:
         assert len(hub.downloads_of(path)) == 1, path

@@ -28,7 +28,6 @@ from typing import NamedTuple
 from vllm_serving_components.model_store import CLIENTS, DEFAULTS, client_lock
 
 
-
 class Runtime(NamedTuple):
     """The interpreter and platform of an image, as pip's tag options name them."""
 
@@ -62,7 +61,7 @@ class Runtime(NamedTuple):
 IMAGE_RUNTIMES = {
     # vllm-project/vllm v0.11.0 docker/Dockerfile: ARG PYTHON_VERSION=3.12, installed from the
     # deadsnakes PPA into the final stage FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu22.04
-    # (Ubuntu 22.04: glibc 2.35); the published vllm/vllm-openai tags are linux/amd64 builds.
+    # (Ubuntu 22.04: glibc 2.35); x86_64, the GPU nodes' platform (arm64 nodes need an entry of their own).
     "vllm/vllm-openai:v0.11.0": Runtime("3.12", (2, 35), "x86_64"),
 }
 

@@ -13,9 +13,11 @@ printed. Secret values are never written.
 
 import argparse
 import json
+import logging
 import re
 import runpy
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -141,6 +143,8 @@ class Rendering:
     stack: str
     objects: list[RenderedObject]
     outputs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    """What the program warned of (pulumi.log.warn), as a preview shows it."""
 
     def find(self, kind: str, name: str) -> dict:
         """The manifest of one object; KeyError if the stack does not create it."""
@@ -225,6 +229,18 @@ async def _stack_outputs() -> dict[str, Any]:
     return outputs
 
 
+class WarningCollector(logging.Handler):
+    """Keeps the warnings the mock engine logs (pulumi.log.warn under mocks goes to its logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
 def run_under_mocks(
     program: Callable[[], Any],
     project: str,
@@ -238,8 +254,11 @@ def run_under_mocks(
     Pass a monitor to see what was registered even when the program raises.
     """
     monitor = monitor or RecordingMonitor(EchoMocks())
+    warnings = WarningCollector()
+    logger = logging.Logger("stack.render")  # not registered: nothing else logs through it
+    logger.addHandler(warnings)
     settings.ROOT.set(None)
-    mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=logger)
     set_all_config(config, secret_keys or [])
     _sync_await(run_pulumi_func(program))
     registered = list(monitor.resources.items())
@@ -250,7 +269,7 @@ def run_under_mocks(
         for urn, registration in registered
         if _type_chain(urn)[-1].startswith("kubernetes:")
     ]
-    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
+    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs, warnings=warnings.messages)
 
 
 def render_stack(
@@ -448,6 +467,9 @@ def summary(rendering: Rendering, width: int = TABLE_WIDTH) -> str:
     lines.append(f"\n{len(rendering.objects)} objects for stack {rendering.stack}; {DEPENDS_ON_NOTE[0].lower()}{DEPENDS_ON_NOTE[1:]}")
     lines.append("Outputs:")
     lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(rendering.outputs.items())]
+    if rendering.warnings:
+        lines.append("Warnings:")
+        lines += [textwrap.fill(warning, width, initial_indent="  - ", subsequent_indent="    ") for warning in rendering.warnings]
     return "\n".join(lines)
 
 
@@ -465,6 +487,8 @@ def markdown_summary(rendering: Rendering, heading: str = "###") -> str:
         lines.append("| " + " | ".join([*(_cell(cell) for cell in cells), details]) + " |")
     lines += ["", DEPENDS_ON_NOTE, "", "| Output | Value |", "|---|---|"]
     lines += [f"| {_cell(key)} | {_code(json.dumps(value))} |" for key, value in sorted(rendering.outputs.items())]
+    if rendering.warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {_cell(warning)}" for warning in rendering.warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,7 @@ from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
 from .multinode import AVAILABLE, LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
 from .network import egress_dns_only
+from .ordering import value_only, waits_for
 from .pods import (
     RULES as POD_RULES,
     SCRATCH_ENV,
@@ -757,6 +758,9 @@ class VLLMServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
+        # The pods wait for the store's Job through depends_on only (components/ordering.py).
+        staged = waits_for(args["model_path"])
+        args = {**args, "model_path": value_only(args["model_path"])}
         namespace, labels = args["namespace"], object_labels(name, COMPONENT)
         child = pulumi.ResourceOptions(parent=self)
         needs = [
@@ -772,7 +776,7 @@ class VLLMServer(pulumi.ComponentResource):
             needs.append(secret_of(f"{name}-api-key", namespace, labels, API_KEY_SECRET_KEY, args["api_key"], self))
         create, update = server_timeouts(args)
         timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
-        workload_opts = pulumi.ResourceOptions(parent=self, depends_on=needs, custom_timeouts=timeouts)
+        workload_opts = pulumi.ResourceOptions(parent=self, depends_on=[*needs, staged], custom_timeouts=timeouts)
         kind = workload_kind(args["nodes"])
         if kind == LWS_KIND:
             # Pulumi waits for no custom resource unless told: wait until the groups are up.

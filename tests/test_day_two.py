@@ -5,7 +5,7 @@ import pytest
 from conftest import project_with_stack
 
 from vllm_serving_components.rollout import load_minutes, rollout_timeouts
-from stack.render import render_stack
+from stack.render import EchoMocks, RecordingMonitor, render_stack
 
 
 def server(rendering):
@@ -22,6 +22,31 @@ def test_a_failed_download_job_is_replaced_on_the_next_up(rendered, stack):
     assert "PersistentVolumeClaim/" + rendered[stack].outputs["claimName"] in options.depends_on
     minutes = job["spec"]["activeDeadlineSeconds"] // 60 + 5
     assert options.timeouts == {"create": f"{minutes}m", "update": f"{minutes}m"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "multinode"])
+def test_a_replaced_download_job_leaves_the_server_in_place(stack):
+    """The server waits for the Job through depends_on only: a property of the workload that
+    depended on the Job would make the engine replace the workload with a Job replaced
+    delete-before-replace (components/ordering.py), deleting every replica at once."""
+    monitor = RecordingMonitor(EchoMocks())
+    render_stack(stack, monitor=monitor)
+    by_type = {request.type: (urn, request) for urn, request in monitor.requests.items()}
+    job_urn, _ = by_type["kubernetes:batch/v1:Job"]
+    workload = next(t for t in by_type if t in ("kubernetes:apps/v1:Deployment", "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"))
+    _, request = by_type[workload]
+    assert job_urn in request.dependencies
+    assert {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if job_urn in deps.urns} == {}
+    # The server is told the staged path all the same.
+    (container,) = [c for c in _pod_spec(request.object)["containers"] if c["name"] == "vllm"]
+    assert any(arg.startswith("/models/") for arg in container["args"])
+
+
+def _pod_spec(obj) -> dict:
+    spec = obj["spec"]
+    if "template" in spec:
+        return spec["template"]["spec"]
+    return spec["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
 
 
 @pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True)])

@@ -11,6 +11,7 @@ created after the weights are in place. Pods never download, so they never race.
 """
 
 import hashlib
+import json
 import posixpath
 import re
 from pathlib import Path
@@ -223,15 +224,18 @@ def model_path(args: ModelStoreArgs) -> str:
     return model_dir(args["mount_path"], args["model_id"], revision_of(args))
 
 
-def revision_key(args: ModelStoreArgs) -> str:
-    """A short digest of what is downloaded; names the Job, so each revision gets its own."""
+def job_key(args: ModelStoreArgs, name: str) -> str:
+    """A short digest of all the Job runs: its spec and its ConfigMap's files. It names the Job,
+    so a new revision, or any change to how it is staged, is a new Job, created before the old
+    one is deleted. A Job cannot be changed in place, and replacing one under its own name deletes
+    it first (delete_before_replace), which made the engine replace a server whose state still
+    held a property dependency on it (components/ordering.py)."""
     args = with_defaults(args, DEFAULTS)
-    # The ModelScope fields alone, as before other sources: existing stores keep their Job name.
-    fields = [args["model_id"], revision_of(args), args["endpoint"] or "", *args["allow_patterns"]]
-    if args["source"] != "modelscope":
-        fields.append(args["source"])
-    fields += [f"ignore:{pattern}" for pattern in args["ignore_patterns"]]
-    return hashlib.sha256("\n".join(fields).encode()).hexdigest()[:8]
+    claim = args["existing_claim"] or f"{name}-models"
+    runs = {"spec": job_spec(args, name, claim, f"{name}-stage-script"), "files": script_files(args)}
+    # Values not known while the program runs (a namespace from another resource, a token) count by their place.
+    text = json.dumps(runs, sort_keys=True, default=lambda _: "<output>")
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
@@ -594,7 +598,7 @@ class ModelStore(pulumi.ComponentResource):
         needs: list[pulumi.Resource] = [script, account]
         if args["token"] is not None:
             needs.append(secret_of(f"{name}-hub-token", namespace, labels, HUB_TOKEN_KEY, args["token"], self))
-        job_name = f"{name}-stage-{revision_key(args)}"
+        job_name = f"{name}-stage-{job_key(args, name)}"
         timeout = f"{args['timeout_minutes'] + 5}m"
         job = k8s.batch.v1.Job(
             job_name,

@@ -24,7 +24,7 @@ from vllm_serving_components.model_store import (
     STAGE_SCRIPT,
     client_lock,
     moving_revision,
-    revision_key,
+    job_key,
 )
 from vllm_serving_components.stage_model import MARKER_NAME
 from stack.render import EchoMocks, run_under_mocks
@@ -183,7 +183,7 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
     assert rendering.find("ConfigMap", "m-stage-script")["data"] == {
         "stage_model.py": STAGE_SCRIPT.read_text(), "stage-client.txt": client_lock("modelscope").read_text(),
     }
-    job = rendering.find("Job", f"m-stage-{revision_key(store_args())}")
+    job = rendering.find("Job", f"m-stage-{job_key(store_args(), 'm')}")
     pod = job["spec"]["template"]["spec"]
     (stage,) = pod["containers"]
     assert stage["command"] == ["sh", "-c", INSTALL_AND_RUN, "stage-model"]
@@ -248,18 +248,20 @@ def test_the_plan_warns_of_a_moving_revision_and_of_an_image_the_lock_is_not_for
     assert run_component(lambda: ModelStore("m", own_client)).warnings == []
 
 
-def test_revision_key_changes_with_what_is_downloaded():
-    base = revision_key(store_args())
-    # The key of a ModelScope store is what it was before other sources: its Job keeps its name.
-    assert base == "57e78d77"
-    assert base == revision_key(store_args(image="other:v1", size="1Ti", verify=True, stall_timeout_seconds=60))
-    assert base == revision_key({**store_args(), "revision": None})
+def test_the_job_is_named_by_all_it_runs():
+    """A new revision or any change to how it is staged is a new Job (created before the old one
+    goes), never the old Job replaced under its name; the same arguments name the same Job."""
+    base = job_key(store_args(), "m")
+    assert base == job_key(store_args(), "m") == job_key({**store_args(), "revision": None}, "m")
     others = [
         store_args(revision="v2"), store_args(allow_patterns=["*.json"]), store_args(ignore_patterns=["*.gguf"]),
-        {**store_args(source="huggingface"), "revision": None}, store_args(source="huggingface", revision="main"),
+        {**store_args(source="huggingface"), "revision": None}, store_args(image="other:v1"), store_args(verify=True),
+        store_args(stall_timeout_seconds=60), store_args(install_client=False), store_args(timeout_minutes=30),
     ]
-    keys = [revision_key(args) for args in others]
-    assert base not in keys and len(set(keys)) == 4  # huggingface's default revision is main
+    keys = [job_key(args, "m") for args in others]
+    assert base not in keys and len(set(keys)) == len(others)
+    # What the Job does not run leaves its name alone: the claim's size.
+    assert base == job_key(store_args(size="1Ti"), "m")
 
 
 def test_model_store_from_hugging_face_with_a_token_from_a_pulumi_secret():

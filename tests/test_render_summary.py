@@ -49,7 +49,7 @@ Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
   rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
              at 1 replica a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 80m, update 166m
-  dependsOn  Job/vllm-qwen3-235b-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-models,
+  dependsOn  Job/vllm-qwen3-235b-stage-c1c88a40, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b"""
 
 
@@ -72,7 +72,7 @@ ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
 ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim
   quota      requests.nvidia.com/gpu: 16"""
     assert block(prod, "Job") == """\
-Job                    ai-serving  vllm-qwen3-235b-stage-3a462107  ModelStore
+Job                    ai-serving  vllm-qwen3-235b-stage-c1c88a40  ModelStore
   image      vllm/vllm-openai:v0.11.0
   resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
   options    customTimeouts create 485m, update 485m; deleteBeforeReplace
@@ -97,7 +97,7 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
   rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
              1 keeps serving
   options    customTimeouts create 35m, update 38m
-  dependsOn  Job/vllm-qwen3-0-6b-stage-57e78d77, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
+  dependsOn  Job/vllm-qwen3-0-6b-stage-ce450ccc, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
              ServiceAccount/vllm-qwen3-0-6b"""
     assert block(dev, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
@@ -115,7 +115,7 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
   rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 100m, update 206m
-  dependsOn  Job/vllm-qwen3-235b-mn-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
+  dependsOn  Job/vllm-qwen3-235b-mn-stage-c3d80ec7, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
              ServiceAccount/vllm-qwen3-235b-mn"""
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
 
@@ -147,7 +147,7 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
         "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
         "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
-        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
+        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-c1c88a40, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines

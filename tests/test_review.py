@@ -110,9 +110,10 @@ def test_the_summary_counts_each_stack_and_names_the_changed_options(reviewed):
     lines = text.splitlines()
     assert lines[0] == COMMENT_MARKER
     assert lines[1].startswith("## Rendered stacks: main → the working tree at ")
-    # Every object but the Namespace carries the label the components changed.
-    assert "| `dev` | 12 → 12 | 0 | 0 | 11 | 0 | 0 |" in lines
-    assert "| `prod` | 18 → 18 | 0 | 0 | 17 | 1 | 0 |" in lines
+    # Every object but the Namespace carries the label the components changed; the download Job,
+    # named by all it runs, becomes a new Job (one added, one removed), which the server now waits for.
+    assert "| `dev` | 12 → 12 | 1 | 1 | 10 | 1 | 0 |" in lines
+    assert "| `prod` | 18 → 18 | 1 | 1 | 16 | 2 | 0 |" in lines
     assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 8 |" in lines
     assert "A new stack: every object is added." in text
     timeouts = [line for line in lines if line.startswith("  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: ")]
@@ -134,7 +135,7 @@ def test_the_head_can_be_a_ref_too(repository, tmp_path):
     finally:
         run_git(repository, "checkout", "--quiet", "main")
     assert [(c.stack, len(c.added), len(c.changed), len(c.options_changed)) for c in changes] == [
-        ("dev", 0, 11, 0), ("prod", 0, 17, 1), ("staging", 12, 0, 0),
+        ("dev", 1, 10, 1), ("prod", 1, 16, 2), ("staging", 12, 0, 0),
     ]
     assert (tmp_path / "summary.md").read_text().splitlines()[1].startswith("## Rendered stacks: `main~1` (")
     assert len(run_git(repository, "worktree", "list").splitlines()) == 1

@@ -680,6 +680,15 @@ def progress_deadline_seconds(args: VLLMServerArgs) -> int:
     return 60 * wave_minutes(startup_budget_minutes(args), args["image_pull_minutes"], args["drain_seconds"])
 
 
+def pdb_name(name: str, spec: dict) -> str:
+    """The budget's name, which says its form: a change from one form to the other replaces the
+    budget rather than updating it in place. Objects are created client-side and taken over by
+    server-side apply on their first update, which a preview does not do (pulumi-kubernetes
+    pkg/await/await.go, fixCSAFieldManagers skips previews): the preview's dry-run apply would keep
+    the other form's field, and the API server refuses a budget with both."""
+    return name if "maxUnavailable" in spec else f"{name}-min-available"
+
+
 def pdb_spec(name: str, args: VLLMServerArgs) -> dict:
     """The PodDisruptionBudget over every pod of the server (components.rollout.disruption_budget)."""
     args = with_defaults(args, DEFAULTS)
@@ -812,10 +821,11 @@ class VLLMServer(pulumi.ComponentResource):
                     opts=child,
                 )
         # Drains, like rollouts, keep a replica serving unless the gap is accepted (components.rollout).
+        budget = pdb_spec(name, args)
         k8s.policy.v1.PodDisruptionBudget(
-            name,
-            metadata={"name": name, "namespace": namespace, "labels": labels},
-            spec=pdb_spec(name, args),
+            pdb_name(name, budget),
+            metadata={"name": pdb_name(name, budget), "namespace": namespace, "labels": labels},
+            spec=budget,
             opts=child,
         )
         if service_gap(args) and not args["accept_service_gap"]:

@@ -205,6 +205,9 @@ def test_a_drain_never_evicts_the_last_replica(rendered, stack):
     assert dict(object_details(obj, rendered[stack].objects))["drain"] == (
         "minAvailable 50%; at 1 replica a drain waits: no pod may be evicted until another replica runs"
     )
+    # Named apart from the other form: a stack that moves between the two replaces its budget
+    # instead of applying one form over the other, which a preview cannot (pdb_name).
+    assert obj.name == f"{rendered[stack].only('Deployment')['metadata']['name']}-min-available"
 
 
 @pytest.mark.parametrize(
@@ -219,3 +222,4 @@ def test_a_drain_evicts_one_pod_at_a_time_with_two_replicas_or_the_gap_accepted(
     (obj,) = [o for o in rendering.objects if o.kind == "PodDisruptionBudget"]
     assert obj.manifest["spec"]["maxUnavailable"] == 1 and "minAvailable" not in obj.manifest["spec"]
     assert dict(object_details(obj, rendering.objects))["drain"] == drain
+    assert obj.name == rendering.only("Deployment")["metadata"]["name"]

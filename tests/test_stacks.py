@@ -51,7 +51,7 @@ def test_dev_creates_exactly_the_in_cluster_objects(rendered):
             ("NetworkPolicy", "vllm-qwen3-0-6b"),
             ("NetworkPolicy", "vllm-qwen3-0-6b-egress"),
             ("NetworkPolicy", "vllm-qwen3-0-6b-stage"),
-            ("PodDisruptionBudget", "vllm-qwen3-0-6b"),
+            ("PodDisruptionBudget", "vllm-qwen3-0-6b-min-available"),
         ]
     )
 

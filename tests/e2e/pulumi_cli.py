@@ -124,7 +124,8 @@ class PulumiProject:
             f"$ {' '.join(cmd)}\n# exit {status} after {seconds:.1f}s\n{stdout}\n--- stderr\n{stderr}")
 
     def up(self, stack: str, *extra: str, timeout: float = 300, check: bool = True) -> Result:
-        return self.run("up", "--yes", "--skip-preview", "--diff", *extra, stack=stack, timeout=timeout, check=check)
+        # With its preview, as a user runs it: a plan the preview cannot make fails here too.
+        return self.run("up", "--yes", "--diff", *extra, stack=stack, timeout=timeout, check=check)
 
     def resources(self, stack: str) -> list[dict]:
         return self.run("stack", "export", stack=stack).json()["deployment"].get("resources", [])

@@ -236,7 +236,7 @@ def test_next_up_replaces_the_failed_job_and_resumes(failed_download, dev, clust
 @pytest.fixture(scope="module")
 def destroyed(dev, cluster, failed_download):
     claim_uid = kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"]
-    result = dev.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=UP_TIMEOUT)
+    result = dev.run("destroy", "--yes", stack=STACK, timeout=UP_TIMEOUT)
     return claim_uid, result
 
 

@@ -51,7 +51,7 @@ def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, c
     assert outputs == {"chatEndpoint": "https://models.example.com/chat/v1", "coderEndpoint": "https://models.example.com/coder/v1"}
     example.up(STACK, "--expect-no-changes", timeout=300)
 
-    example.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300)
+    example.run("destroy", "--yes", stack=STACK, timeout=300)
     assert example.resources(STACK) == []
     # What the example did not create stays: the namespace, the Secret, the staged claim.
     kept = {(o["kind"], o["metadata"]["name"]) for o in kubectl_json(cluster, "get", "secret,pvc", "-n", NAMESPACE)["items"]}

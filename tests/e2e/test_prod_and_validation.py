@@ -96,16 +96,17 @@ def test_prod_up_in_the_namespace_the_docs_make_first(prod, cluster):
 
 
 def test_prod_destroy_stops_at_the_protected_claim_and_the_next_up_adopts_it(prod, cluster):
-    """protectModelVolume: destroy deletes everything else, then fails on the protected claim, which
-    stays in the stack; after `pulumi state unprotect` (the docs' step) destroy completes, leaving
-    the claim and namespace in the cluster; the next up adopts both and protects the claim again."""
+    """protectModelVolume: destroy's preview refuses the protected claim, and nothing is deleted;
+    after `pulumi state unprotect` (the docs' step) destroy completes, leaving the claim and
+    namespace in the cluster; the next up adopts both and protects the claim again."""
     claim_uid = uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE)
-    refused = prod.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300, check=False)
+    before = {r["urn"] for r in prod.resources(STACK)}
+    refused = prod.run("destroy", "--yes", stack=STACK, timeout=300, check=False)
     assert refused.returncode != 0 and "because it is protected" in refused.stdout + refused.stderr
-    left = {r["type"].split(":")[-1] for r in prod.resources(STACK) if r["type"].startswith("kubernetes:")}
-    assert "PersistentVolumeClaimPatch" in left and "Deployment" not in left, left
+    assert {r["urn"] for r in prod.resources(STACK)} == before
+    assert kubectl_json(cluster, "get", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE)["status"].get("availableReplicas") == 1
     prod.run("state", "unprotect", "--all", "--yes", stack=STACK)
-    prod.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300)
+    prod.run("destroy", "--yes", stack=STACK, timeout=300)
     assert prod.resources(STACK) == []
     assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid
 
@@ -130,8 +131,10 @@ def test_rendering_passes_a_server_side_dry_run(stack, cluster):
                 cluster.kubectl("create", "namespace", name)
                 created.append(name)
         try:
-            out = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=render-check",
-                                  "-o", "yaml", "-f", "-", input=yaml.safe_dump_all(rest), check=False)
+            # Over what the stacks' up may have left (--force-conflicts): the API server validates.
+            out = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--force-conflicts",
+                                  "--field-manager=render-check", "-o", "yaml", "-f", "-",
+                                  input=yaml.safe_dump_all(rest), check=False)
         finally:
             for name in created:
                 cluster.kubectl("delete", "namespace", name, "--timeout=60s", timeout=90)

@@ -3,8 +3,7 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from vllm_serving_components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
-from vllm_serving_components.vllm_server import PORT, PORT_NAME
+from vllm_serving_components import PORT, PORT_NAME, Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
 from stack.component_args import (
     autoscaler_args,
     exposure_args,
@@ -44,7 +43,7 @@ server = VLLMServer(
         },
     ),
 )
-exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME))
+exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME, server.takes_api_key))
 if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
     scaler = Autoscaler(name, scaling)
     if config.autoscaling_engine == "hpa":

@@ -661,6 +661,9 @@ class VLLMServer(pulumi.ComponentResource):
     """Container port of the OpenAI API and /metrics."""
     port_name: pulumi.Output[str]
     """Name of that container port."""
+    takes_api_key: bool
+    """Whether the server checks an API key on /v1 (a plain value, known at construction): pass it
+    to Exposure's server_takes_api_key."""
     capacity: pulumi.Output[dict[str, Any]]
     """Per-GPU weights, memory budget and KV cache left, and KV cache tokens, when the weights'
     size and the devices' memory are known; else empty."""
@@ -736,6 +739,7 @@ class VLLMServer(pulumi.ComponentResource):
         self.selector_labels = workload.metadata.apply(lambda _: leaders)
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
+        self.takes_api_key = api_key_ref(name, args) is not None
         estimate = server_capacity(args)
         if estimate and estimate.kv_cache_tokens is not None and estimate.kv_cache_tokens < args["max_model_len"]:
             pulumi.log.warn(
@@ -753,6 +757,7 @@ class VLLMServer(pulumi.ComponentResource):
                 "selectorLabels": self.selector_labels,
                 "port": self.port,
                 "portName": self.port_name,
+                "takesApiKey": self.takes_api_key,
                 "capacity": self.capacity,
             }
         )

@@ -20,7 +20,7 @@ from vllm_serving_components.grammar import registry
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
 from vllm_serving_components.model_store import model_path
 from vllm_serving_components.stage_model import MARKER_NAME
-from vllm_serving_components.vllm_server import PORT, PORT_NAME
+from vllm_serving_components import PORT, PORT_NAME
 
 from .component_args import (
     AUTOSCALER_KEYS,
@@ -35,6 +35,7 @@ from .component_args import (
     most_replicas,
     nodes,
     store_keys,
+    takes_api_key,
     vllm_server_args,
 )
 from .config import CREDENTIAL_KEYS, FIELD_OF_KEY, INVALID, Problem, StackConfig
@@ -64,7 +65,7 @@ def component_problems(config: StackConfig) -> list[Problem]:
     problems += as_config_problems(store_problems, store_keys(config))
     problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
     problems += as_config_problems(
-        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME), config.name), EXPOSURE_KEYS
+        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME, takes_api_key(config)), config.name), EXPOSURE_KEYS
     )
     if scaler := autoscaler_args(config, "deployment", {"app": "placeholder"}, PORT_NAME):
         problems += as_config_problems(autoscaler_problems(scaler, config.name), AUTOSCALER_KEYS)
@@ -152,29 +153,8 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             registry(config.image_registry)
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
-    problems += api_key_problems(config, ok)
     problems += credential_problems(config)
     return problems
-
-
-def api_key_problems(config: StackConfig, ok) -> list[Problem]:
-    """A public host takes an API key unless the stack says otherwise; the key is only ever a secret."""
-    if not ok("host", "apiKey", "apiKeySecretName", "allowPublicWithoutApiKey"):
-        return []
-    has_key = config.api_key is not None or config.api_key_secret_name is not None
-    if config.host and not has_key:
-        if config.allow_public_without_api_key:
-            return []
-        return [
-            Problem(
-                key="host",
-                message="is public but the server takes no API key: set apiKey (pulumi config set --secret "
-                "apiKey ...) or apiKeySecretName, or allowPublicWithoutApiKey: true to serve anyone",
-            )
-        ]
-    if "allowPublicWithoutApiKey" in config.explicit:
-        return [Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")]
-    return []
 
 
 SECRET_KEY_OF = {"apiKeySecretKey": "apiKeySecretName", "hubTokenSecretKey": "hubTokenSecretName"}

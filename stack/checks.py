@@ -40,17 +40,27 @@ from .component_args import (
 )
 from .config import CREDENTIAL_KEYS, FIELD_OF_KEY, INVALID, Problem, StackConfig
 
+SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+"""The namespaces Kubernetes creates itself (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces,
+"Initial namespaces")."""
 AUTOSCALING_KEYS = tuple(key for key in FIELD_OF_KEY if key.startswith(("autoscaling", "monitoring")) and key != "autoscalingEnabled")
+
+
+def config_words(text: str, keys: dict[str, str]) -> str:
+    """A component's text with each argument it names replaced by the config key that sets it."""
+    # Only identifiers with '_' or '.': single words (image, host) are also plain English.
+    return re.sub(r"\b[a-z]+(?:[_.][a-z_]+)+\b", lambda word: keys.get(word.group(0), word.group(0)), text)
+
+
+def stack_words(component: str, text: str) -> str:
+    """What a component warns about, in config keys (for ``argument_words``)."""
+    keys = {"GpuClaim": GPU_KEYS, "VLLMServer": SERVER_KEYS, "Exposure": EXPOSURE_KEYS, "Autoscaler": AUTOSCALER_KEYS}
+    return config_words(text, keys.get(component, {}))
 
 
 def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[Problem]:
     """A component's problems, keyed and worded by the config keys that set each argument."""
-
-    def config_words(text: str) -> str:
-        # Only identifiers with '_' or '.': single words (image, host) are also plain English.
-        return re.sub(r"\b[a-z]+(?:[_.][a-z_]+)+\b", lambda word: keys.get(word.group(0), word.group(0)), text)
-
-    return [Problem(key=keys[arg], message=config_words(message)) for arg, message in problems.items()]
+    return [Problem(key=keys[arg], message=config_words(message, keys)) for arg, message in problems.items()]
 
 
 def component_problems(config: StackConfig) -> list[Problem]:
@@ -61,8 +71,10 @@ def component_problems(config: StackConfig) -> list[Problem]:
     store_problems = model_store_problems(store_args, config.name)
     store = _store_for_checks(store_args, store_problems)
     server = vllm_server_args(config, config.namespace, _fragment_for_checks(gpu_args, gpu_problems), store)
-    problems = as_config_problems(gpu_problems, GPU_KEYS)
-    problems += as_config_problems(store_problems, store_keys(config))
+    # ModelStore first: its name rule is the tightest (its Job's name adds the longest suffix), so
+    # a name too long for any component is told the one limit that fits them all.
+    problems = as_config_problems(store_problems, store_keys(config))
+    problems += as_config_problems(gpu_problems, GPU_KEYS)
     problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME, takes_api_key(config)), config.name), EXPOSURE_KEYS
@@ -148,6 +160,15 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             for key in AUTOSCALING_KEYS
             if key in config.explicit
         ]
+    if ok("namespace", "createNamespace") and config.create_namespace and config.namespace in SYSTEM_NAMESPACES:
+        problems.append(
+            Problem(
+                key="createNamespace",
+                message=f"is true but namespace {config.namespace} is one Kubernetes creates itself "
+                f"({', '.join(SYSTEM_NAMESPACES)}); the stack would take it over and set its Pod Security level: "
+                "use a namespace of your own, or set createNamespace to false",
+            )
+        )
     if config.image_registry not in (None, INVALID):
         try:
             registry(config.image_registry)

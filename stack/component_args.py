@@ -110,6 +110,7 @@ SERVER_KEYS = {
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
     "gpu": "gpuCount",
+    "gpu.devices": "gpuCount",
     "nodes": "gpusPerNode",
     "nccl_socket_ifname": "ncclSocketIfname",
     "nccl_ib_hca": "ncclIbHca",

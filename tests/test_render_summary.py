@@ -9,16 +9,10 @@ import yaml
 from conftest import ROOT
 
 from stack import render
-from stack.render import (
-    Options,
-    RenderedObject,
-    markdown_summary,
-    object_details,
-    options_document,
-    render_stack,
-    summary,
-    table_lines,
-)
+from stack.render import render_stack
+from vllm_serving_components import summary as review
+from vllm_serving_components.summary import markdown_summary, object_details, options_document, summary, table_lines
+from vllm_serving_components.testing import Options, RenderedObject
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +115,7 @@ def test_the_table_fits_the_terminal(rendered, multinode, width):
         lines = table_lines(rendering.objects, width)
         assert max(len(line) for line in lines) <= width
         assert len(lines) == len(rendering.objects) + 1 + sum(
-            len(render._wrap(text, width - 13)) for obj in rendering.objects for _, text in object_details(obj, rendering.objects)
+            len(review._wrap(text, width - 13)) for obj in rendering.objects for _, text in object_details(obj, rendering.objects)
         )
 
 

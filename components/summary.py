@@ -124,9 +124,18 @@ def table_lines(objects: Sequence[RenderedObject], width: int = TABLE_WIDTH) -> 
     rows += [(o.kind, o.namespace or "-", o.name, _component_name(o) or "-") for o in objects]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
 
-    def line(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(size) for cell, size in zip(row, widths, strict=True)).rstrip()
+    # Too narrow for columns: each object on its own line(s), kind namespace/name (component).
+    narrow = sum(widths) + 2 * 3 > width
 
+    def line(row: tuple[str, ...]) -> str:
+        if not narrow:
+            return "  ".join(cell.ljust(size) for cell, size in zip(row, widths, strict=True)).rstrip()
+        kind, namespace, name, component = row
+        where = name if namespace == "-" else f"{namespace}/{name}"
+        return "\n  ".join(_wrap(f"{kind} {where}" + ("" if component == "-" else f" ({component})"), width - 2))
+
+    if narrow:
+        rows[0] = ("KIND", "-", "NAMESPACE/NAME", "COMPONENT")
     lines = [line(rows[0])]
     indent = " " * (2 + LABEL_WIDTH + 1)
     for obj, row in zip(objects, rows[1:], strict=True):
@@ -139,11 +148,17 @@ def table_lines(objects: Sequence[RenderedObject], width: int = TABLE_WIDTH) -> 
 
 
 def summary(rendering: Rendering, width: int = TABLE_WIDTH) -> str:
-    """The printed table of the objects, what to check of each, and the stack outputs."""
+    """The printed table of the objects, what to check of each, and the stack outputs, every line
+    within ``width`` columns but for a single word (a URL) longer than that."""
     lines = table_lines(rendering.objects, width)
-    lines.append(f"\n{len(rendering.objects)} objects for stack {rendering.stack}; {DEPENDS_ON_NOTE[0].lower()}{DEPENDS_ON_NOTE[1:]}")
-    lines.append("Outputs:")
-    lines += [f"  {key}: {json.dumps(value)}" for key, value in sorted(rendering.outputs.items())]
+    note = f"{len(rendering.objects)} objects for stack {rendering.stack}; {DEPENDS_ON_NOTE[0].lower()}{DEPENDS_ON_NOTE[1:]}"
+    lines += ["", *_wrap(note, width), "Outputs:"]
+    for key, value in sorted(rendering.outputs.items()):
+        text = json.dumps(value)
+        if len(key) + len(text) + 4 <= width:
+            lines.append(f"  {key}: {text}")
+        else:
+            lines += [f"  {key}:", *("    " + part for part in _wrap(text, width - 4))]
     return "\n".join(lines)
 
 
@@ -179,13 +194,20 @@ def _code(text: str) -> str:
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    """Text broken after commas and semicolons so each line fits width (a longer item stays whole)."""
+    """Text broken after commas and semicolons so each line fits width; an item longer than width
+    is broken at its spaces, and a word longer than that after its commas (a PromQL selector). Only
+    a longer word without commas (a URL) stays whole."""
+    pieces: list[tuple[str, str]] = []  # (text, what joins it to the piece before)
+    for item in re.split(r"(?<=[,;]) ", text):
+        for word in [item] if len(item) <= width else item.split(" "):
+            parts = [word] if len(word) <= width else re.split(r"(?<=,)(?=.)", word)
+            pieces += [(part, "" if at else " ") for at, part in enumerate(parts)]
     lines = [""]
-    for piece in re.split(r"(?<=[,;]) ", text):
-        if lines[-1] and len(lines[-1]) + 1 + len(piece) > width:
+    for piece, joiner in pieces:
+        if lines[-1] and len(lines[-1]) + len(joiner) + len(piece) > width:
             lines.append(piece)
         else:
-            lines[-1] = f"{lines[-1]} {piece}" if lines[-1] else piece
+            lines[-1] = f"{lines[-1]}{joiner}{piece}" if lines[-1] else piece
     return lines
 
 
@@ -218,14 +240,61 @@ def _workload_details(kind: str, spec: dict, templates: list[tuple[str, dict]]) 
         size = (spec.get("leaderWorkerTemplate") or {}).get("size", 1)
         details.append(("group", f"{size} pods (leader + {size - 1} worker{'s' if size != 2 else ''})"))
     each = "each pod: " if kind == "LeaderWorkerSet" else ""
-    for label, describe in (("gpus", _pod_gpus), ("resources", _pod_resources)):
+    for label, describe in (("gpus", _pod_gpus), ("resources", _pod_resources), ("vllm", _vllm_flags), ("api key", _api_key)):
         texts = [(role, describe(pod)) for role, pod in templates]
-        if len({text for _, text in texts}) == 1:
+        if label in ("vllm", "api key"):  # only the pods that run the server
+            texts = [(role, text) for role, text in texts if text]
+        if len(texts) == len(templates) and len({text for _, text in texts}) == 1:
             if texts[0][1]:
                 details.append((label, each + texts[0][1]))
         else:
             details += [(label, f"{role}: {text or 'none'}") for role, text in texts]
     return details
+
+
+VLLM_SERVE = ["vllm", "serve"]
+FIXED_FLAGS = ("--host", "--port")
+"""Flags every server gets alike (listen on 8000 of every interface), left out of the review."""
+API_KEY_ENV = "VLLM_API_KEY"
+
+
+def _serve_arguments(container: dict) -> Optional[list[str]]:
+    """What follows `vllm serve` in a container's command and args (a multi-node leader runs it
+    after its Ray script), or None when the container does not run it."""
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    starts = [index for index in range(len(words) - 1) if words[index : index + 2] == VLLM_SERVE]
+    return words[starts[0] + 2 :] if starts else None
+
+
+def _server(pod: dict) -> Optional[dict]:
+    return next((c for c in pod.get("containers") or [] if _serve_arguments(c) is not None), None)
+
+
+def _vllm_flags(pod: dict) -> str:
+    """What `vllm serve` runs with: the parallelism, --max-model-len, --gpu-memory-utilization and
+    every further flag (extra arguments included), each with its value."""
+    if (server := _server(pod)) is None:
+        return ""
+    flags: list[str] = []
+    for word in (_serve_arguments(server) or [])[1:]:  # after the model path
+        if word.startswith("-") or not flags:
+            flags.append(word)
+        else:
+            flags[-1] += f" {word}"
+    return ", ".join(flag for flag in flags if flag.split(" ")[0].partition("=")[0] not in FIXED_FLAGS)
+
+
+def _api_key(pod: dict) -> str:
+    """Where the server's API key comes from: a Secret's key, or none (anyone may call /v1)."""
+    if (server := _server(pod)) is None:
+        return ""
+    for env in server.get("env") or []:
+        if env.get("name") == API_KEY_ENV:
+            ref = (env.get("valueFrom") or {}).get("secretKeyRef") or {}
+            if ref:
+                return f"${API_KEY_ENV} from Secret {ref.get('name')}, key {ref.get('key')}"
+            return f"${API_KEY_ENV} in plain text in the manifest"
+    return "none: /v1 answers anyone who reaches it"
 
 
 def _pod_gpus(pod: dict) -> str:
@@ -320,9 +389,20 @@ def _target(spec: dict) -> str:
 
 
 def _trigger(trigger: dict) -> str:
+    """A KEDA trigger's signal and target: prometheus sum(vllm:num_requests_waiting{...}) above 5 per replica."""
     metadata = trigger.get("metadata") or {}
     threshold = metadata.get("threshold", metadata.get("value"))
-    return f"{trigger.get('type', '?')}" + (f" threshold {threshold}" if threshold is not None else "")
+    parts = [trigger.get("type", "?")]
+    if metadata.get("query"):
+        parts.append(metadata["query"])
+    elif metadata.get("metricName"):
+        parts.append(metadata["metricName"])
+    if threshold is not None:
+        per = " per replica" if trigger.get("metricType", "AverageValue") == "AverageValue" else ""
+        parts.append(f"above {threshold}{per}")
+    if metadata.get("activationThreshold") is not None:
+        parts.append(f"(activates above {metadata['activationThreshold']})")
+    return " ".join(parts)
 
 
 def _hpa_metric(metric: dict) -> str:

@@ -357,11 +357,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ComponentArgsError, pulumi.RunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out_dir = args.out or args.project_dir / "rendered" / args.stack
-    write_rendering(rendering, out_dir)
-    print(summary(rendering, args.width))
-    print(f"\nWritten to {out_dir}")
+    write_and_show(rendering, args.out or args.project_dir / "rendered" / args.stack, args.width)
     return 0
+
+
+def write_and_show(rendering: Rendering, out_dir: Path, width: int = TABLE_WIDTH) -> None:
+    """Write the rendering's files and print the reviewer's table and where they went."""
+    write_rendering(rendering, out_dir)
+    print(summary(rendering, width))
+    print(f"\nWritten to {out_dir}")
 
 
 if __name__ == "__main__":

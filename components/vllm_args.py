@@ -164,6 +164,7 @@ def extra_args_problems(extra_args: Sequence[str], table: FlagTable) -> list[str
             if takes_value and not has_equals and first_word == name and index < len(extra_args):
                 index += 0 if _is_flag(extra_args[index]) else 1
             continue
+        assert option is not None  # an unknown flag is reported above
         if option.takes_value == "none" and has_equals:
             problems.append(f"{where} {flag} takes no value")
         elif option.takes_value == "required" and not has_equals:

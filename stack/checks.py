@@ -9,6 +9,8 @@ sets that no component would ever see.
 import re
 
 from vllm_serving_components import (
+    PORT,
+    PORT_NAME,
     autoscaler_problems,
     exposure_problems,
     gpu_claim_problems,
@@ -20,7 +22,6 @@ from vllm_serving_components.grammar import registry
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
 from vllm_serving_components.model_store import model_path
 from vllm_serving_components.stage_model import MARKER_NAME
-from vllm_serving_components import PORT, PORT_NAME
 
 from .component_args import (
     AUTOSCALER_KEYS,

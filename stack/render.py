@@ -20,7 +20,7 @@ from typing import Optional
 from pulumi.runtime import mocks
 
 from vllm_serving_components import ComponentArgsError
-from vllm_serving_components.summary import TABLE_WIDTH, object_key, summary
+from vllm_serving_components.summary import TABLE_WIDTH, object_key
 from vllm_serving_components.testing import (
     DUMPER,
     REDACTED,
@@ -31,6 +31,7 @@ from vllm_serving_components.testing import (
     redact,
     run_program,
     run_under_mocks,
+    write_and_show,
     write_rendering,
 )
 
@@ -148,10 +149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ConfigError, StackFileError, ComponentArgsError) as error:
         print(f"error: stack {stack}: {error}", file=sys.stderr)
         return 2
-    out_dir = args.out or args.project_dir / "rendered" / stack
-    write_rendering(rendering, out_dir)
-    print(summary(rendering, args.width))
-    print(f"\nWritten to {out_dir}")
+    write_and_show(rendering, args.out or args.project_dir / "rendered" / stack, args.width)
     return 0
 
 

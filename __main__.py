@@ -5,6 +5,7 @@ import pulumi_kubernetes as k8s
 
 from vllm_serving_components import PORT, PORT_NAME, Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
 from vllm_serving_components.arguments import argument_words
+from vllm_serving_components.kept import kept_metadata, kept_options
 from stack.checks import stack_words
 from stack.component_args import (
     autoscaler_args,
@@ -22,17 +23,17 @@ name = config.name
 namespace: pulumi.Input[str] = config.namespace
 if config.create_namespace:
     # Kept on destroy: deleting a namespace deletes everything in it, the model claim and
-    # whatever else came to live there.
-    namespace = k8s.core.v1.Namespace(
+    # whatever else came to live there. The next up adopts it (components/kept.py).
+    namespace = k8s.core.v1.NamespacePatch(
         config.namespace,
-        metadata={"name": config.namespace, "labels": pod_security_labels(config)},
-        opts=pulumi.ResourceOptions(retain_on_delete=True),
+        metadata=kept_metadata("Namespace", {"name": config.namespace, "labels": pod_security_labels(config)}),
+        opts=kept_options("kubernetes:core/v1:Namespace"),
     ).metadata.name
 
 # Whatever a component warns about names the config keys that set its arguments.
 with argument_words(stack_words):
     gpu = GpuClaim(name, gpu_claim_args(config, namespace))
-    store = ModelStore(name, model_store_args(config, namespace))
+    store = ModelStore(name, model_store_args(config, namespace, gpu.pod_fragment["tolerations"]))
     server = VLLMServer(
         name,
         vllm_server_args(

@@ -20,3 +20,7 @@ def object_labels(instance: str, component: str) -> dict[str, str]:
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }
+
+
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+"""The well-known node label: a topology of one node (pod affinity to the node holding a claim)."""

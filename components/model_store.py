@@ -26,6 +26,7 @@ from .arguments import (
     DnsSubdomain,
     HttpUrl,
     Image,
+    Labels,
     Problems,
     check,
     int_range,
@@ -33,7 +34,8 @@ from .arguments import (
     with_defaults,
 )
 from .escaping import container_text, container_texts
-from .labels import object_labels, selector_labels
+from .kept import kept_metadata, kept_options
+from .labels import HOSTNAME_LABEL, object_labels, selector_labels
 from .network import egress_only_to, url_port
 from .pods import RULES as POD_RULES
 from .pods import (
@@ -42,6 +44,7 @@ from .pods import (
     SECRET_KEY_RULES,
     PodSettingsArgs,
     SecretKeyArgs,
+    TolerationArgs,
     apply_pod_settings,
     env_list,
     locked_down,
@@ -76,6 +79,15 @@ REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
 JOB_SUFFIX = "-stage-12345678"
 """What the Job's name adds to the component's name: the Job labels its pods with its name, a label value."""
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+
+
+class ServerPodsArgs(TypedDict):
+    """The pods that serve from the claim, as the download Job must find them."""
+
+    labels: dict[str, str]
+    """Labels that select them (VLLMServer's selector labels)."""
+    tolerations: list[TolerationArgs]
+    """The taints they tolerate (GPU nodes' taints)."""
 
 
 class ModelStoreArgs(TypedDict):
@@ -117,7 +129,12 @@ class ModelStoreArgs(TypedDict):
     storage_class: NotRequired[Optional[str]]
     """Storage class of the claim to create; None uses the cluster default."""
     access_mode: NotRequired[str]
-    """Access mode of the claim to create. Default ReadWriteOnce."""
+    """Access mode of the claim to create, ReadWriteOnce or ReadWriteMany (ReadWriteOncePod is
+    refused: an upgrade's Job could never mount it beside the server). Default ReadWriteOnce."""
+    server_pods: NotRequired[Optional[ServerPodsArgs]]
+    """The server pods that mount the claim. On a ReadWriteOnce claim the Job prefers their node
+    and tolerates their taints: on an upgrade the server holds the claim on its node, and a Job
+    elsewhere could not attach it. None: the Job schedules anywhere."""
     existing_claim: NotRequired[Optional[str]]
     """Stage onto this existing PersistentVolumeClaim instead of creating one."""
     mount_path: NotRequired[str]
@@ -135,8 +152,9 @@ class ModelStoreArgs(TypedDict):
     beyond this many, keeping the newest other one, which the server still uses during an upgrade.
     At least 2; 0 keeps every revision. Default 2."""
     protect_claim: NotRequired[bool]
-    """Protect the claim it creates: Pulumi refuses to delete or replace it. Default false; the claim
-    is kept in the cluster on destroy either way."""
+    """Protect the claim it creates: Pulumi refuses to delete it, and a destroy stops at it. Default
+    false; either way the claim is kept in the cluster on destroy, adopted by the next up, and never
+    replaced (a change of its storage class or access mode fails instead)."""
     pod: NotRequired[PodSettingsArgs]
     """Pull secrets, priority class, extra node selector and tolerations of the Job's pod."""
     network_policy: NotRequired[bool]
@@ -158,6 +176,7 @@ DEFAULTS: dict[str, Any] = {
     "size": None,
     "storage_class": None,
     "access_mode": "ReadWriteOnce",
+    "server_pods": None,
     "existing_claim": None,
     "mount_path": "/models",
     "timeout_minutes": 240,
@@ -223,6 +242,21 @@ def _claim_settings(args: dict) -> Problems:
     return {field: "has no effect with existing_claim; remove it" for field in given}
 
 
+@check("access_mode")
+def _claim_outlives_one_pod(args: dict) -> Problems:
+    # A stack cannot tell a first `up` from an upgrade, and on every upgrade the server still
+    # holds the claim while the new revision's Job must mount it; a second replica or a rollout's
+    # new pod needs it too. The scheduler keeps a ReadWriteOncePod claim's second pod Pending
+    # (VolumeRestrictions), so the Job would wait out its whole timeout.
+    if args["access_mode"] == "ReadWriteOncePod":
+        return {
+            "access_mode": "ReadWriteOncePod lets one pod at a time mount the claim: once the server runs, "
+            "an upgrade's download Job, a rollout's new pod or a second replica could never start. Use "
+            "ReadWriteOnce (the Job then runs beside the server) or ReadWriteMany"
+        }
+    return {}
+
+
 @check("size", "model_size_gb", "revisions_to_keep", "existing_claim")
 def _claim_holds_the_revisions(args: dict) -> Problems:
     if args["existing_claim"] or not args["size"] or args["model_size_gb"] is None:
@@ -269,6 +303,8 @@ SPEC = ArgsSpec(
         "size": ByteQuantity,
         "storage_class": DnsSubdomain,
         "access_mode": Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"],
+        "server_pods.labels": Labels,
+        **rules_under("server_pods", {key: value for key, value in POD_RULES.items() if key.startswith("tolerations")}),
         "existing_claim": DnsSubdomain,
         "mount_path": rule(grammar.absolute_path),
         "timeout_minutes": int_range(1, MAX_TIMEOUT_MINUTES),
@@ -280,6 +316,7 @@ SPEC = ArgsSpec(
     },
     checks=(
         _claim_settings,
+        _claim_outlives_one_pod,
         _claim_holds_the_revisions,
         one_secret_source("token", "token_secret", "the hub token"),
         _index_needs_the_install,
@@ -368,6 +405,24 @@ def egress_ports(args: ModelStoreArgs) -> list[int]:
     return ports
 
 
+def beside_the_server(args: ModelStoreArgs) -> dict:
+    """Where the Job's pod goes on a claim that attaches to one node: preferably beside the server's
+    pods, which hold it during an upgrade, with their tolerations to reach their (GPU) node.
+
+    Preferred, not required: on the first `up` no server pod exists yet, and a required affinity
+    to pods the Job's own labels do not match would never schedule.
+    """
+    args = with_defaults(args, DEFAULTS)
+    pods = args["server_pods"]
+    if not pods or args["existing_claim"] or args["access_mode"] == "ReadWriteMany":
+        return {}
+    term = {"labelSelector": {"matchLabels": pods["labels"]}, "topologyKey": HOSTNAME_LABEL}
+    placement: dict = {"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": term}]}}}
+    if pods["tolerations"]:
+        placement["tolerations"] = pods["tolerations"]
+    return placement
+
+
 def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], script_config_map: str) -> dict:
     """The download Job's spec: one pod, retried with resume, bounded in time."""
     args = with_defaults(args, DEFAULTS)
@@ -380,6 +435,7 @@ def job_spec(args: ModelStoreArgs, name: str, claim_name: pulumi.Input[str], scr
             "metadata": {"labels": object_labels(name, COMPONENT)},
             "spec": locked_down(apply_pod_settings({
                 "restartPolicy": "Never",
+                **beside_the_server(args),
                 "containers": [
                     {
                         "name": "stage-model",
@@ -428,17 +484,20 @@ class ModelStore(pulumi.ComponentResource):
         if args["existing_claim"]:
             claim_name: pulumi.Input[str] = args["existing_claim"]
         else:
-            claim = k8s.core.v1.PersistentVolumeClaim(
+            # The weights took hours to stage: a destroy leaves the claim (and its volume) in the
+            # cluster, and the next up adopts it (kept.py); protect_claim also makes Pulumi refuse
+            # to delete it.
+            claim = k8s.core.v1.PersistentVolumeClaimPatch(
                 f"{name}-models",
-                metadata={"name": f"{name}-models", "namespace": namespace, "labels": labels},
+                metadata=kept_metadata(
+                    "PersistentVolumeClaim", {"name": f"{name}-models", "namespace": namespace, "labels": labels}
+                ),
                 spec={
                     "accessModes": [args["access_mode"]],
                     "resources": {"requests": {"storage": args["size"]}},
                     **({"storageClassName": args["storage_class"]} if args["storage_class"] else {}),
                 },
-                # The weights took hours to stage: a destroy leaves the claim (and its volume) in
-                # the cluster; protect_claim also refuses a replacement, e.g. on a storage change.
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, protect=args["protect_claim"]),
+                opts=kept_options("kubernetes:core/v1:PersistentVolumeClaim", self, protect=args["protect_claim"]),
             )
             claim_name = claim.metadata.name
 

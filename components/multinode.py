@@ -18,12 +18,26 @@ LWS_KIND = "LeaderWorkerSet"
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 """The label LWS puts on every pod of a set (api/leaderworkerset/v1 SetNameLabelKey)."""
 RAY_HELPER = "/vllm-workspace/examples/online_serving/multi-node-serving.sh"
-# The vLLM command arrives as "$0" "$@": no value from configuration is spliced into shell text.
-LEADER_SCRIPT = f'bash {RAY_HELPER} leader --ray_cluster_size="$LWS_GROUP_SIZE" && exec "$0" "$@"'
-WORKER_SCRIPT = f'exec bash {RAY_HELPER} worker --ray_address="$LWS_LEADER_ADDRESS"'
 RAY_EXECUTOR_FLAGS = ["--distributed-executor-backend", "ray"]
-RAY_JOIN_SECONDS = 300
-"""How long the helper retries joining the leader's Ray head (its ray_init_timeout)."""
+RESTART_POLICY = "RecreateGroupAfterStart"
+"""Recreate a group when one of its pods restarts, but only once every pod has started (none is
+Pending: api/leaderworkerset/v1/leaderworkerset_types.go). RecreateGroupOnPodRestart would also
+recreate it while one pod still waits for a node or its image, possibly on fresh nodes."""
+
+
+def leader_script(wait_seconds: int) -> str:
+    """Start the Ray head, wait up to wait_seconds for the group, then run the vLLM command.
+
+    The helper's leader and worker both take --ray_init_timeout (default 300 s; vLLM
+    examples/online_serving/multi-node-serving.sh). The vLLM command arrives as "$0" "$@": no
+    value from configuration is spliced into shell text, only this whole number.
+    """
+    return f'bash {RAY_HELPER} leader --ray_cluster_size="$LWS_GROUP_SIZE" --ray_init_timeout={int(wait_seconds)} && exec "$0" "$@"'
+
+
+def worker_script(wait_seconds: int) -> str:
+    """Join the leader's Ray head, retrying for up to wait_seconds."""
+    return f'exec bash {RAY_HELPER} worker --ray_address="$LWS_LEADER_ADDRESS" --ray_init_timeout={int(wait_seconds)}'
 # A worker is alive and ready while its own Ray node is registered and alive in the group's Ray
 # cluster, as KServe's multi-node runtime probes its workers (huggingfaceserver health_check.py,
 # registered_node). A worker whose raylet dies also ends `ray start --block`, so the pod restarts
@@ -34,36 +48,39 @@ RAY_NODE_CHECK = (
     "me = ray.util.get_node_ip_address()\n"
     "raise SystemExit(0 if any(n['Alive'] and n['NodeManagerAddress'] == me for n in ray.nodes()) else 1)\n"
 )
+SUBDOMAIN_POLICY = "UniquePerReplica"
+"""How LWS names the groups' headless Services (api/leaderworkerset/v1 SubdomainPolicy)."""
 AVAILABLE = "condition=Available"
 """LWS's condition when its groups are up (LeaderWorkerSetAvailable): what Pulumi waits for."""
 
 
-def leader_container(server: dict) -> dict:
-    """The server container (already with the Ray executor's flags) as the group's leader: start
-    the Ray head, wait for the workers, then run vllm serve."""
-    return {**server, "command": ["sh", "-c", LEADER_SCRIPT, *server["command"][:1]], "args": [*server["command"][1:], *server["args"]]}
+def leader_container(server: dict, wait_seconds: int) -> dict:
+    """The server container (already with the Ray executor's flags, its startup probe covering the
+    wait) as the group's leader: start the Ray head, wait for the workers, then run vllm serve."""
+    script = leader_script(wait_seconds)
+    return {**server, "command": ["sh", "-c", script, *server["command"][:1]], "args": [*server["command"][1:], *server["args"]]}
 
 
-def ray_node_probes() -> dict[str, dict]:
+def ray_node_probes(wait_seconds: int) -> dict[str, dict]:
     """A worker's probes: its Ray node registered in the group's cluster, within the time the
-    helper takes to join it."""
+    helper retries joining it, and a minute more."""
     check = {"exec": {"command": ["python3", "-c", RAY_NODE_CHECK]}}
     period = 10
     return {
-        "startupProbe": {**check, "periodSeconds": period, "timeoutSeconds": 20, "failureThreshold": math.ceil(RAY_JOIN_SECONDS / period) + 6},
+        "startupProbe": {**check, "periodSeconds": period, "timeoutSeconds": 20, "failureThreshold": math.ceil(wait_seconds / period) + 6},
         "readinessProbe": {**check, "periodSeconds": 30, "timeoutSeconds": 20, "failureThreshold": 3},
         "livenessProbe": {**check, "periodSeconds": 30, "timeoutSeconds": 20, "failureThreshold": 4},
     }
 
 
-def worker_container(server: dict) -> dict:
+def worker_container(server: dict, wait_seconds: int) -> dict:
     """A worker: a Ray node with the same GPUs, model volume and environment, and no API."""
     kept = ("image", "env", "resources", "volumeMounts", "securityContext")
     return {
         "name": "ray-worker",
-        "command": ["sh", "-c", WORKER_SCRIPT],
+        "command": ["sh", "-c", worker_script(wait_seconds)],
         **{key: server[key] for key in kept if key in server},
-        **ray_node_probes(),
+        **ray_node_probes(wait_seconds),
     }
 
 
@@ -75,28 +92,35 @@ def lws_spec(
     annotations: dict,
     nodes: int,
     replicas: int | None,
-    max_surge: int,
-    max_unavailable: int,
+    rolling: dict,
+    wait_seconds: int,
 ) -> dict:
-    """The LeaderWorkerSet: groups of `nodes` pods, recreated together, rolled out group by group."""
+    """The LeaderWorkerSet: groups of `nodes` pods, recreated together, rolled out group by group;
+    `rolling` is its maxSurge and maxUnavailable, `wait_seconds` how long a group's pods wait for
+    each other to start."""
     (server,) = [c for c in leader_pod["containers"] if c["name"] == "vllm"]
-    worker_pod = {**leader_pod, "containers": [worker_container(server)]}
-    leader = {**leader_pod, "containers": [leader_container(server)]}
+    worker_pod = {**leader_pod, "containers": [worker_container(server, wait_seconds)]}
+    leader = {**leader_pod, "containers": [leader_container(server, wait_seconds)]}
     metadata = {"annotations": annotations} if annotations else {}
     spec: dict = {
         "leaderWorkerTemplate": {
             "size": nodes,
-            "restartPolicy": "RecreateGroupOnPodRestart",
+            "restartPolicy": RESTART_POLICY,
             "leaderTemplate": {"metadata": {"labels": leader_labels, **metadata}, "spec": leader},
             "workerTemplate": {"metadata": {"labels": worker_labels, **metadata}, "spec": worker_pod},
         },
         "rolloutStrategy": {
             "type": "RollingUpdate",
-            "rollingUpdateConfiguration": {"maxSurge": max_surge, "maxUnavailable": max_unavailable},
+            "rollingUpdateConfiguration": rolling,
         },
         # Workers start with the leader: its readiness waits for them (the Ray cluster), so
         # LeaderReady would never start them.
         "startupPolicy": "LeaderCreated",
+        # A headless Service per group, named after its leader pod (<set>-<group>), for the
+        # group's DNS. The default, Shared, names one Service after the set itself, which is the
+        # name of the API Service in front of the leaders (lws pkg/controllers:
+        # CreateHeadlessServiceIfNotExists with lws.Name, or with the leader pod's name here).
+        "networkConfig": {"subdomainPolicy": SUBDOMAIN_POLICY},
     }
     if replicas is not None:
         spec["replicas"] = replicas

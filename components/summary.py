@@ -11,6 +11,8 @@ import re
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .gpu_claim import GPU_PRODUCT_LABEL
+from .multinode import LWS_NAME_LABEL
+from .rollout import scaled
 
 if TYPE_CHECKING:
     from .testing import Options, RenderedObject, Rendering
@@ -45,6 +47,8 @@ def options_json(options: Options) -> dict[str, Any]:
         found["deleteBeforeReplace"] = True
     if options.ignore_changes:
         found["ignoreChanges"] = list(options.ignore_changes)
+    if options.adopts_existing:
+        found["adoptsExisting"] = True
     if options.depends_on:
         found["dependsOn"] = sorted(options.depends_on)
     return found
@@ -82,6 +86,10 @@ def object_details(obj: RenderedObject, objects: Sequence[RenderedObject]) -> li
         details += _workload_details(obj.kind, spec, templates)
     if obj.kind in ("Deployment", "StatefulSet", "ReplicaSet", "LeaderWorkerSet"):
         details.append(("replicas", _replicas(obj, objects)))
+    if obj.kind in ("Deployment", "LeaderWorkerSet"):
+        details.append(("rollout", _rollout(obj, objects)))
+    if obj.kind == "PodDisruptionBudget":
+        details.append(("drain", _drain(obj, objects)))
     if obj.kind == "ScaledObject":
         low, high = _scaling_bounds(manifest)
         details.append(("replicas", f"{low}-{high} of {_target(spec)}"))
@@ -374,6 +382,76 @@ def _replicas(obj: RenderedObject, objects: Sequence[RenderedObject]) -> str:
     if count is None:
         return f"1{unit[:-1]} (the default)"
     return f"{count}{unit[:-1] if count == 1 else unit}"
+
+
+def _fewest(obj: RenderedObject, objects: Sequence[RenderedObject]) -> int:
+    """The fewest replicas a workload runs while it serves: its scaler's minimum (at least 1), else its count."""
+    if scaler := _scaler_of(obj, objects):
+        return max(_scaling_bounds(scaler.manifest)[0], 1)
+    return (obj.manifest.get("spec") or {}).get("replicas", 1)
+
+
+GAP = "service gap"
+
+
+def _rollout(obj: RenderedObject, objects: Sequence[RenderedObject]) -> str:
+    """How a rollout replaces replicas, and whether one keeps serving at the fewest replicas."""
+    spec = obj.manifest.get("spec") or {}
+    strategy = spec.get("strategy") or {} if obj.kind == "Deployment" else spec.get("rolloutStrategy") or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return f"{strategy['type']}: a rollout stops every replica before new ones start ({GAP})"
+    rolling = strategy.get("rollingUpdate" if obj.kind == "Deployment" else "rollingUpdateConfiguration") or {}
+    default = "25%" if obj.kind == "Deployment" else None  # each API's defaults
+    surge_value, unavailable_value = rolling.get("maxSurge", default or 0), rolling.get("maxUnavailable", default or 1)
+    fewest = _fewest(obj, objects)
+    surge, unavailable = scaled(surge_value, fewest, True), scaled(unavailable_value, fewest, False)
+    unavailable = unavailable or (0 if surge else 1)  # both 0: the controller takes one down
+    text = f"maxSurge {surge_value}, maxUnavailable {unavailable_value}"
+    if deadline := spec.get("progressDeadlineSeconds"):
+        text += f", progress deadline {deadline // 60}m"
+    unit = "group" if obj.kind == "LeaderWorkerSet" else "replica"
+    if fewest - unavailable < 1:
+        return f"{text}; at {fewest} {unit} a rollout stops it before its successor is ready ({GAP})"
+    how = "a new one starts before an old one stops" if surge else "old ones stop first"
+    return f"{text}; at {fewest} {unit}{'s' if fewest > 1 else ''} {how}, {fewest - unavailable} keep{'s' if fewest - unavailable == 1 else ''} serving"
+
+
+def _drain(obj: RenderedObject, objects: Sequence[RenderedObject]) -> str:
+    """What a node drain may evict at the fewest replicas of the workload the budget covers."""
+    spec = obj.manifest.get("spec") or {}
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    workloads = [
+        other for other in objects
+        if other.kind in ("Deployment", "LeaderWorkerSet") and other.namespace == obj.namespace and _selects(selector, other)
+    ]
+    limit = f"minAvailable {spec['minAvailable']}" if "minAvailable" in spec else f"maxUnavailable {spec.get('maxUnavailable')}"
+    if len(workloads) != 1:
+        return limit
+    (workload,) = workloads
+    fewest = _fewest(workload, objects)
+    size = ((workload.manifest.get("spec") or {}).get("leaderWorkerTemplate") or {}).get("size", 1)
+    pods = fewest * size
+    if "minAvailable" in spec:
+        allowed = pods - scaled(spec["minAvailable"], pods, True)
+    else:
+        allowed = scaled(spec.get("maxUnavailable", 0), pods, True)
+    unit = "group" if workload.kind == "LeaderWorkerSet" else "replica"
+    at = f"at {fewest} {unit}{'s' if fewest > 1 else ''}"
+    if allowed <= 0:
+        return f"{limit}; {at} a drain waits: no pod may be evicted until another {unit} runs"
+    if allowed >= fewest:
+        return f"{limit}; {at} a drain may evict {allowed} pod{'s' if allowed > 1 else ''} at once and stop the last {unit} ({GAP})"
+    return f"{limit}; {at} a drain evicts at most {allowed} pod{'s' if allowed > 1 else ''} at once, a {unit} keeps serving"
+
+
+def _selects(selector: dict, workload: RenderedObject) -> bool:
+    """Whether a label selector matches the pods of a Deployment, or of a LeaderWorkerSet (which
+    labels every pod with its name)."""
+    spec = workload.manifest.get("spec") or {}
+    if workload.kind == "LeaderWorkerSet":
+        return selector == {LWS_NAME_LABEL: workload.name}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    return bool(selector) and selector.items() <= labels.items()
 
 
 def _scaling_bounds(manifest: dict) -> tuple[int, Any]:

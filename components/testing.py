@@ -78,6 +78,8 @@ class Options:
     delete_before_replace: bool = False
     replace_on_changes: tuple[str, ...] = ()
     ignore_changes: tuple[str, ...] = ()
+    adopts_existing: bool = False
+    """A Patch resource (components/kept.py): creates the object, or adopts it if it exists."""
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -105,6 +107,7 @@ class RecordingMonitor(mocks.MockMonitor):
             delete_before_replace=request.deleteBeforeReplace,
             replace_on_changes=tuple(request.replaceOnChanges),
             ignore_changes=tuple(request.ignoreChanges),
+            adopts_existing=request.type.startswith("kubernetes:") and request.type.endswith("Patch"),
         )
 
     def _describe(self, urn: str) -> str:

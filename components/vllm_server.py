@@ -31,7 +31,7 @@ from .arguments import (
 from .escaping import container_text, container_texts
 from .capacity import Architecture, capacity
 from .gpu_claim import GpuPodFragment
-from .labels import object_labels, selector_labels
+from .labels import HOSTNAME_LABEL, object_labels, selector_labels
 from .multinode import AVAILABLE, LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
 from .network import egress_dns_only
 from .pods import (
@@ -51,7 +51,16 @@ from .pods import (
     tolerations_problems,
 )
 from .probes import MAX_STARTUP_MINUTES, health_probes
-from .rollout import load_minutes, rollout_timeouts, termination_grace_seconds
+from .rollout import (
+    disruption_budget,
+    group_wait_seconds,
+    load_minutes,
+    rolling_update,
+    rollout_stops_the_last,
+    rollout_timeouts,
+    termination_grace_seconds,
+    wave_minutes,
+)
 from .vllm_args import (
     SERVE_COMMAND,
     extra_args_problems,
@@ -137,6 +146,9 @@ class VLLMServerArgs(TypedDict):
     """Replica count; None leaves it to an autoscaler."""
     max_replicas: NotRequired[Optional[int]]
     """The most replicas that may run (an autoscaler's maximum); sizes the rollout's timeout. None: replicas."""
+    min_replicas: NotRequired[Optional[int]]
+    """The fewest replicas that may run (an autoscaler's minimum; 0 counts as 1); at one, a rollout
+    or drain could stop the only replica. None: replicas."""
     api_key_secret: NotRequired[Optional[SecretKeyArgs]]
     """An existing Secret's key holding the API key clients must send. Exclusive with api_key."""
     api_key: NotRequired[Optional[pulumi.Input[str]]]
@@ -157,9 +169,16 @@ class VLLMServerArgs(TypedDict):
     drain_seconds: NotRequired[int]
     """How long a stopping pod keeps serving its open streams after it leaves the Service. Default 120."""
     max_surge: NotRequired[int]
-    """Extra pods during a rolling update. Default 0: GPUs are scarce."""
-    max_unavailable: NotRequired[int]
-    """Pods that may be down during a rolling update. Default 1."""
+    """Replicas a rollout starts above the count before it stops old ones; each needs its GPUs free
+    (and room under a GPU quota). Default 1. 0 when no GPUs are ever spare: then a rollout at one
+    replica stops it before its successor is ready (docs/rollouts.md)."""
+    accept_service_gap: NotRequired[bool]
+    """Accept that a rollout without a surge (max_surge 0) or a node drain may stop the only
+    replica: the plan does not warn, and the disruption budget lets a drain evict one pod at a
+    time even at one replica. Default false: a drain waits while one replica is all there is."""
+    single_node_claim: NotRequired[bool]
+    """The model claim attaches to one node at a time (ReadWriteOnce): every server pod, a
+    rollout's new one included, must run on the node of the running ones. Default false."""
     env: NotRequired[dict[str, str]]
     """Extra environment variables of the server (NCCL, hub settings); never secrets."""
     secret_env: NotRequired[dict[str, SecretKeyArgs]]
@@ -190,8 +209,10 @@ DEFAULTS: dict[str, Any] = {
     "network_volume": False,
     "load_strategy": None,
     "drain_seconds": 120,
-    "max_surge": 0,
-    "max_unavailable": 1,
+    "min_replicas": None,
+    "max_surge": 1,
+    "accept_service_gap": False,
+    "single_node_claim": False,
     "env": {},
     "secret_env": {},
     "pod": {},
@@ -259,10 +280,10 @@ def _weights_fit(args: dict) -> Problems:
     }
 
 
-@check("max_surge", "max_unavailable")
-def _rollout_can_start(args: dict) -> Problems:
-    if args["max_surge"] == 0 and args["max_unavailable"] == 0:
-        return {"max_unavailable": "and max_surge are both 0, so a rollout could never start; set one above 0"}
+@check("min_replicas", "replicas", "max_replicas")
+def _fewest_within_most(args: dict) -> Problems:
+    if args["min_replicas"] is not None and args["min_replicas"] > most_replicas(args):
+        return {"min_replicas": f"({args['min_replicas']}) is above the most replicas ({most_replicas(args)})"}
     return {}
 
 
@@ -402,8 +423,8 @@ SPEC = ArgsSpec(
         "min_read_mb_per_s": int_range(1, 10**6),
         "load_strategy": Literal["lazy", "eager"],
         "drain_seconds": int_range(0, 24 * 3600),
-        "max_surge": int_range(0),
-        "max_unavailable": int_range(0),
+        "min_replicas": int_range(0),
+        "max_surge": int_range(0, 64),
         "env[key]": rule(plain_env_name),
         "secret_env[key]": EnvName,
         **rules_under("secret_env", SECRET_KEY_RULES),
@@ -414,7 +435,7 @@ SPEC = ArgsSpec(
         _parallelism_uses_every_gpu,
         _weights_fit,
         _groups_need_whole_devices,
-        _rollout_can_start,
+        _fewest_within_most,
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
         _own_flags_exist_in_the_release,
@@ -537,7 +558,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
             {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
-        **health_probes(PORT_NAME, args["startup_timeout_minutes"]),
+        **health_probes(PORT_NAME, startup_budget_minutes(args)),
         **drain_hook(args["drain_seconds"]),
     }
 
@@ -564,7 +585,7 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     }
     optional = {
         "schedulerName": gpu["scheduler_name"],
-        "affinity": gpu["affinity"],
+        "affinity": server_affinity(name, args),
         "runtimeClassName": gpu["runtime_class_name"],
         "resourceClaims": gpu["resource_claims"],
     }
@@ -572,6 +593,23 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     spec["terminationGracePeriodSeconds"] = termination_grace_seconds(args["drain_seconds"])
     capabilities = server_capabilities(args["nccl_ib_hca"])
     return locked_down(apply_pod_settings(spec, args["pod"]), service_account=name, capabilities=capabilities)
+
+
+def server_affinity(name: str, args: VLLMServerArgs) -> Optional[dict]:
+    """The GPU fragment's node affinity and, on a single-node claim, a required affinity to the
+    server's own pods on their node. The scheduler lets the first pod of such a term schedule
+    anywhere (kubernetes pkg/scheduler/framework/plugins/interpodaffinity/filtering.go
+    satisfyPodAffinity: no pod matches yet, and the pod matches its own term), so a first `up`
+    schedules, and a rollout's new pod lands where the claim is attached."""
+    args = with_defaults(args, DEFAULTS)
+    affinity = dict(args["gpu"]["affinity"] or {})
+    if args["single_node_claim"]:
+        affinity["podAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": selector_labels(name, COMPONENT)}, "topologyKey": HOSTNAME_LABEL}
+            ]
+        }
+    return affinity or None
 
 
 def server_capabilities(nccl_ib_hca: Optional[str]) -> tuple[str, ...]:
@@ -595,16 +633,71 @@ def most_replicas(args: VLLMServerArgs) -> int:
     return args["max_replicas"] or args["replicas"] or 1
 
 
+def fewest_replicas(args: VLLMServerArgs) -> int:
+    """The fewest replicas that may run: the autoscaler's minimum, else the replicas, else one."""
+    args = with_defaults(args, DEFAULTS)
+    return args["min_replicas"] or args["replicas"] or 1
+
+
+def rolling(args: VLLMServerArgs) -> dict:
+    """maxSurge and maxUnavailable of the Deployment or LeaderWorkerSet (components.rollout)."""
+    args = with_defaults(args, DEFAULTS)
+    return rolling_update(most_replicas=most_replicas(args), max_surge=args["max_surge"])
+
+
+def service_gap(args: VLLMServerArgs) -> bool:
+    """Whether a rollout at the fewest replicas stops the only one before its successor is ready."""
+    args = with_defaults(args, DEFAULTS)
+    return rollout_stops_the_last(fewest_replicas=fewest_replicas(args), max_surge=args["max_surge"])
+
+
+def group_wait(args: VLLMServerArgs) -> int:
+    """Seconds the pods of a multi-node group wait for each other; 0 for single-node replicas."""
+    args = with_defaults(args, DEFAULTS)
+    return group_wait_seconds(args["image_pull_minutes"]) if args["nodes"] > 1 else 0
+
+
+def startup_budget_minutes(args: VLLMServerArgs) -> int:
+    """The startup probe's budget: the model's load, after a group's wait for its pods."""
+    args = with_defaults(args, DEFAULTS)
+    return args["startup_timeout_minutes"] + group_wait(args) // 60
+
+
 def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
     """(create, update) minutes for Pulumi's wait on the Deployment."""
     args = with_defaults(args, DEFAULTS)
     return rollout_timeouts(
         max_replicas=most_replicas(args),
-        max_surge=args["max_surge"],
-        max_unavailable=args["max_unavailable"],
-        startup_minutes=args["startup_timeout_minutes"],
+        rolling=rolling(args),
+        startup_minutes=startup_budget_minutes(args),
         image_pull_minutes=args["image_pull_minutes"],
         drain_seconds=args["drain_seconds"],
+    )
+
+
+def progress_deadline_seconds(args: VLLMServerArgs) -> int:
+    """One step of the rollout (components.rollout.wave_minutes), from the same budget as the probes."""
+    args = with_defaults(args, DEFAULTS)
+    return 60 * wave_minutes(startup_budget_minutes(args), args["image_pull_minutes"], args["drain_seconds"])
+
+
+def pdb_spec(name: str, args: VLLMServerArgs) -> dict:
+    """The PodDisruptionBudget over every pod of the server (components.rollout.disruption_budget)."""
+    args = with_defaults(args, DEFAULTS)
+    pods = {LWS_NAME_LABEL: name} if args["nodes"] > 1 else selector_labels(name, COMPONENT)
+    limit = disruption_budget(
+        fewest_replicas=fewest_replicas(args), pods_per_replica=args["nodes"], accept_gap=args["accept_service_gap"]
+    )
+    return {**limit, "selector": {"matchLabels": pods}}
+
+
+def gap_warning(name: str) -> str:
+    """What the plan says when a rollout at one replica stops it (service_gap)."""
+    return (
+        f"VLLMServer {name}: with max_surge 0 and one replica, every rollout (a new image, model or "
+        "setting) stops the only replica before its successor has loaded: the service is down for a "
+        "pod's image pull and load. Keep at least 2 replicas (min_replicas or replicas), give max_surge "
+        "room for one more replica, or set accept_service_gap"
     )
 
 
@@ -618,23 +711,19 @@ def group_spec(name: str, args: VLLMServerArgs) -> dict:
         annotations=args["gpu"]["annotations"],
         nodes=args["nodes"],
         replicas=args["replicas"],
-        max_surge=args["max_surge"],
-        max_unavailable=args["max_unavailable"],
+        rolling=rolling(args),
+        wait_seconds=group_wait(args),
     )
 
 
 def deployment_spec(name: str, args: VLLMServerArgs) -> dict:
-    """The Deployment spec. Rolling updates default to no surge: a full GPU pool has no spare."""
+    """The Deployment spec: a rollout that keeps a replica serving (components.rollout), reported
+    stuck only after a step of it has had the time its pods are given."""
     args = with_defaults(args, DEFAULTS)
     spec: dict = {
         "selector": {"matchLabels": selector_labels(name, COMPONENT)},
-        "strategy": {
-            "type": "RollingUpdate",
-            "rollingUpdate": {
-                "maxSurge": args["max_surge"],
-                "maxUnavailable": args["max_unavailable"],
-            },
-        },
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling(args)},
+        "progressDeadlineSeconds": progress_deadline_seconds(args),
         "template": {
             "metadata": {
                 "labels": object_labels(name, COMPONENT),
@@ -723,15 +812,15 @@ class VLLMServer(pulumi.ComponentResource):
                     spec=group_traffic(name),
                     opts=child,
                 )
-        if most_replicas(args) > 1 or args["nodes"] > 1:
-            # maxUnavailable, not minAvailable equal to the replicas, which would block node drains.
-            # Over all pods of a group set, one eviction at a time takes down at most one group.
-            k8s.policy.v1.PodDisruptionBudget(
-                name,
-                metadata={"name": name, "namespace": namespace, "labels": labels},
-                spec={"maxUnavailable": 1, "selector": {"matchLabels": pods}},
-                opts=child,
-            )
+        # Drains, like rollouts, keep a replica serving unless the gap is accepted (components.rollout).
+        k8s.policy.v1.PodDisruptionBudget(
+            name,
+            metadata={"name": name, "namespace": namespace, "labels": labels},
+            spec=pdb_spec(name, args),
+            opts=child,
+        )
+        if service_gap(args) and not args["accept_service_gap"]:
+            pulumi.log.warn(gap_warning(name), resource=self)
         self.deployment_name = workload.metadata.apply(lambda metadata: metadata["name"])
         self.workload_kind = pulumi.Output.from_input(kind)
         self.workload_api_version = pulumi.Output.from_input(api_version)

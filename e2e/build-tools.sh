@@ -5,21 +5,31 @@
 #   bash e2e/build-tools.sh            # build if needed; last line: the bin dir
 #   E2E_BUILD_JOBS=1 E2E_BUILD_LANES=1 bash e2e/build-tools.sh   # gentler on a small machine
 #
-# The cache key is a hash of e2e/tools (go.mod, go.sum, our mains) and of this script, so a
-# change of any pinned version builds a new set; an unchanged set is reused at once. The cache
-# root is $VLLM_E2E_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/vllm-serving-e2e. GOMODCACHE and
-# GOCACHE stay at the Go defaults (outside the repository).
+# The cache key is a hash of e2e/tools (go.mod, go.sum, our mains), of this script and of the
+# provider's source, so a change of any pinned version builds a new set; an unchanged set is
+# reused at once. The cache root is $VLLM_E2E_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/vllm-serving-e2e.
+# GOMODCACHE and GOCACHE stay at the Go defaults (outside the repository).
 set -euo pipefail
 
 KUBE_VERSION=v1.34.4            # k8s.io/kubernetes; its staging modules at v0.34.4 (tools/kube/go.mod)
 PULUMI_VERSION=v3.274.1         # github.com/pulumi/pulumi/pkg/v3 (the CLI) and sdk/v3
-PROVIDER_VERSION=4.25.0         # the pulumi-kubernetes release at the provider pseudo-version in tools/provider
+PROVIDER_VERSION=4.32.0         # pulumi-kubernetes: the release whose Python SDK requirements.txt pins
+# The provider's source at that tag. The Go module proxy serves provider/v4 only at the 4.25.0
+# commit, so it is built from source: the provider/ folder of the tag, from the archive kept beside
+# the repository (../shared/vendor, see its README) when there is one, else from a clone of the tag.
+PROVIDER_TAG=v4.32.0
+PROVIDER_COMMIT=a03ff6ba58d2f1ea68319dda4b2c982119489c71
+PROVIDER_ARCHIVE_SHA256=7374e647edddbe3b7f132a6268cde26ba0d6173950f51480cc435aa070432b92
+# The schema the provider embeds comes from the 4.25.0 module (the release build generates it;
+# neither the archive nor the tag carries it): see lane_pulumi.
+PROVIDER_SCHEMA_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.0-20260115033456-f47bc2d6f199
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/tools"
 jobs="${E2E_BUILD_JOBS:-$(nproc)}"
+archive="${VLLM_E2E_PROVIDER_ARCHIVE:-$here/../../shared/vendor/pulumi-kubernetes-$PROVIDER_TAG-provider.tar.gz}"
 
-key="$( { cat "${BASH_SOURCE[0]}"; go version; \
+key="$( { cat "${BASH_SOURCE[0]}"; go version; echo "provider source $PROVIDER_COMMIT $PROVIDER_ARCHIVE_SHA256"; \
           cd "$tools" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) | LC_ALL=C sort | xargs sha256sum; \
         } | sha256sum | cut -c1-16)"
 root="${VLLM_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vllm-serving-e2e}"
@@ -53,7 +63,29 @@ moddir() {  # moddir <module dir> <module path>: where the Go module cache holds
 # leaves a core idle, and measured here (2 cores, cold caches) two lanes took 27 minutes where
 # one after the other took 37. E2E_BUILD_LANES=1 builds one module at a time.
 lanes="${E2E_BUILD_LANES:-2}"
-for m in kube kwok pulumi provider; do (cd "$tools/$m" && go mod download) & done
+# The provider's source: provider/ of the tag, with tools/provider's go.mod and go.sum laid over it.
+provider_source() {  # provider_source <dir>: prints the provider module's folder inside <dir>
+    local dir="$1"
+    if [[ -f "$archive" ]]; then
+        echo "$PROVIDER_ARCHIVE_SHA256  $archive" | sha256sum --check --quiet >&2 \
+            || { echo "tools: $archive is not the $PROVIDER_TAG archive" >&2; exit 1; }
+        tar -xzf "$archive" -C "$dir" || exit 1
+        echo "$dir/pulumi-kubernetes-$PROVIDER_TAG/provider"
+    else
+        git clone --quiet --depth 1 --branch "$PROVIDER_TAG" https://github.com/pulumi/pulumi-kubernetes "$dir/clone" >&2 || exit 1
+        [[ "$(git -C "$dir/clone" rev-parse HEAD)" == "$PROVIDER_COMMIT" ]] || { echo "tools: $PROVIDER_TAG is not $PROVIDER_COMMIT" >&2; exit 1; }
+        echo "$dir/clone/provider"
+    fi
+}
+mkdir -p "$stage/provider-src"
+provider_src="$(provider_source "$stage/provider-src")"
+# The code generator is the only user of pulumi-language-dotnet, whose pinned version the proxy
+# refuses; the provider does not need it.
+rm -rf "$provider_src/cmd/pulumi-gen-kubernetes"
+cp "$tools/provider/go.mod" "$tools/provider/go.sum" "$provider_src/"
+
+for m in kube kwok pulumi; do (cd "$tools/$m" && go mod download) & done
+(cd "$provider_src" && go mod download) &
 wait
 
 # Kubernetes control plane and etcd. Kubernetes reports its version from link-time variables;
@@ -80,25 +112,28 @@ lane_kube() {
 }
 
 lane_pulumi() {
-    # The Kubernetes provider: our main plus the schema that the provider module carries, with
-    # its version set as the provider's own release build does. Built from a temporary copy so
-    # that nothing generated lands in the repository.
-    local src="$stage/provider-src" prov_dir sdk_dir
-    cp -r "$tools/provider" "$src"
-    prov_dir="$(moddir "$src" github.com/pulumi/pulumi-kubernetes/provider/v4)"
-    python3 - "$prov_dir/cmd/pulumi-resource-kubernetes" "$src/pulumi-resource-kubernetes" "$PROVIDER_VERSION" <<'EOF'
+    # The Kubernetes provider: the tag's own main, which embeds the schema and the terraform
+    # mapping that its release build generates. The schema is the one the 4.25.0 module carries,
+    # with its version set as the release build sets it. The provider reads its schema only to
+    # answer GetSchema and, in Read, to fill in an imported object's inputs (provider.go); the
+    # program does neither (it adopts kept objects with Patch resources: components/kept.py). The
+    # 4.25 schema lacks the types newer than it (resource.k8s.io/v1), which no case here imports.
+    local schema_dir sdk_dir target="$provider_src/cmd/pulumi-resource-kubernetes"
+    schema_dir="$(cd "$provider_src" && go mod download -json "$PROVIDER_SCHEMA_MODULE" \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/cmd/pulumi-resource-kubernetes"
+    python3 - "$schema_dir" "$target" "$PROVIDER_VERSION" <<'EOF'
 import json, sys
 from pathlib import Path
 source, target, version = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 schema = json.loads((source / "schema.json").read_text())
 schema["version"] = version
 (target / "schema-embed.json").write_text(json.dumps(schema, separators=(",", ":")))
-mapping = json.loads((source / "terraform-mapping.json").read_text())
+mapping = json.loads((target / "terraform-mapping.json").read_text())
 (target / "terraform-mapping-embed.json").write_text(json.dumps(mapping, separators=(",", ":")))
 EOF
-    build "$src" "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PROVIDER_VERSION" \
-        ./pulumi-resource-kubernetes
-    rm -rf "$src"
+    build "$provider_src" "-X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$PROVIDER_VERSION" \
+        ./cmd/pulumi-resource-kubernetes
+    rm -rf "$stage/provider-src"
 
     # The Pulumi CLI and a Python language host (see tools/pulumi/pulumi-language-python/main.go),
     # with the language host's exec script from the sdk/v3 module.

@@ -147,6 +147,7 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
                     f"gpuQuota ({config.gpu_quota}); the replicas beyond it could never start: lower it or raise the quota",
                 )
             )
+    problems += surge_problems(config, ok)
     if config.autoscaling_enabled is True and "replicas" in config.explicit:
         problems.append(
             Problem(
@@ -176,7 +177,61 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
     problems += credential_problems(config)
+    problems += tls_secret_problems(config, ok)
     return problems
+
+
+def tls_secret_problems(config: StackConfig, ok) -> list[Problem]:
+    """The Ingress's TLS Secret is the certificate's alone: cert-manager's ingress-shim writes the
+    Secret that spec.tls names (and a Certificate of that name), so it must be no Secret the stack
+    creates or reads for a credential."""
+    keys = ("host", "tls", "exposureRoute", "tlsSecretName", "apiKey", "apiKeySecretName", "hubToken", "hubTokenSecretName")
+    if not ok(*keys) or not (config.host and config.tls) or config.exposure_route != "ingress":
+        return []
+    tls_secret = config.tls_secret_name or f"{config.name}-tls"
+    credentials = {
+        "apiKey": f"{config.name}-api-key" if config.api_key is not None else None,
+        "apiKeySecretName": config.api_key_secret_name,
+        "hubToken": f"{config.name}-hub-token" if config.hub_token is not None else None,
+        "hubTokenSecretName": config.hub_token_secret_name,
+    }
+    problems = []
+    for key, secret in credentials.items():
+        if secret != tls_secret:
+            continue
+        if config.tls_secret_name:
+            message = f"is {tls_secret}, the Secret that {key} also uses"
+            key = "tlsSecretName"
+        else:
+            message = f"is {tls_secret}, the Ingress's TLS Secret (the default, <name>-tls)"
+        problems.append(Problem(key=key, message=f"{message}: cert-manager writes the certificate into the TLS Secret; "
+                                "give the two Secrets different names"))
+    return problems
+
+
+def surge_problems(config: StackConfig, ok) -> list[Problem]:
+    """A rollout's surge replica counts against the GPU quota: at the fewest replicas, one more must fit.
+
+    Above the fewest, a quota sized for the most replicas leaves the room; at the most, the
+    rollout stops one old replica first (components.rollout).
+    """
+    keys = ("gpuQuota", "gpuCount", "maxSurge", "autoscalingEnabled", "autoscalingMinReplicas", "replicas")
+    if not ok(*keys) or not config.gpu_quota or not config.max_surge:
+        return []
+    fewest = max(config.autoscaling_min_replicas, 1) if config.autoscaling_enabled else config.replicas
+    needed = (fewest + 1) * config.gpu_count
+    if needed <= config.gpu_quota:
+        return []
+    fewest_key = "autoscalingMinReplicas" if config.autoscaling_enabled else "replicas"
+    return [
+        Problem(
+            key="maxSurge",
+            message=f"({config.max_surge}) starts a replica beside the {fewest} of {fewest_key} during a rollout: "
+            f"({fewest} + 1) x gpuCount ({config.gpu_count}) = {needed} GPUs, above gpuQuota ({config.gpu_quota}), so "
+            f"the quota refuses it and the rollout stalls. Raise gpuQuota to {needed}, or set maxSurge 0"
+            + (" (a rollout at one replica then stops it first: acceptServiceGap)" if fewest == 1 else ""),
+        )
+    ]
 
 
 SECRET_KEY_OF = {"apiKeySecretKey": "apiKeySecretName", "hubTokenSecretKey": "hubTokenSecretName"}

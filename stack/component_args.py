@@ -8,7 +8,7 @@ sets them, so a component can tell a setting that has no effect from Pulumi.yaml
 """
 
 from dataclasses import asdict
-from typing import Any, Optional, TypedDict
+from typing import Any, Optional, Sequence, TypedDict
 
 import pulumi
 
@@ -23,7 +23,9 @@ from vllm_serving_components import (
 from vllm_serving_components.autoscaler import MAX_PERIOD_SECONDS
 from vllm_serving_components.capacity import preset_for
 from vllm_serving_components.grammar import with_registry
+from vllm_serving_components.labels import selector_labels
 from vllm_serving_components.rollout import ready_within_minutes
+from vllm_serving_components.vllm_server import COMPONENT as SERVER_COMPONENT
 from vllm_serving_components.vllm_server import workload_kind
 
 from .config import INVALID, StackConfig
@@ -68,6 +70,9 @@ STORE_KEYS = {
     "name": "name",
     "namespace": "namespace",
     "model_id": "modelId",
+    "server_pods": "tolerations",
+    "server_pods.labels": "name",
+    "server_pods.tolerations": "tolerations",
     "revision": "modelRevision",
     "endpoint": "modelEndpoint",
     "allow_patterns": "modelAllowPatterns",
@@ -130,8 +135,9 @@ SERVER_KEYS = {
     "network_volume": "modelVolumeIsNetwork",
     "load_strategy": "safetensorsLoadStrategy",
     "drain_seconds": "drainSeconds",
+    "min_replicas": "autoscalingMinReplicas",
     "max_surge": "maxSurge",
-    "max_unavailable": "maxUnavailable",
+    "accept_service_gap": "acceptServiceGap",
     "env": "serverEnv",
     "secret_env": "serverSecretEnv",
     "secret_env.name": "serverSecretEnv",
@@ -281,7 +287,11 @@ def gpu_claim_args(config: StackConfig, namespace: pulumi.Input[str]) -> GpuClai
     }
 
 
-def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> ModelStoreArgs:
+def model_store_args(
+    config: StackConfig, namespace: pulumi.Input[str], gpu_tolerations: Sequence[dict] = ()
+) -> ModelStoreArgs:
+    """The store's arguments; gpu_tolerations are the GPU fragment's, which the server's pods carry."""
+    tolerations = config.tolerations if isinstance(config.tolerations, list) else []
     on_existing_claim = config.existing_claim is not None
     claim_setting = config.set_or_none if on_existing_claim else config.value
     token_secret = config.hub_token_secret_name
@@ -304,6 +314,7 @@ def model_store_args(config: StackConfig, namespace: pulumi.Input[str]) -> Model
         "storage_class": claim_setting("storageClass"),
         "access_mode": claim_setting("storageAccessMode"),
         "existing_claim": config.existing_claim,
+        "server_pods": {"labels": selector_labels(config.name, SERVER_COMPONENT), "tolerations": [*gpu_tolerations, *tolerations]},
         "timeout_minutes": config.download_timeout_minutes,
         "max_workers": config.download_max_workers,
         "package_index": config.downloader_package_index,
@@ -343,6 +354,7 @@ def vllm_server_args(
         "replicas": None if scaling else config.replicas,
         # Without autoscaling the server counts its replicas.
         "max_replicas": config.autoscaling_max_replicas if scaling else None,
+        "min_replicas": config.autoscaling_min_replicas if scaling else None,
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
         # The component keeps it in a Secret, as a Pulumi secret; it is never in a plain value.
         "api_key": config.api_key,
@@ -354,7 +366,8 @@ def vllm_server_args(
         "load_strategy": config.safetensors_load_strategy,
         "drain_seconds": config.drain_seconds,
         "max_surge": config.max_surge,
-        "max_unavailable": config.max_unavailable,
+        "accept_service_gap": config.accept_service_gap,
+        "single_node_claim": config.existing_claim is None and not shared_volume,
         "env": config.server_env,
         "secret_env": config.server_secret_env,
         "pod": {

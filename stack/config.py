@@ -129,7 +129,7 @@ class StackConfig(BaseModel):
     image_pull_minutes: int
     drain_seconds: int
     max_surge: int
-    max_unavailable: int
+    accept_service_gap: bool
     server_env: dict[str, str]
     server_secret_env: dict[str, dict[str, str]]
 

@@ -42,6 +42,7 @@ NESTED_TYPES = {
     "HamiSliceArgs",
     "PodSettingsArgs",
     "SecretKeyArgs",
+    "ServerPodsArgs",
     "SignalArgs",
     "TolerationArgs",
 }
@@ -633,7 +634,7 @@ def test_the_example_through_the_provider_creates_what_the_components_create_in_
     assert [created[:2] for created in through_provider] == [created[:2] for created in direct]
     assert through_provider == direct
     kinds = {type_.rsplit(":", 1)[-1] for type_, _, _ in direct}
-    assert {"Deployment", "Job", "PersistentVolumeClaim", "Service"} <= kinds
+    assert {"Deployment", "Job", "PersistentVolumeClaimPatch", "Service"} <= kinds
     assert outputs["api"]["endpoint"] == "http://api.ai-serving-yaml.svc.cluster.local:8000/v1"
     assert outputs["gpu"]["podFragment"]["limits"] == {"nvidia.com/gpu": "1"}
     # Every output the schema declares comes back from construct (pod_fragment's null fields aside).

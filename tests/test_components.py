@@ -328,7 +328,7 @@ def test_server_deployment_wiring():
     assert all(e["name"] != "VLLM_API_KEY" for e in server["env"])
     (check,) = pod["initContainers"]
     assert check["command"][:2] == ["sh", "-c"] and "exit 1" in check["command"][2]
-    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
 def test_server_merges_the_gpu_fragment():
@@ -378,7 +378,8 @@ def test_server_with_api_key_explicit_shm_and_autoscaled_replicas():
         ({"gpu_memory_utilization": 0}, ["gpu_memory_utilization"]),
         ({"gpu_memory_utilization": 1.01}, ["gpu_memory_utilization"]),
         ({"max_model_len": 0}, ["max_model_len"]),
-        ({"max_surge": 0, "max_unavailable": 0}, ["max_unavailable"]),
+        ({"min_replicas": 2}, ["min_replicas"]),
+        ({"max_surge": -1}, ["max_surge"]),
         ({"startup_timeout_minutes": 0}, ["startup_timeout_minutes"]),
         ({"extra_args": ["--served-model-name", "x"]}, ["extra_args"]),
     ],

@@ -34,9 +34,10 @@ def test_the_weights_and_the_namespace_survive_a_destroy(rendered, stack, protec
 
 def test_the_prod_rollout_timeout_covers_every_replica_in_turn(rendered):
     options = rendered["prod"].options("Deployment")
-    # 2 replicas, one at a time: each waits for the old pod to drain (120 s) and stop (30 s),
-    # then the new one pulls (15 min) and loads (60 min).
-    assert options.timeouts == {"create": "80m", "update": "161m"}
+    # 2 replicas, one at a time (at two the quota has no room for a surge replica): each waits
+    # for the old pod to drain (120 s) and stop (30 s), then the new one pulls (15 min), loads
+    # (60 min) and gets its margin (5 min).
+    assert options.timeouts == {"create": "80m", "update": "166m"}
     assert rendered["dev"].options("Deployment").timeouts == {"create": "35m", "update": "38m"}
 
 
@@ -44,15 +45,17 @@ def test_the_prod_rollout_timeout_covers_every_replica_in_turn(rendered):
     ("replicas", "surge", "unavailable", "expected"),
     [
         (1, 0, 1, (80, 83)),
-        (2, 0, 1, (80, 161)),
-        (4, 0, 2, (80, 161)),
-        (4, 1, 1, (80, 161)),
-        (3, 0, 1, (80, 239)),
+        (1, 1, 0, (80, 83)),
+        (2, 0, 1, (80, 166)),
+        (2, 1, "50%", (80, 166)),
+        (4, 0, 2, (80, 166)),
+        (4, 1, "25%", (80, 332)),
+        (3, 1, "34%", (80, 249)),
     ],
 )
 def test_rollout_timeouts(replicas, surge, unavailable, expected):
     timeouts = rollout_timeouts(
-        max_replicas=replicas, max_surge=surge, max_unavailable=unavailable,
+        max_replicas=replicas, rolling={"maxSurge": surge, "maxUnavailable": unavailable},
         startup_minutes=60, image_pull_minutes=15, drain_seconds=120,
     )
     assert timeouts == expected

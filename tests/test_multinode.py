@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
-from vllm_serving_components.multinode import LEADER_SCRIPT, LWS_NAME_LABEL, RAY_JOIN_SECONDS, RAY_NODE_CHECK, WORKER_SCRIPT
+from vllm_serving_components.multinode import LWS_NAME_LABEL, RAY_NODE_CHECK, leader_script, worker_script
 from stack.config import ConfigError
 from stack.render import render_stack
 
@@ -26,13 +26,16 @@ def test_every_object_validates_against_kubernetes_and_the_lws_crd(multinode, ve
     assert {name: found for name, found in errors.items() if found} == {}
 
 
-def test_one_replica_is_a_group_of_two_nodes_restarted_as_a_unit(multinode):
+def test_one_replica_is_a_group_of_two_nodes_restarted_as_a_unit_once_started(multinode):
     lws = multinode.only("LeaderWorkerSet")
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
     assert "Deployment" not in {o.kind for o in multinode.objects}
     group, _, _ = templates(multinode)
-    assert group["size"] == 2 and group["restartPolicy"] == "RecreateGroupOnPodRestart"
-    assert lws["spec"]["rolloutStrategy"] == {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxSurge": 0, "maxUnavailable": 1}}
+    # A pod still Pending (a node scaling up, an image pulling) does not recreate the group.
+    assert group["size"] == 2 and group["restartPolicy"] == "RecreateGroupAfterStart"
+    # One to two groups under a 32-GPU quota: a new group starts beside the old one at one group;
+    # at two, one old group stops first (50% of 2 rounds down to 1) and the other keeps serving.
+    assert lws["spec"]["rolloutStrategy"] == {"type": "RollingUpdate", "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": "50%"}}
     assert lws["spec"]["startupPolicy"] == "LeaderCreated"
     assert "replicas" not in lws["spec"], "the autoscaler owns the groups"
 
@@ -40,20 +43,24 @@ def test_one_replica_is_a_group_of_two_nodes_restarted_as_a_unit(multinode):
 def test_the_leader_runs_the_ray_head_and_the_api_and_the_workers_join_it(multinode):
     _, leader, worker = templates(multinode)
     (server,) = leader["spec"]["containers"]
-    assert server["command"] == ["sh", "-c", LEADER_SCRIPT, "vllm"]
+    # The group's pods wait for each other one image pull (15 min) and the margin (5 min).
+    assert server["command"] == ["sh", "-c", leader_script(1200), "vllm"]
+    assert "--ray_init_timeout=1200 &&" in server["command"][2]
     assert server["args"][:2] == ["serve", "/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master"]
     flags = server["args"]
     for flag, value in [("--tensor-parallel-size", "8"), ("--pipeline-parallel-size", "2"), ("--distributed-executor-backend", "ray")]:
         assert flags[flags.index(flag) + 1] == value
     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= server.keys()
-    assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == 60 * 60
+    # The leader's startup budget covers the wait for its group, then the model's load (60 min).
+    assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == (20 + 60) * 60
     (joiner,) = worker["spec"]["containers"]
-    assert joiner["command"] == ["sh", "-c", WORKER_SCRIPT] and "$LWS_LEADER_ADDRESS" in WORKER_SCRIPT
+    assert joiner["command"] == ["sh", "-c", worker_script(1200)]
+    assert joiner["command"][2].endswith('--ray_address="$LWS_LEADER_ADDRESS" --ray_init_timeout=1200')
     assert "ports" not in joiner
     # The worker's probes: its own Ray node alive in the group's cluster, within the helper's join time.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert joiner[probe]["exec"]["command"] == ["python3", "-c", RAY_NODE_CHECK]
-    assert joiner["startupProbe"]["failureThreshold"] * joiner["startupProbe"]["periodSeconds"] > RAY_JOIN_SECONDS
+    assert joiner["startupProbe"]["failureThreshold"] * joiner["startupProbe"]["periodSeconds"] == 1200 + 60
     assert "n['NodeManagerAddress'] == me" in RAY_NODE_CHECK
 
 
@@ -84,14 +91,17 @@ def test_the_service_selects_the_leaders_alone(multinode):
 def test_pulumi_waits_for_the_groups_within_timeouts_for_groups(multinode):
     lws = multinode.only("LeaderWorkerSet")
     assert lws["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Available"}
-    # Two groups at most, one at a time: each drains (3), pulls (15) and loads (60) minutes.
-    assert multinode.options("LeaderWorkerSet").timeouts == {"create": "80m", "update": "161m"}
+    # Create: a pull (15), the group's wait (20), the load (60) and the margin (5). Update: two
+    # groups at most, one at a time, each also draining (3).
+    assert multinode.options("LeaderWorkerSet").timeouts == {"create": "100m", "update": "206m"}
 
 
 def test_scaling_disruption_and_traffic_count_whole_groups(multinode):
     target = multinode.only("ScaledObject")["spec"]["scaleTargetRef"]
     assert target == {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "vllm-qwen3-235b-mn"}
-    assert multinode.only("PodDisruptionBudget")["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {LWS_NAME_LABEL: "vllm-qwen3-235b-mn"}}}
+    # Down to one group of two pods: both must stay (75% of 2 rounds up to 2); of two groups, one
+    # pod may go (75% of 4 is 3), which stops one group while the other serves.
+    assert multinode.only("PodDisruptionBudget")["spec"] == {"minAvailable": "75%", "selector": {"matchLabels": {LWS_NAME_LABEL: "vllm-qwen3-235b-mn"}}}
     group = multinode.find("NetworkPolicy", "vllm-qwen3-235b-mn-group")["spec"]
     peers = {"podSelector": {"matchLabels": {LWS_NAME_LABEL: "vllm-qwen3-235b-mn"}}}
     assert group["ingress"] == [{"from": [peers]}] and group["egress"] == [{"to": [peers]}]

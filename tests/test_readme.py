@@ -32,7 +32,7 @@ def test_the_library_pages_composition_creates_a_served_model():
     rendering = run_component(lambda: exec(example, {}))
     assert sorted(o.kind for o in rendering.objects) == [
         "ConfigMap", "Deployment", "Job", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
-        "PersistentVolumeClaim", "Service", "ServiceAccount", "ServiceAccount",
+        "PersistentVolumeClaim", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceAccount",
     ]
     deployment = rendering.only("Deployment")
     assert rendering.only("Service")["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]

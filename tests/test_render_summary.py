@@ -43,7 +43,9 @@ Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
              --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager
   api key    $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2, by ScaledObject vllm-qwen3-235b
-  options    customTimeouts create 80m, update 161m
+  rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
+             at 1 replica a new one starts before an old one stops, 1 keeps serving
+  options    customTimeouts create 80m, update 166m
   dependsOn  Job/vllm-qwen3-235b-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b"""
 
@@ -53,7 +55,7 @@ def test_prod_storage_route_scaler_quota_and_download(rendered):
     assert block(prod, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving  vllm-qwen3-235b-models          ModelStore
   storage    1Ti, class nfs-client, ReadWriteMany
-  options    retainOnDelete; protect"""
+  options    retainOnDelete; protect; adoptsExisting"""
     assert block(prod, "Ingress") == """\
 Ingress                ai-serving  vllm-qwen3-235b                 Exposure
   host       vllm.ai-serving.company.com /v1, TLS, class nginx
@@ -76,7 +78,7 @@ Job                    ai-serving  vllm-qwen3-235b-stage-3a462107  ModelStore
              ServiceAccount/vllm-qwen3-235b-stage"""
     assert block(prod, "Namespace") == """\
 Namespace              -           ai-serving                      -
-  options    retainOnDelete"""
+  options    retainOnDelete; adoptsExisting"""
     assert block(prod, "ServiceAccount", "vllm-qwen3-235b") == (
         "ServiceAccount         ai-serving  vllm-qwen3-235b                 VLLMServer"
     ), "only what depends on the namespace: nothing to show"
@@ -93,13 +95,15 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
              --gpu-memory-utilization 0.8, --max-model-len 8192, --enforce-eager
   api key    none: /v1 answers anyone who reaches it
   replicas   1
+  rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
+             1 keeps serving
   options    customTimeouts create 35m, update 38m
   dependsOn  Job/vllm-qwen3-0-6b-stage-57e78d77, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
              ServiceAccount/vllm-qwen3-0-6b"""
     assert block(dev, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
   storage    20Gi, class (cluster default), ReadWriteOnce
-  options    retainOnDelete"""
+  options    retainOnDelete; adoptsExisting"""
 
 
 def test_multinode_leader_worker_set(multinode):
@@ -114,7 +118,8 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
              --distributed-executor-backend ray
   api key    leader: $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
-  options    customTimeouts create 80m, update 161m
+  rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
+  options    customTimeouts create 100m, update 206m
   dependsOn  Job/vllm-qwen3-235b-mn-stage-3a462107, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
              ServiceAccount/vllm-qwen3-235b-mn"""
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
@@ -172,7 +177,8 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
         "--tensor-parallel-size 8, --pipeline-parallel-size 1, --gpu-memory-utilization 0.9, --max-model-len 32768, "
         "--safetensors-load-strategy eager<br>**api key** $VLLM_API_KEY from Secret vllm-api-key, key api-key"
         "<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
-        "<br>**options** customTimeouts create 80m, update 161m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
+        "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
+        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-3a462107, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines
@@ -199,10 +205,10 @@ def test_markdown_cells_escape_what_would_break_the_table():
 def test_options_json_holds_every_set_option_by_object(rendered):
     document = options_document(rendered["prod"].objects)
     assert document["PersistentVolumeClaim/ai-serving/vllm-qwen3-235b-models"] == {
-        "protect": True, "retainOnDelete": True, "dependsOn": ["Namespace/ai-serving"],
+        "protect": True, "retainOnDelete": True, "adoptsExisting": True, "dependsOn": ["Namespace/ai-serving"],
     }
-    assert document["Namespace/ai-serving"] == {"retainOnDelete": True}
-    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "161m"}
+    assert document["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
+    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "166m"}
     assert len(document) == len(rendered["prod"].objects)
 
 
@@ -211,7 +217,7 @@ def test_the_renderer_writes_the_summary_and_the_options(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "  gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3" in printed
     assert (tmp_path / "summary.md").read_text().startswith("### Stack `prod`: 18 objects\n")
-    assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True}
+    assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
 
 
 # --- A stack file kept elsewhere -----------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_the_diff_shows_the_changed_setting(reviewed):
     assert "-    app.kubernetes.io/managed-by: pulumi\n+    app.kubernetes.io/managed-by: pulumi-at-head\n" in diff
     startup = [line for line in diff.splitlines() if re.match(r"^[-+]\s+failureThreshold: \d+$", line)]
     assert len(startup) == 2, "the startup probe's budget follows startupTimeoutMinutes"
-    assert '"update": "161m"' in diff and "--- a/prod/options.json" in diff
+    assert '"update": "166m"' in diff and "--- a/prod/options.json" in diff
     new_stack = (out / "diff" / "staging.diff").read_text()
     assert "--- /dev/null\n+++ b/staging/Namespace/ai-serving-staging.yaml\n" in new_stack
     assert "--- /dev/null\n+++ b/staging/outputs.json\n" in new_stack
@@ -111,12 +111,12 @@ def test_the_summary_counts_each_stack_and_names_the_changed_options(reviewed):
     assert lines[0] == COMMENT_MARKER
     assert lines[1].startswith("## Rendered stacks: main → the working tree at ")
     # Every object but the Namespace carries the label the components changed.
-    assert "| `dev` | 11 → 11 | 0 | 0 | 10 | 0 | 0 |" in lines
+    assert "| `dev` | 12 → 12 | 0 | 0 | 11 | 0 | 0 |" in lines
     assert "| `prod` | 18 → 18 | 0 | 0 | 17 | 1 | 0 |" in lines
-    assert "| `staging` | - → 11 | 11 | 0 | 0 | 0 | 8 |" in lines
+    assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 8 |" in lines
     assert "A new stack: every object is added." in text
     timeouts = [line for line in lines if line.startswith("  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: ")]
-    assert timeouts == ["  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: create 80m, update 161m → create 110m, update 221m"]
+    assert timeouts == ["  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: create 80m, update 166m → create 110m, update 226m"]
     assert "<details><summary>Diff of <code>prod</code>" in text
     assert "<details><summary>What <code>prod</code> creates at head</summary>" in text
     assert len(text) <= COMMENT_LIMIT
@@ -134,7 +134,7 @@ def test_the_head_can_be_a_ref_too(repository, tmp_path):
     finally:
         run_git(repository, "checkout", "--quiet", "main")
     assert [(c.stack, len(c.added), len(c.changed), len(c.options_changed)) for c in changes] == [
-        ("dev", 0, 10, 0), ("prod", 0, 17, 1), ("staging", 11, 0, 0),
+        ("dev", 0, 11, 0), ("prod", 0, 17, 1), ("staging", 12, 0, 0),
     ]
     assert (tmp_path / "summary.md").read_text().splitlines()[1].startswith("## Rendered stacks: `main~1` (")
     assert len(run_git(repository, "worktree", "list").splitlines()) == 1

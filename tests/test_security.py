@@ -11,6 +11,7 @@ from test_stacks import VARIANTS, render_variant
 from vllm_serving_components.pods import RUN_AS
 from stack.project import SECRET_PLACEHOLDER
 from stack.render import REDACTED, render_stack, write_rendering
+from vllm_serving_components.summary import object_details
 
 ENCRYPTED_KEY = {"secure": "v1:AAABBBCCC="}
 
@@ -192,10 +193,30 @@ def test_no_network_policies_on_request(tmp_path):
     assert "NetworkPolicy" not in {o.kind for o in rendering.objects}
 
 
-def test_a_disruption_budget_only_where_more_than_one_replica_can_run(rendered):
-    budget = rendered["prod"].only("PodDisruptionBudget")["spec"]
-    assert budget == {
-        "maxUnavailable": 1,
-        "selector": {"matchLabels": rendered["prod"].only("Deployment")["spec"]["selector"]["matchLabels"]},
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_drain_never_evicts_the_last_replica(rendered, stack):
+    # dev runs one replica, prod's autoscaler may keep one: while one is all there is, no pod may
+    # be evicted (50% of 1 rounds up to 1); of two, one may (50% of 2 is 1).
+    budget = rendered[stack].only("PodDisruptionBudget")
+    assert budget["spec"] == {
+        "minAvailable": "50%",
+        "selector": {"matchLabels": rendered[stack].only("Deployment")["spec"]["selector"]["matchLabels"]},
     }
-    assert "PodDisruptionBudget" not in {o.kind for o in rendered["dev"].objects}
+    (obj,) = [o for o in rendered[stack].objects if o.kind == "PodDisruptionBudget"]
+    assert dict(object_details(obj, rendered[stack].objects))["drain"] == (
+        "minAvailable 50%; at 1 replica a drain waits: no pod may be evicted until another replica runs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "drain"),
+    [
+        ({"acceptServiceGap": True}, "maxUnavailable 1; at 1 replica a drain may evict 1 pod at once and stop the last replica (service gap)"),
+        ({"replicas": 2, "storageAccessMode": "ReadWriteMany"}, "maxUnavailable 1; at 2 replicas a drain evicts at most 1 pod at once, a replica keeps serving"),
+    ],
+)
+def test_a_drain_evicts_one_pod_at_a_time_with_two_replicas_or_the_gap_accepted(tmp_path, settings, drain):
+    rendering = render_stack(project_with_stack(tmp_path, settings), tmp_path)
+    (obj,) = [o for o in rendering.objects if o.kind == "PodDisruptionBudget"]
+    assert obj.manifest["spec"]["maxUnavailable"] == 1 and "minAvailable" not in obj.manifest["spec"]
+    assert dict(object_details(obj, rendering.objects))["drain"] == drain

@@ -51,6 +51,7 @@ def test_dev_creates_exactly_the_in_cluster_objects(rendered):
             ("NetworkPolicy", "vllm-qwen3-0-6b"),
             ("NetworkPolicy", "vllm-qwen3-0-6b-egress"),
             ("NetworkPolicy", "vllm-qwen3-0-6b-stage"),
+            ("PodDisruptionBudget", "vllm-qwen3-0-6b"),
         ]
     )
 
@@ -181,7 +182,8 @@ def test_prod_server_matches_the_reference_case(rendered):
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "20Gi"}
     assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == 60 * 60
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
-    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    # A new replica starts before an old one stops; at two, one old one stops first.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": "50%"}
 
 
 def test_prod_volume_is_shared_nfs(rendered):

@@ -13,12 +13,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a stack program needs; the rest of the repository (tests, docs, .venv) stays out.
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "__main__.py", "requirements.txt")
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.multinode.yaml", "__main__.py", "requirements.txt")
 PROJECT_DIRS = ("components", "stack")
 
 
 class PulumiError(AssertionError):
     pass
+
+
+def pinned_provider() -> str:
+    """The pulumi-kubernetes release requirements.txt pins: the provider a user's `up` downloads."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.startswith("pulumi-kubernetes=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError("requirements.txt pins no pulumi-kubernetes")
 
 
 @dataclass
@@ -36,9 +44,8 @@ class Result:
 class PulumiProject:
     """A copy of the project in ``work/project`` with its own backend and PULUMI_HOME.
 
-    The copy's ``.venv`` is a link to the repository's ``.venv-e2e`` (requirements-e2e.txt: the
-    Kubernetes SDK of the provider release the tools build), which ``.ci/run`` (or the README's
-    install command) creates."""
+    The copy's ``.venv`` is a link to the repository's ``.venv-e2e`` (requirements.txt alone, as
+    ``pulumi install`` makes it), which ``.ci/run`` (or the README's install command) creates."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The dev stack's life with the real Pulumi CLI and provider on a local cluster: preview, up,
 an idempotent second up, the endpoint output, the offline rendering against what up created,
-a model upgrade, a failed download Job, and destroy. The tests run in file order and share
-one stack."""
+a model upgrade, a failed download Job, destroy, and up again over what destroy kept. The tests
+run in file order and share one stack."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import yaml
 
 from .cluster import HAMI_SCHEDULER, job_pod_fail_stage
 from .conftest import kubectl_json
-from .pulumi_cli import ROOT
+from .plans import assert_next_run_creates_nothing_that_exists
+from .pulumi_cli import ROOT, pinned_provider
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +58,7 @@ def test_preview_creates_every_object(dev):
     errors = [d for d in plan.get("diagnostics", []) if d.get("severity") == "error"]
     assert not errors, errors
     created = {s["newState"]["type"] for s in plan["steps"] if s["op"] == "create"}
-    for token in ("kubernetes:core/v1:Namespace", "kubernetes:core/v1:PersistentVolumeClaim",
+    for token in ("kubernetes:core/v1:NamespacePatch", "kubernetes:core/v1:PersistentVolumeClaimPatch",
                   "kubernetes:batch/v1:Job", "kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service"):
         assert token in created, sorted(created)
 
@@ -74,6 +75,7 @@ def test_up_creates_a_running_server(dev, cluster):
     pods = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=server")["items"]
     assert [p["spec"]["nodeName"] for p in pods] == ["gpu-hami-0"]
     assert pods[0]["spec"]["schedulerName"] == HAMI_SCHEDULER
+    assert_next_run_creates_nothing_that_exists(dev, STACK, cluster)
 
 
 def test_the_namespace_admits_the_stacks_pods_and_refuses_a_privileged_one(dev, cluster):
@@ -89,13 +91,26 @@ def test_the_namespace_admits_the_stacks_pods_and_refuses_a_privileged_one(dev, 
     assert r.returncode != 0 and 'violates PodSecurity "restricted:latest"' in r.stderr, r.stderr
 
 
-def test_provider_is_the_built_release_and_applies_server_side(dev, cluster):
+def test_provider_is_the_pinned_release(dev, cluster, capsys):
+    """The provider the stack ran is the release requirements.txt pins, as a user's `up` downloads it."""
     providers = [r for r in dev.resources(STACK) if r["type"] == "pulumi:providers:kubernetes"]
-    assert [p["inputs"].get("version") for p in providers] == [dev.versions["pulumi-kubernetes"]]
-    # Server-side apply: every object the provider wrote is managed by an Apply of its field manager.
-    d = kubectl_json(cluster, "get", "deployment", NAME, "-n", NAMESPACE, "--show-managed-fields")
-    managers = {(m["manager"], m["operation"]) for m in d["metadata"]["managedFields"]}
-    assert any(op == "Apply" and manager.startswith("pulumi-kubernetes") for manager, op in managers), managers
+    assert [p["inputs"].get("version") for p in providers] == [pinned_provider()] == [dev.versions["pulumi-kubernetes"]]
+    with capsys.disabled():
+        print(f"\npulumi-kubernetes provider {providers[0]['inputs']['version']} ({dev.versions})")
+
+
+def test_new_objects_are_created_and_kept_ones_applied(dev, cluster):
+    """Since provider 4.29 a new object is created with a plain create under the provider's static
+    field manager; the objects a destroy keeps are Patch resources, applied server-side by their
+    own fixed field manager (components/kept.py)."""
+
+    def managers(*args: str) -> set[tuple[str, str]]:
+        metadata = kubectl_json(cluster, "get", *args, "--show-managed-fields")["metadata"]
+        return {(m["manager"], m["operation"]) for m in metadata["managedFields"]}
+
+    assert ("pulumi-kubernetes", "Update") in managers("deployment", NAME, "-n", NAMESPACE)
+    assert (f"vllm-serving-persistentvolumeclaim-{CLAIM}", "Apply") in managers("pvc", CLAIM, "-n", NAMESPACE)
+    assert (f"vllm-serving-namespace-{NAMESPACE}", "Apply") in managers("namespace", NAMESPACE)
 
 
 def test_second_up_changes_nothing(dev):
@@ -139,16 +154,17 @@ def test_model_revision_change_stages_a_new_job_and_rolls_the_server(dev, cluste
     old_jobs = set(jobs(cluster))
     dev.run("config", "set", "vllm-serving:modelRevision", "v2", stack=STACK)
 
-    # The preview asks the API server: a server-side dry run of the new Job and the changed
-    # Deployment, and no real write.
+    # The preview asks the API server: a dry-run create of the new Job, a server-side dry-run
+    # apply of the changed Deployment, and no real write.
     mark = cluster.audit_mark()
     dev.run("preview", "--diff", stack=STACK)
     writes = provider_writes(cluster, mark)
     assert all("dryRun=All" in e["requestURI"] for e in writes), [e["requestURI"] for e in writes]
     dry_run = {(e["verb"], e["objectRef"]["resource"]) for e in writes}
-    assert {("patch", "deployments"), ("patch", "jobs")} <= dry_run, dry_run
+    assert {("patch", "deployments"), ("create", "jobs")} <= dry_run, dry_run
 
     dev.up(STACK, timeout=UP_TIMEOUT)
+    assert_next_run_creates_nothing_that_exists(dev, STACK, cluster)
 
     now = jobs(cluster)
     new = set(now) - old_jobs
@@ -240,3 +256,19 @@ def test_destroy_keeps_the_model_weights_and_namespace(destroyed, cluster):
     assert ns.returncode == 0, f"namespace {NAMESPACE} was deleted"
     claim = kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)
     assert claim["metadata"]["uid"] == claim_uid and "deletionTimestamp" not in claim["metadata"]
+
+
+def test_up_after_destroy_adopts_what_destroy_kept(destroyed, dev, cluster):
+    """The next up finds the claim and the namespace that destroy kept, and adopts them: the same
+    objects (UIDs), no AlreadyExists, the weights where they were."""
+    claim_uid, _ = destroyed
+    namespace_uid = kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["uid"]
+    assert_next_run_creates_nothing_that_exists(dev, STACK, cluster)
+    dev.up(STACK, timeout=UP_TIMEOUT)
+    assert kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"] == claim_uid
+    assert kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["uid"] == namespace_uid
+    assert deployment(cluster)["status"].get("availableReplicas") == 1
+    kept = {r["type"] for r in dev.resources(STACK)}
+    assert {"kubernetes:core/v1:PersistentVolumeClaimPatch", "kubernetes:core/v1:NamespacePatch"} <= kept
+    assert_next_run_creates_nothing_that_exists(dev, STACK, cluster)
+    dev.run("preview", "--expect-no-changes", stack=STACK)

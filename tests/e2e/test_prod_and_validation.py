@@ -1,29 +1,49 @@
-"""The prod stack against the real API server: a preview by the real CLI and provider, and its
-offline rendering applied with a server-side dry run (every object, custom resources included,
-validated and defaulted by kube-apiserver with the upstream CRDs installed)."""
+"""The prod stack against the real API server, deployed as the docs say: the namespace and the API
+key's Secret made first, then a preview and up by the real CLI and provider, destroy around the
+protected claim and up again; and its offline rendering applied with a server-side dry run (every
+object, custom resources included, validated and defaulted by kube-apiserver with the upstream
+CRDs installed)."""
 
 from __future__ import annotations
 
-import json
+import os
+import re
+import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from .conftest import kubectl_json
-from .test_dev_lifecycle import render
+from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT
+from .standins import IngressStatusPublisher
+from .test_dev_lifecycle import render
 
 pytestmark = pytest.mark.e2e
 
 STACK = "prod"
 NAMESPACE = "ai-serving"
+SECRET = "vllm-api-key"
+
+
+def documented_steps_before_up() -> list[str]:
+    """The shell block of README.md or docs/ that makes prod's namespace and API key's Secret."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    blocks = [block for page in pages for block in re.findall(r"```sh\n(.*?)```", page.read_text(), flags=re.S)
+              if f"create secret generic {SECRET}" in block and "create namespace" in block]
+    assert len(blocks) == 1, f"{len(blocks)} documented blocks make the namespace and the Secret"
+    return [line.split("  #")[0].strip() for line in blocks[0].splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
-def prod(project):
+def prod(project, cluster):
+    """The prod stack, after the documented steps before its first up, run as written."""
+    env = {**os.environ, "PATH": f"{cluster.bin}{os.pathsep}{os.environ['PATH']}", "KUBECONFIG": str(cluster.kubeconfig)}
+    for command in documented_steps_before_up():
+        subprocess.run(["bash", "-euo", "pipefail", "-c", command], env=env, check=True, capture_output=True, text=True,
+                       timeout=60)
     project.run("stack", "init", STACK)
     return project
 
@@ -38,62 +58,61 @@ def test_preview_prod(prod):
         assert token in created, sorted(created)
 
 
-class IngressStatusPublisher(threading.Thread):
-    """Does what an ingress controller does for the provider's await: publishes an address in
-    the status of each Ingress of the namespace."""
-
-    def __init__(self, cluster, namespace: str):
-        super().__init__(daemon=True)
-        self.cluster, self.namespace, self.stop = cluster, namespace, threading.Event()
-
-    def run(self):
-        status = json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
-        while not self.stop.wait(0.5):
-            r = self.cluster.kubectl("get", "ingress", "-n", self.namespace, "-o", "name", check=False)
-            for name in r.stdout.split():
-                self.cluster.kubectl("patch", name, "-n", self.namespace, "--subresource=status",
-                                     "--type=merge", "-p", status, check=False)
+def uid(cluster, *args: str) -> str:
+    return kubectl_json(cluster, "get", *args)["metadata"]["uid"]
 
 
-def test_prod_up_completes_once_an_ingress_controller_publishes_an_address(prod, cluster):
+def prod_up(prod, cluster):
     """Without a controller that publishes Ingress status, `up` waits for it (10 minutes by
-    default, then fails); this test stands in for the controller."""
-    publisher = IngressStatusPublisher(cluster, NAMESPACE)
-    publisher.start()
-    try:
+    default, then fails); a stand-in publishes one."""
+    with IngressStatusPublisher(cluster, NAMESPACE):
         prod.up(STACK, timeout=300)
-    except Exception:
-        print(cluster.kubectl("get", "pods,endpointslices,svc,ingress,pvc", "-n", NAMESPACE, "-o", "wide", check=False).stdout)
-        print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "yaml", check=False).stdout[-6000:])
-        raise
-    finally:
-        publisher.stop.set()
-        publisher.join(10)
+    assert_next_run_creates_nothing_that_exists(prod, STACK, cluster)
+
+
+def test_prod_up_in_the_namespace_the_docs_make_first(prod, cluster):
+    namespace_uid, secret_uid = uid(cluster, "namespace", NAMESPACE), uid(cluster, "secret", SECRET, "-n", NAMESPACE)
+    prod_up(prod, cluster)
     d = kubectl_json(cluster, "get", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE)
     assert d["status"].get("availableReplicas") == 1
     (pod,) = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=server")["items"]
-    # On a node of a product prod allows, with its 8 GPUs (every GPU node of the cluster qualifies).
+    # On a node of a product prod allows, with its 8 GPUs (every H100 node of the cluster qualifies).
     node = kubectl_json(cluster, "get", "node", pod["spec"]["nodeName"])
     products = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["vllm-serving:gpuProducts"]
     assert node["metadata"]["labels"]["nvidia.com/gpu.product"] in products
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
-    claim = kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
-    assert [(c["status"]["phase"], c["spec"]["volumeName"].startswith("e2e-rwx-")) for c in claim] == [("Bound", True)]
+    (claim,) = kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
+    assert claim["status"]["phase"] == "Bound" and claim["spec"]["volumeName"].startswith("e2e-rwx-")
     for kind in ("scaledobject", "podmonitor", "ingress"):
         assert kubectl_json(cluster, "get", kind, "-n", NAMESPACE)["items"], kind
     assert prod.run("stack", "output", "endpoint", stack=STACK).stdout.strip() == "https://vllm.ai-serving.company.com/v1"
-    # protectModelVolume: destroy deletes everything else, then fails on the protected claim, which
-    # stays in the stack; after `pulumi state unprotect` (the README's step) destroy completes,
-    # leaving the claim and namespace in the cluster.
+    # The namespace the docs made is the stack's now, unchanged but for the stack's field manager;
+    # the Secret is the user's, untouched.
+    namespace = kubectl_json(cluster, "get", "namespace", NAMESPACE)
+    assert namespace["metadata"]["uid"] == namespace_uid
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert uid(cluster, "secret", SECRET, "-n", NAMESPACE) == secret_uid
+    assert SECRET not in {r.get("outputs", {}).get("metadata", {}).get("name") for r in prod.resources(STACK)}
+
+
+def test_prod_destroy_stops_at_the_protected_claim_and_the_next_up_adopts_it(prod, cluster):
+    """protectModelVolume: destroy deletes everything else, then fails on the protected claim, which
+    stays in the stack; after `pulumi state unprotect` (the docs' step) destroy completes, leaving
+    the claim and namespace in the cluster; the next up adopts both and protects the claim again."""
+    claim_uid = uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE)
     refused = prod.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300, check=False)
     assert refused.returncode != 0 and "because it is protected" in refused.stdout + refused.stderr
     left = {r["type"].split(":")[-1] for r in prod.resources(STACK) if r["type"].startswith("kubernetes:")}
-    assert "PersistentVolumeClaim" in left and "Deployment" not in left, left
+    assert "PersistentVolumeClaimPatch" in left and "Deployment" not in left, left
     prod.run("state", "unprotect", "--all", "--yes", stack=STACK)
     prod.run("destroy", "--yes", "--skip-preview", stack=STACK, timeout=300)
     assert prod.resources(STACK) == []
-    (kept,) = kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
-    assert kept["metadata"]["uid"] == claim[0]["metadata"]["uid"] and "deletionTimestamp" not in kept["metadata"]
+    assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid
+
+    prod_up(prod, cluster)
+    assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid
+    (claim,) = [r for r in prod.resources(STACK) if r["type"] == "kubernetes:core/v1:PersistentVolumeClaimPatch"]
+    assert claim.get("protect") is True and claim.get("retainOnDelete") is True
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

@@ -1,0 +1,104 @@
+"""A stack deployed by the code and the Kubernetes SDK pin of before the kept objects became Patch
+resources (the commit below, pinning pulumi-kubernetes 4.34.2) moves to today's code and pin
+without deleting or replacing its protected claim or its namespace.
+
+That release of the provider is not built here: the 4.32.0 build stands in under its version
+number, so the old state names provider 4.34.2 exactly as a user's does. What the move exercises
+is the engine's part: the change of default provider (its DiffConfig plans no replacement for a
+version change alone) and the change of resource type through an alias.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import yaml
+
+from .conftest import kubectl_json
+from .plans import assert_next_run_creates_nothing_that_exists, object_of, planned_steps
+from .pulumi_cli import PROJECT_DIRS, PROJECT_FILES, ROOT, PulumiProject
+from .standins import IngressStatusPublisher
+
+pytestmark = pytest.mark.e2e
+
+BEFORE = "9f25bf7f64edb68548d3149adc608bec9cb4f7e7"
+"""The last commit whose stack created its namespace and claim as plain Namespace and
+PersistentVolumeClaim resources, with requirements.txt pinning pulumi-kubernetes 4.34.2."""
+BEFORE_PROVIDER = "4.34.2"
+STACK = "upgrade"
+NAMESPACE = "ai-serving-upgrade"
+CLAIM = "vllm-qwen3-235b-models"
+
+
+def checkout(commit: str, target) -> None:
+    """The stack program's files as they were at ``commit``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, *PROJECT_FILES, *PROJECT_DIRS,
+                              "pyproject.toml", "README.md"], check=True, capture_output=True, timeout=60).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+
+
+@pytest.fixture(scope="module")
+def before(e2e_bin, e2e_work, cluster, tmp_path_factory) -> PulumiProject:
+    """The old program in a project of its own, with its own pins in its own virtual environment,
+    and prod's settings in another namespace."""
+    source = tmp_path_factory.mktemp("before")
+    checkout(BEFORE, source)
+    venv = source / ".venv-before"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-r", str(source / "requirements.txt")], cwd=source, check=True, timeout=900)
+    stack = yaml.safe_load((source / "Pulumi.prod.yaml").read_text())
+    stack["config"]["vllm-serving:namespace"] = NAMESPACE
+    (source / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack))
+    project = PulumiProject(e2e_bin, e2e_work, cluster.kubeconfig, source=source,
+                            files=(*PROJECT_FILES, "pyproject.toml", "README.md", f"Pulumi.{STACK}.yaml"), dirs=PROJECT_DIRS)
+    (project.dir / ".venv").unlink()
+    (project.dir / ".venv").symlink_to(venv)
+    project.run("plugin", "install", "resource", "kubernetes", BEFORE_PROVIDER,
+                "--file", str(e2e_bin / "pulumi-resource-kubernetes"))
+    project.run("stack", "init", STACK)
+    return project
+
+
+def to_todays_code(project: PulumiProject) -> None:
+    for name in PROJECT_FILES:
+        shutil.copy2(ROOT / name, project.dir / name)
+    for name in PROJECT_DIRS:
+        shutil.rmtree(project.dir / name)
+        shutil.copytree(ROOT / name, project.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (project.dir / ".venv").unlink()
+    (project.dir / ".venv").symlink_to(ROOT / ".venv-e2e")
+
+
+def test_a_stack_of_the_old_code_and_pin_moves_without_touching_its_claim(before, cluster):
+    with IngressStatusPublisher(cluster, NAMESPACE):
+        before.up(STACK, timeout=300)
+    old = {r["type"]: r for r in before.resources(STACK)}
+    assert old["kubernetes:core/v1:PersistentVolumeClaim"]["protect"] is True
+    assert old["pulumi:providers:kubernetes"]["inputs"]["version"] == BEFORE_PROVIDER
+    claim_uid = kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"]
+    namespace_uid = kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["uid"]
+
+    to_todays_code(before)
+    steps = planned_steps(before, STACK)
+    ops = {object_of(step): step["op"] for step in steps if object_of(step)}
+    assert ops[("PersistentVolumeClaim", NAMESPACE, CLAIM)] in ("same", "update"), ops
+    assert ops[("Namespace", "", NAMESPACE)] in ("same", "update"), ops
+    assert not [step["urn"] for step in steps if step["op"] in ("delete", "replace", "create-replacement", "delete-replaced")
+                and object_of(step)], "the move deletes or replaces Kubernetes objects"
+
+    with IngressStatusPublisher(cluster, NAMESPACE):
+        before.up(STACK, timeout=300)
+    assert_next_run_creates_nothing_that_exists(before, STACK, cluster)
+    assert kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"] == claim_uid
+    assert kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["uid"] == namespace_uid
+    now = {r["type"]: r for r in before.resources(STACK)}
+    assert now["kubernetes:core/v1:PersistentVolumeClaimPatch"]["protect"] is True
+    assert "kubernetes:core/v1:PersistentVolumeClaim" not in now
+    before.run("preview", "--expect-no-changes", stack=STACK)

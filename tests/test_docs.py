@@ -141,3 +141,13 @@ def test_the_source_document_is_identified():
     for page in PAGES:
         if "source document" in page.read_text():
             assert page == ROOT / "docs" / "architecture.md" or "architecture.md" in page.read_text(), page
+
+
+def test_the_runtime_pins_the_api_release_the_opentelemetry_sdk_requires():
+    """pip tried the newest opentelemetry-api first and backtracked when the sdk pulumi pulls in
+    requires an older one exactly: requirements.txt pins that one, so the install resolves at once."""
+    from importlib.metadata import requires, version
+
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    (wanted,) = [spec for spec in requires("opentelemetry-sdk") if spec.startswith("opentelemetry-api==")]
+    assert pins["opentelemetry-api"] == wanted.split("==")[1] == version("opentelemetry-api")

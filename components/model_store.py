@@ -2,14 +2,17 @@
 
 One Job per model revision runs ``stage_model.py`` (shipped in a ConfigMap) which downloads
 into ``<mount>/<model id>/<revision>`` and writes a completion marker last. By default the Job
-first installs the modelscope client version this project is tested with into a scratch
-directory, so the image only needs python3 and pip. Pulumi waits for
+first installs the hub client this project is tested with into a scratch directory, every
+package of it pinned by hash (``stage_client/<source>.txt``, written by
+tools/stage_client_lock.py for the default image's Python and platform), so the image only needs
+python3 and pip. Pulumi waits for
 the Job to complete, and ``model_path`` resolves only then, so a server that consumes it is
 created after the weights are in place. Pods never download, so they never race.
 """
 
 import hashlib
 import posixpath
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
@@ -61,7 +64,9 @@ CLIENTS = {
     "modelscope": ("modelscope==1.40.2", "modelscope-hub==0.5.1"),
     "huggingface": ("huggingface-hub==0.35.3", "hf-xet==1.8.0"),
 }
-"""The hub client stage_model.py is tested with, per source (the same pins as requirements-dev.txt)."""
+"""The hub client stage_model.py is tested with, per source (the same pins as requirements-dev.txt);
+client_lock(source) pins it and all its dependencies by hash."""
+LOCK_DIR = Path(__file__).with_name("stage_client")
 HUBS = {"modelscope": "https://www.modelscope.cn", "huggingface": "https://huggingface.co"}
 """Where each client goes without an endpoint (modelscope/hub/constants.py; huggingface_hub constants.py)."""
 DEFAULT_REVISIONS = {"modelscope": "master", "huggingface": "main"}
@@ -70,9 +75,15 @@ TOKEN_ENV = {"modelscope": "MODELSCOPE_API_TOKEN", "huggingface": "HF_TOKEN"}
 """The variable each client reads its token from (stage_model.py)."""
 HUB_TOKEN_KEY = "token"
 CLIENT_DIR = f"{SCRATCH}/hub-client"
+CLIENT_LOCK = "stage-client.txt"
+"""The lock's name in the ConfigMap, beside stage_model.py."""
+# Only the wheels the lock names, each checked against its sha256, nothing resolved and nothing
+# built at run time: --require-hashes refuses any file whose hash the lock does not list, --no-deps
+# installs no package the lock leaves out, --only-binary=:all: runs no package's build code.
 INSTALL_AND_RUN = (
     "python3 -m pip install --quiet --no-cache-dir --disable-pip-version-check "
-    '--target "$CLIENT_DIR" $STAGE_CLIENT && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
+    "--require-hashes --no-deps --only-binary=:all: "
+    '--target "$CLIENT_DIR" -r "$CLIENT_LOCK" && PYTHONPATH="$CLIENT_DIR" exec python3 "$@"'
 )
 COMPONENT = "model-store"
 REPLACE_UNREADY = {"pulumi.com/replaceUnready": "true"}
@@ -122,8 +133,8 @@ class ModelStoreArgs(TypedDict):
     image: NotRequired[str]
     """Image of the Job; needs python3 and pip (the vLLM image has both). Default vllm/vllm-openai:v0.11.0."""
     install_client: NotRequired[bool]
-    """Install the tested modelscope client when the Job starts (needs a Python package index).
-    False runs the image's own modelscope. Default true."""
+    """Install the tested hub client when the Job starts, every package pinned by hash (needs a Python
+    package index). False runs the client the image ships. Default true."""
     size: NotRequired[Optional[str]]
     """Size of the claim to create, a Kubernetes quantity. Required without existing_claim."""
     storage_class: NotRequired[Optional[str]]
@@ -221,6 +232,51 @@ def revision_key(args: ModelStoreArgs) -> str:
         fields.append(args["source"])
     fields += [f"ignore:{pattern}" for pattern in args["ignore_patterns"]]
     return hashlib.sha256("\n".join(fields).encode()).hexdigest()[:8]
+
+
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+"""A full commit id: what both hubs' revisions resolve to (git object names)."""
+
+
+def moving_revision(args: ModelStoreArgs) -> Optional[str]:
+    """Why the revision can change under the same name, or None for a full commit id."""
+    args = with_defaults(args, DEFAULTS)
+    revision = revision_of(args)
+    if COMMIT_ID.fullmatch(revision):
+        return None
+    what = "the hub's default branch" if revision == DEFAULT_REVISIONS[args["source"]] else "a branch or tag, not a commit"
+    pin = (
+        "pin revision to a 40-character commit id (a first run records it as commit in "
+        f"{model_path(args)}/{MARKER_NAME})"
+    )
+    if args["source"] == "modelscope" and not args["install_client"]:
+        # modelscope 1.30.0 (vllm/vllm-openai:v0.11.0) checks the revision against the branch and tag
+        # names alone (hub/api.py HubApi.get_valid_revision_detail): it refuses a commit id.
+        pin = f"pin a tag, or {pin} with install_client true: the image's own modelscope may take no commit id"
+    return (
+        f"revision {revision} is {what}: the Job stages whatever commit it names when the Job runs, a change "
+        f"upstream starts no new download, and a re-run after upstream moved fails rather than mix two commits' "
+        f"files; {pin}"
+    )
+
+
+def locked_image(source: str) -> str:
+    """The image whose Python and platform the source's lock was made for (its header)."""
+    return re.search(r"^# image: (\S+)$", client_lock(source).read_text(), re.M)[1]
+
+
+def foreign_image(args: ModelStoreArgs) -> Optional[str]:
+    """Why the locked client may not install on the Job's image, or None when it was locked for it."""
+    args = with_defaults(args, DEFAULTS)
+    locked = locked_image(args["source"])
+    # A registry mirror's copy of the image (harbor.internal/hub/vllm/...) is the same image.
+    if not args["install_client"] or args["image"] == locked or args["image"].endswith("/" + locked):
+        return None
+    return (
+        f"the hub client's lock pins wheels for {locked}'s Python and platform; on image {args['image']} with "
+        "another Python the Job's install fails on their hashes: stage with that image, or set install_client "
+        "false to run the image's own client"
+    )
 
 
 def _model_id(value: str) -> str:
@@ -381,7 +437,7 @@ def stage_container_command(args: ModelStoreArgs, target: str, token: Optional[S
     if not args["install_client"]:
         return {"command": ["python3", *script_args], "env": env}
     env += [
-        {"name": "STAGE_CLIENT", "value": " ".join(CLIENTS[args["source"]])},
+        {"name": "CLIENT_LOCK", "value": f"{SCRIPT_MOUNT}/{CLIENT_LOCK}"},
         {"name": "CLIENT_DIR", "value": CLIENT_DIR},
     ]
     if args["package_index"]:
@@ -389,6 +445,20 @@ def stage_container_command(args: ModelStoreArgs, target: str, token: Optional[S
         env.append({"name": "PIP_INDEX_URL", "value": container_text(args["package_index"])})
     # sh -c SCRIPT NAME ARGS...: the script sees ARGS as "$@".
     return {"command": ["sh", "-c", INSTALL_AND_RUN, "stage-model"], "args": script_args, "env": env}
+
+
+def client_lock(source: str) -> Path:
+    """The lock of the source's client: every package pinned to one wheel by its sha256."""
+    return LOCK_DIR / f"{source}.txt"
+
+
+def script_files(args: ModelStoreArgs) -> dict[str, str]:
+    """The ConfigMap's files: the staging script and, when the Job installs the client, its lock."""
+    args = with_defaults(args, DEFAULTS)
+    files = {STAGE_SCRIPT.name: STAGE_SCRIPT.read_text()}
+    if args["install_client"]:
+        files[CLIENT_LOCK] = client_lock(args["source"]).read_text()
+    return files
 
 
 def stage_name(name: str) -> str:
@@ -504,7 +574,7 @@ class ModelStore(pulumi.ComponentResource):
         script = k8s.core.v1.ConfigMap(
             f"{name}-stage-script",
             metadata={"name": f"{name}-stage-script", "namespace": namespace, "labels": labels},
-            data={STAGE_SCRIPT.name: STAGE_SCRIPT.read_text()},
+            data=script_files(args),
             opts=child,
         )
         # Its own identity, with no API token: the Job never calls the Kubernetes API.
@@ -540,6 +610,9 @@ class ModelStore(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),
         )
+
+        for warning in filter(None, (moving_revision(args), foreign_image(args))):
+            pulumi.log.warn(f"ModelStore {name}: {warning}", resource=self)
 
         path = model_path(args)
         self.claim_name = pulumi.Output.from_input(claim_name)

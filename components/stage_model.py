@@ -40,6 +40,16 @@ so the Job's next attempt resumes instead of waiting for its deadline. A progres
 (files and bytes done of the total, rate, ETA) is logged every ``--progress-interval``
 seconds; the clients' own progress bars are turned off.
 
+Commits: a revision may name a branch (or a tag, which can be moved), and so a commit that
+changes upstream. Before listing, the script asks the hub which commit the revision names
+(ModelScope: the newest entry of the revision's commit list; Hugging Face: the listing's own
+``sha``), records it in STAGING_NAME before fetching anything, and writes it into the marker as
+``commit``. huggingface_hub then downloads that commit; the ModelScope clients download by name,
+so the script asks again after the download. Whenever the revision names another commit than
+the one the files in the target came from (a retry after upstream moved, a repair of a store
+whose branch moved since, a move during the download) it stops with exit code 6 rather than mix
+two commits' files (see check_commit).
+
 A run that dies part-way leaves no marker (or the old one, listing a file that is now
 missing), and the next run resumes: the clients continue partial files with HTTP Range
 requests (``<file>.incomplete`` beside the file with modelscope 1.40.2, files under
@@ -71,6 +81,8 @@ Exit codes:
     4  the download failed (server errors, network errors, files that failed their
        hash check, access denied, no bytes for --stall-timeout seconds, ...)
     5  the client reported success but the files on disk do not form a complete store
+    6  upstream moved: the revision (a branch or tag) now names another commit than the one the
+       files in the target came from; staging on would mix the two (see check_commit)
 
 Unless already set, MODELSCOPE_CACHE and MODELSCOPE_HOME (or HF_HOME) point into a
 ``.modelscope`` (``.huggingface``) directory beside the target (see use_writable_client_dirs).
@@ -103,6 +115,11 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_DOWNLOAD_FAILED = 4
 EXIT_VERIFY_FAILED = 5
+EXIT_UPSTREAM_MOVED = 6
+
+STAGING_NAME = ".modelstore-staging.json"
+"""Written before the first file is fetched, removed once the marker is: the commit the files in
+the target come from, while the store is not complete (see check_commit)."""
 
 SOURCES = ("modelscope", "huggingface")
 
@@ -290,6 +307,7 @@ def is_client_state(relative_path: str) -> bool:
     """Bookkeeping of a client or of this script inside the target: never a model file."""
     return (
         relative_path.startswith(MARKER_NAME)
+        or relative_path == STAGING_NAME
         or relative_path in CLIENT_INDEX_FILES
         or relative_path.startswith(HF_STATE_DIR + os.sep)
     )
@@ -595,6 +613,8 @@ class HubClient:
     """What the script needs from a hub client. Subclasses import their client when built."""
 
     description = ""
+    downloads_the_listed_commit = False
+    """Whether download fetches the commit list_files returned, whatever the branch names meanwhile."""
 
     def list_files(self, model_id: str, revision: str) -> Tuple[List[RepoFile], Optional[str]]:
         """Every file of the revision (one listing), and its commit id when the hub gives it."""
@@ -603,8 +623,43 @@ class HubClient:
     def download(self, model_id: str, revision: str, target: str, files: List[RepoFile], max_workers: int) -> None:
         raise NotImplementedError
 
+    def head_commit(self, model_id: str, revision: str) -> Optional[str]:
+        """The commit the revision names now."""
+        raise NotImplementedError
+
     def describe(self, error: BaseException, model_ref: str) -> StageError:
         raise NotImplementedError
+
+
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+COMMITS_QUERY = {"PageNumber": 1, "PageSize": 1}
+
+
+def commit_or_none(client: HubClient, model_id: str, revision: str) -> Optional[str]:
+    """The commit the revision names, or None (logged) where the hub cannot say, as a mirror may not."""
+    try:
+        return client.head_commit(model_id, revision)
+    except Exception as error:  # noqa: BLE001 - the listing that follows reports a hub that is down
+        log(f"warning: could not resolve {model_id}@{revision} to a commit ({first_line(error)}); the marker records none")
+        return None
+
+
+def newest_commit(body: object) -> Optional[str]:
+    """The first commit id of a ModelScope commit list, None if it holds none.
+
+    GET /api/v1/models/{owner}/{name}/commits?Ref=<branch, tag or commit>&PageNumber=&PageSize=
+    answers {"Code": 200, "Data": {"Commit": [{"Id": <commit id>, "ShortId", "Title", ...}, ...]},
+    "TotalCount": n}, newest first: modelscope 1.30.0 hub/api.py HubApi.list_repo_commits (which
+    HubApi.model_info calls for a revision's history) and CommitHistoryResponse /
+    DetailedCommitInfo.from_api_response (utils/repo_utils.py). modelscope-hub 0.5.1 has no call for
+    it; its revision listing (GET .../revisions, modelscope_hub/_legacy_api.py list_revisions_detail)
+    gives names and creation times only.
+    """
+    data = body.get("Data") if isinstance(body, dict) else None
+    commits = data.get("Commit") if isinstance(data, dict) else None
+    first = commits[0] if isinstance(commits, list) and commits and isinstance(commits[0], dict) else {}
+    commit = first.get("Id")
+    return commit.lower() if isinstance(commit, str) and COMMIT_ID.fullmatch(commit.lower()) else None
 
 
 def lower_or_none(sha256: Optional[str]) -> Optional[str]:
@@ -642,8 +697,18 @@ class ModelScopeHub(HubClient):
                 self.api = self.HubApi(endpoint=self.api.resolve_endpoint_for_read(model_id, repo_type="model"))
             except Exception:  # noqa: BLE001 - the listing reports what is wrong
                 pass
+        # The commit before the listing: a move after it is found by the check after the download (fetch).
+        commit = commit_or_none(self, model_id, revision)
         entries = self.api.list_repo_files(model_id, "model", revision=revision, recursive=True)
-        return [RepoFile(e.path, e.size, lower_or_none(e.sha256)) for e in entries if e.type != "tree" and e.path], None
+        files = [RepoFile(e.path, e.size, lower_or_none(e.sha256)) for e in entries if e.type != "tree" and e.path]
+        return files, commit
+
+    def head_commit(self, model_id: str, revision: str) -> Optional[str]:
+        # Through the client's own dispatcher for /api/v1 requests (token, retries, endpoint), as
+        # HubApi.list_repo_revisions sends GET .../revisions (modelscope_hub/api.py, _legacy_api.py).
+        legacy = self.api.legacy
+        response = legacy._request("GET", f"models/{model_id}/commits", params={"Ref": revision, **COMMITS_QUERY})
+        return newest_commit(response.json())
 
     def download(self, model_id: str, revision: str, target: str, files: List[RepoFile], max_workers: int) -> None:
         file_list = [{"Path": f.path, "Type": "blob", "Size": f.size, "Sha256": f.sha256} for f in files]
@@ -709,6 +774,8 @@ class LegacyModelScope(HubClient):
         endpoint = self.api.get_endpoint_for_read(repo_id=model_id, repo_type="model")
         cookies = self.config.get_cookies()
         detail = self.api.get_valid_revision_detail(model_id, revision=revision, cookies=cookies, endpoint=endpoint)
+        # The commit before the listing: a move after it is found by the check after the download (fetch).
+        commit = commit_or_none(self, model_id, revision)
         entries = self.api.get_model_files(
             model_id=model_id,
             revision=detail["Revision"],
@@ -721,7 +788,20 @@ class LegacyModelScope(HubClient):
             for e in entries
             if e.get("Type") != "tree"
         ]
-        return files, None
+        return files, commit
+
+    def head_commit(self, model_id: str, revision: str) -> Optional[str]:
+        # Not through HubApi.list_repo_commits: it imports the datasets package, which the
+        # vLLM images do not ship. The same request, with the session and cookies it would use.
+        endpoint = self.api.get_endpoint_for_read(repo_id=model_id, repo_type="model")
+        response = self.api.session.get(
+            f"{endpoint}/api/v1/models/{model_id}/commits",
+            params={"Ref": revision, **COMMITS_QUERY},
+            cookies=self.config.get_cookies(),
+            headers=self.api.builder_headers(self.api.headers),
+        )
+        response.raise_for_status()
+        return newest_commit(response.json())
 
     def download(self, model_id: str, revision: str, target: str, files: List[RepoFile], max_workers: int) -> None:
         self.snapshot_download(
@@ -766,6 +846,8 @@ class HuggingFace(HubClient):
     goes into the marker for --verify.
     """
 
+    downloads_the_listed_commit = True
+
     def __init__(self, endpoint: Optional[str]) -> None:
         import huggingface_hub
         import requests
@@ -780,6 +862,8 @@ class HuggingFace(HubClient):
         self.commit: Optional[str] = None
 
     def list_files(self, model_id: str, revision: str) -> Tuple[List[RepoFile], Optional[str]]:
+        # GET /api/models/{repo}/revision/{revision}: a branch, tag or commit resolved to the
+        # commit it names, ModelInfo.sha (huggingface_hub/hf_api.py HfApi.model_info).
         info = self.api.model_info(model_id, revision=revision, files_metadata=True)
         self.commit = info.sha
         files = [
@@ -1152,7 +1236,10 @@ def stage(args: argparse.Namespace) -> int:
         else:
             problems = {}
             log(f"{model_ref}: the files in {target} no longer match its marker; checking them against the hub")
-        # The store is not complete any more: no marker while it is repaired.
+        # The store is not complete any more: no marker while it is repaired. The commit its files
+        # came from stays on record, so the repair fetches from that commit or not at all.
+        if marker.get("commit"):
+            write_staging_record(target, args, marker["commit"])
         os.unlink(os.path.join(target, MARKER_NAME))
         remove_damaged(target, [path for path, what in problems.items() if what != "missing"])
 
@@ -1186,6 +1273,7 @@ def fetch(args: argparse.Namespace, target: str, model_ref: str, watch: Watch, h
     except Exception as error:
         raise client.describe(error, model_ref) from error
 
+    commit = check_commit(args, target, model_ref, commit)
     selected, skipped = select_files(listing, args.allow_pattern or [], args.ignore_pattern or [])
     if skipped:
         names = ", ".join(f.path for f in skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
@@ -1223,6 +1311,11 @@ def fetch(args: argparse.Namespace, target: str, model_ref: str, watch: Watch, h
         except Exception as error:
             raise client.describe(error, model_ref) from error
         elapsed = time.monotonic() - started
+        if commit and not client.downloads_the_listed_commit:
+            # The client fetched by name: a branch that moved meanwhile may have served newer files.
+            now = commit_or_none(client, args.model_id, args.revision)
+            if now and now != commit:
+                raise upstream_moved(args, target, model_ref, commit, now)
         fetched = progress.total_bytes - progress.in_place_bytes
         rate = short_size(int(fetched / max(elapsed, 1e-6)))
         log(f"fetched {len(to_fetch)} files, {short_size(fetched)} in {elapsed:.1f} s ({rate}/s)")
@@ -1232,6 +1325,7 @@ def fetch(args: argparse.Namespace, target: str, model_ref: str, watch: Watch, h
     try:
         files = verify_store(target, model_ref, selected)
         write_marker(target, new_marker(args, files, commit, now_text()))
+        remove_staging_record(target)
     except OSError as error:
         raise StageError(EXIT_VERIFY_FAILED, f"{model_ref}: could not verify or mark {target}: {error}") from error
     log(
@@ -1239,6 +1333,63 @@ def fetch(args: argparse.Namespace, target: str, model_ref: str, watch: Watch, h
         f"wrote {os.path.join(target, MARKER_NAME)}"
     )
     return EXIT_OK
+
+
+def write_staging_record(target: str, args: argparse.Namespace, commit: str) -> None:
+    record = {"modelId": args.model_id, "revision": args.revision, "commit": commit}
+    with open(os.path.join(target, STAGING_NAME), "w", encoding="utf-8") as record_file:
+        json.dump(record, record_file)
+        record_file.write("\n")
+
+
+def staged_commit(target: str, args: argparse.Namespace) -> Optional[str]:
+    """The commit the staging record names for this model and revision, None without one."""
+    try:
+        with open(os.path.join(target, STAGING_NAME), encoding="utf-8") as record_file:
+            record = json.load(record_file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (record.get("modelId"), record.get("revision")) != (args.model_id, args.revision):
+        return None
+    commit = record.get("commit")
+    return commit if isinstance(commit, str) else None
+
+
+def remove_staging_record(target: str) -> None:
+    try:
+        os.unlink(os.path.join(target, STAGING_NAME))
+    except FileNotFoundError:
+        pass
+
+
+def check_commit(args: argparse.Namespace, target: str, model_ref: str, commit: Optional[str]) -> Optional[str]:
+    """The commit to stage: the one the revision names now, unless target holds files of another.
+
+    A revision that names a branch (or a tag that was moved) can name a new commit between two
+    attempts of the Job, or between a complete store and its repair. The files already in target
+    come from the commit in its staging record (written by the attempt that fetched them, or kept
+    from the marker of a store being repaired); fetching the rest from another commit would give
+    vLLM a mix of both, so that is refused with EXIT_UPSTREAM_MOVED. Otherwise the commit is
+    recorded before any file is fetched.
+    """
+    recorded = staged_commit(target, args)
+    if recorded and commit and recorded != commit:
+        raise upstream_moved(args, target, model_ref, recorded, commit)
+    if commit and commit != recorded:
+        write_staging_record(target, args, commit)
+    if commit:
+        log(f"{args.revision} names commit {commit}")
+    return commit
+
+
+def upstream_moved(args: argparse.Namespace, target: str, model_ref: str, staged: str, now: str) -> StageError:
+    return StageError(
+        EXIT_UPSTREAM_MOVED,
+        f"{model_ref}: upstream moved: {args.revision} now names commit {now}, but the files in {target} come from "
+        f"commit {staged}; staging on would mix the two. Pin the revision to a commit ({staged} for these weights, "
+        f"{now} for the new ones; each stages into a directory of its own), or delete {target} to stage "
+        f"{args.revision} afresh",
+    )
 
 
 def verify_store(target: str, model_ref: str, selected: List[RepoFile]) -> List[RepoFile]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .gpu_claim import GPU_PRODUCT_LABEL
@@ -167,6 +168,9 @@ def summary(rendering: Rendering, width: int = TABLE_WIDTH) -> str:
             lines.append(f"  {key}: {text}")
         else:
             lines += [f"  {key}:", *("    " + part for part in _wrap(text, width - 4))]
+    if rendering.warnings:
+        lines.append("Warnings:")
+        lines += [textwrap.fill(warning, width, initial_indent="  - ", subsequent_indent="    ") for warning in rendering.warnings]
     return "\n".join(lines)
 
 
@@ -184,6 +188,8 @@ def markdown_summary(rendering: Rendering, heading: str = "###") -> str:
         lines.append("| " + " | ".join([*(_cell(cell) for cell in cells), details]) + " |")
     lines += ["", DEPENDS_ON_NOTE, "", "| Output | Value |", "|---|---|"]
     lines += [f"| {_cell(key)} | {_code(json.dumps(value))} |" for key, value in sorted(rendering.outputs.items())]
+    if rendering.warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {_cell(warning)}" for warning in rendering.warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ pulumi.RunError, before anything is registered; the command line prints either a
 
 import argparse
 import json
+import logging
 import runpy
 import sys
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ class Rendering:
     stack: str
     objects: list[RenderedObject]
     outputs: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    """What the program warned of (pulumi.log.warn), as a preview shows it."""
 
     def find(self, kind: str, name: str) -> dict:
         """The manifest of one object; KeyError if the stack does not create it."""
@@ -229,6 +232,18 @@ async def _stack_outputs() -> dict[str, Any]:
     return outputs
 
 
+class WarningCollector(logging.Handler):
+    """Keeps the warnings the mock engine logs (pulumi.log.warn under mocks goes to its logger)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
 def run_under_mocks(
     program: Callable[[], Any],
     project: str,
@@ -242,8 +257,11 @@ def run_under_mocks(
     Pass a monitor to see what was registered even when the program raises.
     """
     monitor = monitor or RecordingMonitor(EchoMocks())
+    warnings = WarningCollector()
+    logger = logging.Logger("stack.render")  # not registered: nothing else logs through it
+    logger.addHandler(warnings)
     settings.ROOT.set(None)
-    mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=logger)
     set_all_config(config, secret_keys or [])
     _sync_await(run_pulumi_func(program))
     registered = list(monitor.resources.items())
@@ -254,7 +272,7 @@ def run_under_mocks(
         for urn, registration in registered
         if _type_chain(urn)[-1].startswith("kubernetes:")
     ]
-    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs)
+    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs, warnings=warnings.messages)
 
 
 def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:

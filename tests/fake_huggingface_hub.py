@@ -23,6 +23,9 @@ hf_raise_for_status turns into typed errors: ``RepoNotFound`` (404; and 401 for 
 model without its token, as the real hub answers), ``RevisionNotFound``, ``EntryNotFound``.
 A private model (``add_model(..., token=...)``) needs ``Authorization: Bearer <token>``.
 
+``move_branch`` points a branch at a new commit, as a push upstream does; the old commit stays
+reachable by its id, as on the real hub.
+
 Files whose name ends with ``.safetensors``, ``.bin`` or ``.pth`` are served as LFS files.
 Every request is recorded with its Authorization header. A file can be made to fail (HTTP
 500) or to stall: headers and part of the body, then nothing until the hub closes.
@@ -103,6 +106,15 @@ class FakeHuggingFaceHub:
         """Serve files as model_id at revision (and at its commit id); return the commit id."""
         commit = hashlib.sha1(f"{model_id}@{revision}".encode()).hexdigest()
         model = _Model(model_id, dict(files), commit, token)
+        model.sha256 = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
+        self._models[(model_id, revision)] = self._models[(model_id, commit)] = model
+        return commit
+
+    def move_branch(self, model_id: str, revision: str, files: dict[str, bytes]) -> str:
+        """Point revision at a new commit holding files; returns its id."""
+        old = self._models[(model_id, revision)]
+        commit = hashlib.sha1(f"{old.commit}+1".encode()).hexdigest()
+        model = _Model(model_id, dict(files), commit, old.token)
         model.sha256 = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
         self._models[(model_id, revision)] = self._models[(model_id, commit)] = model
         return commit

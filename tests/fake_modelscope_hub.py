@@ -19,9 +19,19 @@ tested client (modelscope 1.40.2 with modelscope-hub 0.5.1) and in modelscope 1.
   ``Range: bytes=N-`` and ``bytes=N-M`` the way the CDN does when the client resumes a
   partial file (1.30.0 always sends a closed range).
 
+* ``GET /api/v1/models/{owner}/{name}/commits?Ref=..&PageNumber=..&PageSize=..`` - the commit
+  history of a branch, tag or commit, newest first (modelscope 1.30.0 ``HubApi.list_repo_commits``):
+  ``{"Data": {"Commit": [{"Id": <commit id>, "ShortId", "Title", ...}]}, "TotalCount": n}``, here
+  the one commit the revision names. ``move_branch`` points a revision at a new commit, as a push
+  to the branch does upstream.
+
 * ``POST /api/v1/login`` - modelscope 1.30.0's ``HubApi.login``: the body carries
   ``{"AccessToken": token}``; the answer sets the ``m_session_id`` cookie that 1.30.0 then
   sends with every request (``ModelScopeConfig.save_cookies`` / ``get_cookies``).
+
+The listing and file requests take a commit id as ``Revision`` too, as modelscope-hub documents
+for them ("Branch, tag or commit SHA": modelscope_hub/api.py list_repo_files, download_file);
+the revisions list names branches and tags only.
 
 Unknown models and revisions get a 404 with a JSON error body, which the client raises as
 ``requests.HTTPError``. A private model (``add_model(..., token=...)``) answers 403 unless the
@@ -142,7 +152,8 @@ class FakeModelScopeHub:
     """
 
     def __init__(self, tls: TlsFiles | None = None) -> None:
-        self._models: dict[tuple[str, str], _Model] = {}
+        self._models: dict[tuple[str, str], _Model] = {}  # (model id, branch or tag) -> model
+        self._by_commit: dict[tuple[str, str], _Model] = {}  # (model id, commit id) -> model
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -183,14 +194,21 @@ class FakeModelScopeHub:
         self._thread.join()
 
     # -- test set-up ---------------------------------------------------------------
-    def add_model(self, model_id: str, revision: str, files: dict[str, bytes], token: str | None = None) -> None:
-        """Serve files as model_id at revision; with a token, only to requests that carry it."""
-        commit = hashlib.sha1(f"{model_id}@{revision}".encode()).hexdigest()
+    def add_model(
+        self, model_id: str, revision: str, files: dict[str, bytes], token: str | None = None, commit: str | None = None
+    ) -> str:
+        """Serve files as model_id at revision; with a token, only to requests that carry it. Returns the commit id."""
+        commit = commit or hashlib.sha1(f"{model_id}@{revision}".encode()).hexdigest()
         created_at = int(time.time()) - 86400 + len(self._models)  # later additions are newer
         hashes = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
-        self._models[(model_id, revision)] = _Model(
-            files=dict(files), commit=commit, created_at=created_at, token=token, hashes=hashes
-        )
+        model = _Model(files=dict(files), commit=commit, created_at=created_at, token=token, hashes=hashes)
+        self._models[(model_id, revision)] = self._by_commit[(model_id, commit)] = model
+        return commit
+
+    def move_branch(self, model_id: str, revision: str, files: dict[str, bytes]) -> str:
+        """Point revision at a new commit holding files, as a push upstream does; returns its id."""
+        old = self._models[(model_id, revision)]
+        return self.add_model(model_id, revision, files, old.token, hashlib.sha1(f"{old.commit}+1".encode()).hexdigest())
 
     def corrupt_file(self, model_id: str, revision: str, path: str) -> None:
         """Serve bytes that differ from the Sha256 in the listing (same length)."""
@@ -252,6 +270,14 @@ class FakeModelScopeHub:
         branches = [details[MASTER]] if MASTER in details else []
         return {"Code": 200, "Data": {"RevisionMap": {"Branches": branches, "Tags": tags}}, "Success": True}
 
+    def _commits(self, model: _Model) -> dict:
+        commit = {
+            "Id": model.commit, "ShortId": model.commit[:11], "Title": "Upload", "Message": "Upload",
+            "AuthorName": "tester", "AuthoredDate": model.created_at, "CommittedDate": model.created_at,
+            "CreatedAt": model.created_at,
+        }  # fmt: skip
+        return {"Code": 200, "Data": {"Commit": [commit]}, "TotalCount": 1, "Success": True}
+
     def _served_bytes(self, model: _Model, path: str) -> memoryview:
         content = model.files[path]
         if path in model.corrupted:
@@ -311,7 +337,14 @@ class FakeModelScopeHub:
             return _send_json(handler, 200, {"Code": 200, "Data": {"Path": model_id}, "Success": True})
         if match["rest"] == "/revisions":
             return _send_json(handler, 200, self._revisions(model_id))
-        model = self._models.get((model_id, query.get("Revision", MASTER)))
+        if match["rest"] == "/commits":
+            ref = query.get("Ref", MASTER)
+            model = self._models.get((model_id, ref)) or self._by_commit.get((model_id, ref))
+            if model is None:
+                return _send_not_found(handler, f"model {model_id} has no revision {query.get('Ref')}")
+            return _send_json(handler, 200, self._commits(model))
+        revision = query.get("Revision", MASTER)
+        model = self._models.get((model_id, revision)) or self._by_commit.get((model_id, revision))
         if model is None:
             return _send_not_found(handler, f"model {model_id} has no revision {query.get('Revision')}")
         if match["rest"] == "/repo/files":

@@ -23,6 +23,8 @@ from vllm_serving_components.model_store import (
     CLIENTS,
     INSTALL_AND_RUN,
     STAGE_SCRIPT,
+    client_lock,
+    moving_revision,
     revision_key,
 )
 from vllm_serving_components.stage_model import MARKER_NAME
@@ -186,7 +188,9 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
         "resources": {"requests": {"storage": "20Gi"}},
         "storageClassName": "nfs-client",
     }
-    assert rendering.find("ConfigMap", "m-stage-script")["data"] == {"stage_model.py": STAGE_SCRIPT.read_text()}
+    assert rendering.find("ConfigMap", "m-stage-script")["data"] == {
+        "stage_model.py": STAGE_SCRIPT.read_text(), "stage-client.txt": client_lock("modelscope").read_text(),
+    }
     job = rendering.find("Job", f"m-stage-{revision_key(store_args())}")
     pod = job["spec"]["template"]["spec"]
     (stage,) = pod["containers"]
@@ -197,7 +201,8 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
         "--target", "/models/Qwen/Qwen3-0.6B/master", "--max-workers", "4", "--keep-revisions", "2",
     ]
     env = {e["name"]: e["value"] for e in stage["env"]}
-    assert env["STAGE_CLIENT"] == "modelscope==1.40.2 modelscope-hub==0.5.1"
+    assert env["CLIENT_LOCK"] == "/opt/model-store/stage-client.txt"
+    assert "--require-hashes --no-deps --only-binary=:all:" in INSTALL_AND_RUN and '-r "$CLIENT_LOCK"' in INSTALL_AND_RUN
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "m-models"}} in pod["volumes"]
     assert {"name": "models", "mountPath": "/models"} in stage["volumeMounts"]
     assert pod["restartPolicy"] == "Never"
@@ -206,17 +211,49 @@ def test_model_store_creates_claim_script_and_one_job_per_revision():
 
 
 def test_model_store_with_the_image_own_client():
-    pod = run_component(lambda: ModelStore("m", store_args(install_client=False))).only("Job")["spec"]["template"]["spec"]
+    rendering = run_component(lambda: ModelStore("m", store_args(install_client=False)))
+    pod = rendering.only("Job")["spec"]["template"]["spec"]
+    assert rendering.only("ConfigMap")["data"] == {"stage_model.py": STAGE_SCRIPT.read_text()}
     (stage,) = pod["containers"]
     assert stage["command"][:3] == ["python3", "/opt/model-store/stage_model.py", "--model-id"]
     assert "args" not in stage
-    assert "STAGE_CLIENT" not in {e["name"] for e in stage["env"]}
+    assert "CLIENT_LOCK" not in {e["name"] for e in stage["env"]}
 
 
 @pytest.mark.parametrize("source", sorted(CLIENTS))
 def test_the_job_installs_the_client_version_the_tests_use(source):
     pins = (ROOT / "requirements-dev.txt").read_text().split()
     assert set(CLIENTS[source]) <= set(pins)
+
+
+def test_a_revision_that_can_move_is_warned_of_with_how_to_pin_it():
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert moving_revision(store_args(revision=commit)) is None
+    assert moving_revision(store_args(source="huggingface", revision=commit)) is None
+    default = moving_revision({**store_args(source="huggingface"), "revision": None})
+    assert default.startswith("revision main is the hub's default branch: the Job stages whatever commit it names")
+    assert "/models/Qwen/Qwen3-0.6B/main/.modelstore-complete.json" in default
+    assert moving_revision(store_args(revision="v1.0")).startswith("revision v1.0 is a branch or tag, not a commit")
+    assert moving_revision(store_args(revision=commit[:12])) is not None  # a short id is not unique for ever
+    own_client = moving_revision(store_args(install_client=False))
+    assert "pin a tag, or pin revision to a 40-character commit id (a first run records" in own_client
+    assert own_client.endswith("with install_client true: the image's own modelscope may take no commit id")
+
+
+def test_the_plan_warns_of_a_moving_revision_and_of_an_image_the_lock_is_not_for():
+    assert run_component(lambda: ModelStore("m", store_args(revision="0" * 40))).warnings == []
+    (warning,) = run_component(lambda: ModelStore("m", store_args())).warnings
+    assert warning.startswith("ModelStore m: revision master is the hub's default branch")
+    mirrored = store_args(revision="0" * 40, image="harbor.internal/hub/vllm/vllm-openai:v0.11.0")
+    assert run_component(lambda: ModelStore("m", mirrored)).warnings == []
+    (warning,) = run_component(lambda: ModelStore("m", store_args(revision="0" * 40, image="python:3.13"))).warnings
+    assert warning == (
+        "ModelStore m: the hub client's lock pins wheels for vllm/vllm-openai:v0.11.0's Python and platform; on image "
+        "python:3.13 with another Python the Job's install fails on their hashes: stage with that image, or set "
+        "install_client false to run the image's own client"
+    )
+    own_client = store_args(revision="0" * 40, image="python:3.13", install_client=False)
+    assert run_component(lambda: ModelStore("m", own_client)).warnings == []
 
 
 def test_revision_key_changes_with_what_is_downloaded():
@@ -246,7 +283,8 @@ def test_model_store_from_hugging_face_with_a_token_from_a_pulumi_secret():
         "--source", "huggingface", "--keep-revisions", "2", "--ignore-pattern", "*.gguf", "--verify", "--stall-timeout", "300",
     ]
     env = {e["name"]: e for e in stage["env"]}
-    assert env["STAGE_CLIENT"]["value"] == "huggingface-hub==0.35.3 hf-xet==1.8.0"
+    assert env["CLIENT_LOCK"]["value"] == "/opt/model-store/stage-client.txt"
+    assert rendering.only("ConfigMap")["data"]["stage-client.txt"] == client_lock("huggingface").read_text()
     assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "m-hub-token", "key": "token"}}}
     # The token is in no object but the Secret, and there redacted.
     assert "hf_abc123" not in str([o.manifest for o in rendering.objects])

@@ -159,10 +159,11 @@ def test_the_table_fits_the_terminal(rendered, multinode, width):
         )
 
 
-def test_the_summary_ends_with_the_outputs(rendered):
+def test_the_summary_ends_with_the_outputs_and_the_warnings(rendered):
     text = summary(rendered["prod"])
     assert "\n18 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
-    assert text.endswith('  servedModelName: "qwen3-235b"')
+    assert '  servedModelName: "qwen3-235b"\nWarnings:\n  - ModelStore vllm-qwen3-235b: revision master' in text
+    assert text.endswith("/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master/.modelstore-complete.json)")
 
 
 def test_summary_md_is_a_markdown_table_of_the_same(rendered):
@@ -300,3 +301,23 @@ def test_a_project_dir_without_pulumi_yaml_says_what_is_missing_and_suggests_sta
     assert not (tmp_path / "out").exists()
     assert render.main(["staging", "--project-dir", str(tmp_path / "nowhere")]) == 2
     assert f"{tmp_path / 'nowhere'} has no Pulumi.yaml: there is no such directory" in capsys.readouterr().err
+
+
+def test_the_plan_shows_what_the_program_warns_of(rendered):
+    # Every shipped stack stages a branch: the table and summary.md say so, and how to pin.
+    for stack in ("dev", "prod"):
+        (warning,) = [w for w in rendered[stack].warnings if w.startswith("ModelStore ")]
+        assert "revision master is the hub's default branch" in warning
+        assert "pin revision to a 40-character commit id" in warning
+    text = summary(rendered["dev"])
+    assert text.split("Warnings:\n", 1)[1].startswith("  - GpuClaim vllm-qwen3-0-6b: HAMi slices add vllm --enforce-eager")
+    assert "  - ModelStore vllm-qwen3-0-6b: revision master is the hub's default branch" in text
+    markdown = markdown_summary(rendered["prod"])
+    assert "**Warnings**\n\n- ModelStore vllm-qwen3-235b: revision master is the hub's default branch" in markdown
+
+
+def test_a_plan_without_warnings_has_no_warnings_section(rendered):
+    from stack.render import Rendering
+
+    quiet = Rendering(stack="s", objects=rendered["dev"].objects, outputs={})
+    assert "Warnings" not in summary(quiet) and "Warnings" not in markdown_summary(quiet)

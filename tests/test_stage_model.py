@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ from fake_modelscope_hub import FakeModelScopeHub
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "components" / "stage_model.py"
 MARKER_NAME = ".modelstore-complete.json"
+STAGING_NAME = ".modelstore-staging.json"
 MODEL_ID = "acme/tiny-llm"
 REVISION = "v1.0"
 BIG_SHARD = "model-00001-of-00002.safetensors"
@@ -119,6 +121,11 @@ def write_files(target: Path, files: dict) -> None:
         path = target / relative_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+
+
+def model_files_in(target: Path) -> dict:
+    """files_under without the record of the commit an unfinished store's files come from."""
+    return {path: content for path, content in files_under(target).items() if path != STAGING_NAME}
 
 
 def error_lines(result) -> list:
@@ -261,7 +268,7 @@ def test_file_failing_with_server_error_exits_4_without_marker(run_stage, hub, t
     assert len(hub.downloads_of(SUBDIR_SHARD)) == 2  # first try + MODELSCOPE_DOWNLOAD_MAX_RETRIES=1
     assert not (target / MARKER_NAME).exists()
     expected_kept = {path: content for path, content in model_files.items() if path != SUBDIR_SHARD}
-    assert files_under(target) == expected_kept
+    assert model_files_in(target) == expected_kept
 
 
 def test_corrupted_file_exits_4_without_marker(run_stage, hub, target, model_files):
@@ -919,3 +926,112 @@ def test_keep_revisions_needs_a_target_named_after_the_revision(run_stage, hub, 
 )
 def test_model_root_of(target, revision, model_root):
     assert load_stage_model().model_root_of(target, revision) == model_root
+
+
+# -- a revision that moves ------------------------------------------------------------------
+
+
+def moved_files(model_files: dict) -> dict:
+    """The files of a newer commit: the same names and sizes, other bytes."""
+    return {path: bytes(b ^ 0x5A for b in content) for path, content in model_files.items()}
+
+
+def assert_marker_records_the_commit(run_stage, hub, target, model_files, commit: str) -> None:
+    result = run_stage()
+    assert result.returncode == 0, result.stderr
+    assert read_marker_file(target)["commit"] == commit
+    assert f"{REVISION} names commit {commit}" in result.stdout
+    assert STAGING_NAME not in files_under(target)
+
+
+def assert_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit: str) -> None:
+    """An attempt fails part-way; upstream moves; the next attempt stops instead of fetching the
+    rest from the new commit, and says which commits and what to do."""
+    hub.fail_file(MODEL_ID, REVISION, SUBDIR_SHARD)
+    assert run_stage().returncode == 4
+    kept = files_under(target)
+    new_commit = hub.move_branch(MODEL_ID, REVISION, moved_files(model_files))
+    downloads_before = len(hub.downloads_of(SUBDIR_SHARD))
+
+    result = run_stage()
+
+    assert result.returncode == 6, result.stderr
+    [error] = error_lines(result)
+    assert f"upstream moved: {REVISION} now names commit {new_commit}, but the files in {target} come from commit {commit}" in error
+    assert f"Pin the revision to a commit ({commit} for these weights, {new_commit} for the new ones" in error
+    assert len(hub.downloads_of(SUBDIR_SHARD)) == downloads_before
+    assert files_under(target) == kept and not (target / MARKER_NAME).exists()
+
+
+def assert_a_repair_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit: str) -> None:
+    """A complete store loses a file; upstream moved meanwhile: the repair stops, nothing is fetched."""
+    assert run_stage().returncode == 0
+    (target / BIG_SHARD).unlink()
+    new_commit = hub.move_branch(MODEL_ID, REVISION, moved_files(model_files))
+
+    result = run_stage()
+
+    assert result.returncode == 6, result.stderr
+    [error] = error_lines(result)
+    assert f"now names commit {new_commit}, but the files in {target} come from commit {commit}" in error
+    assert hub.downloads_of(BIG_SHARD)[1:] == []
+    # Pinned to the commit the store holds, the repair goes on in its own directory.
+    assert not (target / BIG_SHARD).exists()
+
+
+def test_the_marker_records_the_commit_the_revision_named(run_stage, hub, target, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    assert_marker_records_the_commit(run_stage, hub, target, model_files, commit)
+    # Once before the listing, once after the download: modelscope fetches by name, not by commit.
+    assert [r.query for r in hub.requests if r.path == f"/api/v1/models/{MODEL_ID}/commits"] == 2 * [
+        {"Ref": REVISION, "PageNumber": "1", "PageSize": "1"}
+    ]
+
+
+def test_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    assert_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit)
+
+
+def test_a_repair_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    assert_a_repair_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit)
+
+
+def test_a_move_during_the_download_is_found(run_stage, hub, target, model_files):
+    # Every file's download starts at once (4 workers); the big one takes 2 s, and upstream moves
+    # after 1 s. The client fetches by name, so the script asks again once the files are in.
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    hub.pace_file(MODEL_ID, REVISION, BIG_SHARD, 2.0)
+    moved: dict = {}
+    mover = threading.Timer(1.0, lambda: moved.setdefault("commit", hub.move_branch(MODEL_ID, REVISION, model_files)))
+    mover.start()
+    try:
+        result = run_stage()
+    finally:
+        mover.join()
+    new_commit = moved["commit"]
+    assert result.returncode == 6, result.stderr
+    [error] = error_lines(result)
+    assert f"now names commit {new_commit}, but the files in {target} come from commit {commit}" in error
+    assert not (target / MARKER_NAME).exists()
+
+
+def test_a_pinned_commit_is_staged_and_recorded(run_stage, hub, tmp_path, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    hub.move_branch(MODEL_ID, REVISION, moved_files(model_files))  # the tag moved on; the commit did not
+    target = tmp_path / "models" / MODEL_ID / commit
+
+    result = run_stage(revision=commit, target=target)
+
+    assert result.returncode == 0, result.stderr
+    assert {path: content for path, content in files_under(target).items() if path != MARKER_NAME} == model_files
+    assert read_marker_file(target)["commit"] == commit
+
+
+def test_newest_commit_reads_the_first_commit_id():
+    stage_model = load_stage_model()
+    commit = "A" * 40
+    assert stage_model.newest_commit({"Data": {"Commit": [{"Id": commit}, {"Id": "b" * 40}]}}) == commit.lower()
+    for body in ({"Data": {"Commit": []}}, {"Data": None}, [], {"Data": {"Commit": [{"Id": "abc"}]}}):
+        assert stage_model.newest_commit(body) is None

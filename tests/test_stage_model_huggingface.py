@@ -21,7 +21,10 @@ from test_stage_model import (  # noqa: F401
     REVISION,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
+    assert_a_repair_after_upstream_moved_refuses_to_mix,
+    assert_a_retry_after_upstream_moved_refuses_to_mix,
     assert_marker,
+    assert_marker_records_the_commit,
     error_lines,
     files_under,
     model_files,
@@ -228,3 +231,13 @@ def test_importing_the_module_does_not_import_huggingface_hub():
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files):
+    commit = hub.model(MODEL_ID, REVISION).commit
+    assert_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit)
+
+
+def test_a_repair_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files):
+    commit = hub.model(MODEL_ID, REVISION).commit
+    assert_a_repair_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit)

@@ -25,7 +25,10 @@ from test_stage_model import (  # noqa: F401
     REVISION,
     SUBDIR_SHARD,
     SUBPROCESS_TIMEOUT,
+    assert_a_repair_after_upstream_moved_refuses_to_mix,
+    assert_a_retry_after_upstream_moved_refuses_to_mix,
     assert_marker,
+    assert_marker_records_the_commit,
     error_lines,
     files_under,
     load_stage_model,
@@ -118,13 +121,14 @@ def test_fresh_download_stages_every_file_and_writes_marker(run_stage, hub, targ
     assert CLIENT_INDEX_FILES <= set(files_under(target))
     assert f"staged {MODEL_ID}@{REVISION}: 4 files" in result.stdout
     # It probes the repository and checks the revision before listing: once for the script,
-    # which chooses the files, and once more inside snapshot_download, which fetches them.
+    # which chooses the files, and once more inside snapshot_download, which fetches them. The
+    # script asks which commit the revision names before its listing and again after the download.
     model_path = f"/api/v1/models/{MODEL_ID}"
+    check, listing = [model_path, f"{model_path}/revisions"], [f"{model_path}/repo/files"]
+    commit = [model_path, f"{model_path}/commits"]
     assert [r.path for r in hub.requests if r.path.startswith(model_path) and "FilePath" not in r.query] == [
-        model_path,
-        f"{model_path}/revisions",
-        f"{model_path}/repo/files",
-    ] * 2
+        *check, *commit, *listing, *check, *listing, *commit,
+    ]
     for path in model_files:
         assert len(hub.downloads_of(path)) == 1, path
 
@@ -361,3 +365,13 @@ def test_token_is_exchanged_for_a_session_by_the_client(run_stage, hub, tmp_path
 def assert_complete_store_of(target: Path, model_files: dict, model_id: str) -> None:
     assert model_files_under(target) == model_files
     assert_marker(target, model_files, model_id=model_id)
+
+
+def test_the_marker_records_the_commit_the_revision_named(run_stage, hub, target, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    assert_marker_records_the_commit(run_stage, hub, target, model_files, commit)
+
+
+def test_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files):
+    commit = hub.add_model(MODEL_ID, REVISION, model_files)
+    assert_a_retry_after_upstream_moved_refuses_to_mix(run_stage, hub, target, model_files, commit)

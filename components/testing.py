@@ -21,6 +21,7 @@ pulumi.RunError, before anything is registered; the command line prints either a
 """
 
 import argparse
+import asyncio
 import json
 import logging
 import runpy
@@ -244,6 +245,17 @@ class WarningCollector(logging.Handler):
             self.messages.append(record.getMessage())
 
 
+async def _logged() -> None:
+    """pulumi.log.warn about a resource logs from a task of its own once the resource's URN is
+    known (pulumi/log.py ``_log``), which the program's run does not wait for: wait for those, so
+    each warning lands in this rendering, never in the next one's."""
+    pending = [
+        task for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").endswith("_log.<locals>.do_log") and not task.done()
+    ]
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 def run_under_mocks(
     program: Callable[[], Any],
     project: str,
@@ -264,6 +276,7 @@ def run_under_mocks(
     mocks.set_mocks(monitor.mocks, project=project, stack=stack, preview=False, monitor=monitor, logger=logger)
     set_all_config(config, secret_keys or [])
     _sync_await(run_pulumi_func(program))
+    _sync_await(_logged())
     registered = list(monitor.resources.items())
     outputs = _sync_await(_stack_outputs())
     recorded = monitor.options if isinstance(monitor, RecordingMonitor) else lambda urn: Options()

@@ -64,3 +64,12 @@ def test_an_encrypted_value_is_asked_for_rather_than_rendered_wrong(tmp_path, ca
     project = consumer(tmp_path, stack_config="config:\n  consumer:host:\n    secure: AAABAD==\n")
     assert testing.main([str(project)]) == 2
     assert "consumer:host is encrypted in Pulumi.dev.yaml; pass its value in config" in capsys.readouterr().err
+
+
+def test_each_rendering_keeps_its_own_warnings(tmp_path):
+    """A warning about a resource is logged once its URN is known, from a task of its own: each
+    rendering waits for those, so none is lost and none lands in the next rendering."""
+    warned = testing.render_program(ROOT, "dev")
+    quiet = testing.render_program(consumer(tmp_path, stack_config="config:\n  consumer:keyed: true\n"), "dev")
+    assert len([warning for warning in warned.warnings if "HAMi slices add vllm --enforce-eager" in warning]) == 1
+    assert quiet.warnings == []

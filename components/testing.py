@@ -148,7 +148,7 @@ class Rendering:
     objects: list[RenderedObject]
     outputs: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
-    """What the program warned of (pulumi.log.warn), as a preview shows it."""
+    """What the program warned of (pulumi.log.warn), as a preview shows it, sorted."""
 
     def find(self, kind: str, name: str) -> dict:
         """The manifest of one object; KeyError if the stack does not create it."""
@@ -285,7 +285,9 @@ def run_under_mocks(
         for urn, registration in registered
         if _type_chain(urn)[-1].startswith("kubernetes:")
     ]
-    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs, warnings=warnings.messages)
+    # Sorted: each is logged when its resource's URN is known, in no fixed order, and a review
+    # diffs renderings. Every warning starts with the component and name it is about.
+    return Rendering(stack=stack, objects=sorted(objects, key=_apply_rank), outputs=outputs, warnings=sorted(warnings.messages))
 
 
 def write_rendering(rendering: Rendering, out_dir: Path) -> list[Path]:

@@ -72,4 +72,5 @@ def test_each_rendering_keeps_its_own_warnings(tmp_path):
     warned = testing.render_program(ROOT, "dev")
     quiet = testing.render_program(consumer(tmp_path, stack_config="config:\n  consumer:keyed: true\n"), "dev")
     assert len([warning for warning in warned.warnings if "HAMi slices add vllm --enforce-eager" in warning]) == 1
+    assert [warning.split(":")[0] for warning in warned.warnings] == ["GpuClaim vllm-qwen3-0-6b", "ModelStore vllm-qwen3-0-6b"]
     assert quiet.warnings == []

@@ -3,9 +3,10 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from vllm_serving_components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from vllm_serving_components import PORT, PORT_NAME, Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from vllm_serving_components.arguments import argument_words
 from vllm_serving_components.kept import kept_metadata, kept_options
-from vllm_serving_components.vllm_server import PORT, PORT_NAME
+from stack.checks import stack_words
 from stack.component_args import (
     autoscaler_args,
     exposure_args,
@@ -29,27 +30,29 @@ if config.create_namespace:
         opts=kept_options("kubernetes:core/v1:Namespace"),
     ).metadata.name
 
-gpu = GpuClaim(name, gpu_claim_args(config, namespace))
-store = ModelStore(name, model_store_args(config, namespace, gpu.pod_fragment["tolerations"]))
-server = VLLMServer(
-    name,
-    vllm_server_args(
-        config,
-        namespace,
-        gpu.pod_fragment,
-        {
-            "claim_name": store.claim_name,
-            "mount_path": store.mount_path,
-            "model_path": store.model_path,
-            "marker_name": store.marker_name,
-        },
-    ),
-)
-exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME))
-if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
-    scaler = Autoscaler(name, scaling)
-    if config.autoscaling_engine == "hpa":
-        pulumi.export("adapterRules", scaler.adapter_rules)
+# Whatever a component warns about names the config keys that set its arguments.
+with argument_words(stack_words):
+    gpu = GpuClaim(name, gpu_claim_args(config, namespace))
+    store = ModelStore(name, model_store_args(config, namespace, gpu.pod_fragment["tolerations"]))
+    server = VLLMServer(
+        name,
+        vllm_server_args(
+            config,
+            namespace,
+            gpu.pod_fragment,
+            {
+                "claim_name": store.claim_name,
+                "mount_path": store.mount_path,
+                "model_path": store.model_path,
+                "marker_name": store.marker_name,
+            },
+        ),
+    )
+    exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME, server.takes_api_key))
+    if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
+        scaler = Autoscaler(name, scaling)
+        if config.autoscaling_engine == "hpa":
+            pulumi.export("adapterRules", scaler.adapter_rules)
 
 pulumi.export("endpoint", exposure.endpoint)
 pulumi.export("inClusterEndpoint", exposure.in_cluster_endpoint)

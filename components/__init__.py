@@ -11,7 +11,7 @@ from .exposure import Exposure, ExposureArgs, exposure_problems
 from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs, gpu_claim_problems
 from .model_store import ModelStore, ModelStoreArgs, model_store_problems
 from .pods import PodSettingsArgs, SecretKeyArgs, TolerationArgs
-from .vllm_server import VLLMServer, VLLMServerArgs, vllm_server_problems
+from .vllm_server import PORT, PORT_NAME, VLLMServer, VLLMServerArgs, vllm_server_problems
 
 __all__ = [
     "Autoscaler",
@@ -23,6 +23,8 @@ __all__ = [
     "GpuClaimArgs",
     "GpuPodFragment",
     "HamiSliceArgs",
+    "PORT",
+    "PORT_NAME",
     "ModelStore",
     "ModelStoreArgs",
     "PodSettingsArgs",

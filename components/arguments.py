@@ -10,12 +10,14 @@ formats and ranges, and rules between arguments. Values that are still unknown
 provider sees them.
 """
 
+import contextlib
 import difflib
 import inspect
 import types
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Mapping, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Iterator, Mapping, Optional, Union, get_args, get_origin
 
 import pulumi
 import pulumi.output as pulumi_output
@@ -36,8 +38,35 @@ class ComponentArgsError(ValueError):
 
     def __init__(self, component: str, name: str, problems: Problems):
         self.problems = problems
-        details = "; ".join(f"{arg} {problem}" for arg, problem in problems.items())
+        details = "; ".join(f"{arg}{_lines(problem)}" for arg, problem in problems.items())
         super().__init__(f"{component} {name}: {details}")
+
+
+Words = Callable[[str, str], str]
+"""(component, text naming its arguments) -> the text as the caller names them."""
+_WORDS: ContextVar[Optional[Words]] = ContextVar("argument_words", default=None)
+
+
+@contextlib.contextmanager
+def argument_words(words: Words) -> Iterator[None]:
+    """Within this block, components word their warnings as ``words`` renames their arguments:
+    a program that feeds them from its own settings (the stack, from config keys) names those."""
+    token = _WORDS.set(words)
+    try:
+        yield
+    finally:
+        _WORDS.reset(token)
+
+
+def worded(component: str, text: str) -> str:
+    """A warning about a component's arguments, in the words of the program that gave them."""
+    words = _WORDS.get()
+    return words(component, text) if words else text
+
+
+def _lines(message: str) -> str:
+    """A message of several problems (one per line) on lines of their own, indented."""
+    return "\n  " + message.replace("\n", "\n  ") if "\n" in message else f" {message}"
 
 
 def is_unknown(value: Any) -> bool:
@@ -69,6 +98,8 @@ DnsSubdomain = rule(grammar.dns_subdomain)
 LabelValue = rule(grammar.label_value)
 Labels = dict[rule(grammar.label_key), LabelValue]  # type: ignore[misc]
 Token = rule(grammar.token)
+CommandWord = rule(grammar.command_word)
+"""A value that becomes a word of a command line: never one its parser reads as an option."""
 Image = rule(grammar.image_reference)
 CpuQuantity = rule(grammar.cpu_quantity)
 ByteQuantity = rule(grammar.byte_quantity)
@@ -276,9 +307,11 @@ def _message(item: dict) -> str:
 
 
 def _where(part: Any, after: tuple) -> str:
-    """Where below an argument a problem is: "item 2: ", "key 'a/b': " or "'a': "."""
+    """Where below an argument a problem is: "item [2]: ", "key 'a/b': " or "'a': ".
+
+    Items count from 0, as ``pulumi config set --path 'key[0]'`` and Python do."""
     if isinstance(part, int):
-        return f"item {part + 1}: "
+        return f"item [{part}]: "
     return f"key {part!r}: " if after[:1] == ("[key]",) else f"{part!r}: "
 
 

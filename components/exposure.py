@@ -72,6 +72,13 @@ class ExposureArgs(TypedDict):
     wait_for_address: NotRequired[bool]
     """Ingress only: wait until the controller publishes the Ingress's address (Pulumi's default, up to
     10 minutes). False for controllers that never publish one, e.g. on bare metal. Default true."""
+    server_takes_api_key: NotRequired[Optional[bool]]
+    """Whether the server checks an API key: VLLMServer.takes_api_key. With a host, Exposure refuses
+    to publish a server that takes no key, and one whose key status it is not told (None), unless
+    allow_without_api_key is true."""
+    allow_without_api_key: NotRequired[bool]
+    """Publish the host although the server takes no API key: anyone who finds it can use the model.
+    Default false."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -90,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "wait_for_address": True,
     "allowed_namespaces": ["ingress-nginx", "monitoring"],
     "network_policy": True,
+    "server_takes_api_key": None,
+    "allow_without_api_key": False,
 }
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
@@ -138,6 +147,25 @@ def _route_settings_take_effect(args: dict) -> Problems:
     return problems
 
 
+@check("server_takes_api_key", "allow_without_api_key")
+def _public_host_takes_a_key(args: dict) -> Problems:
+    # host is only tested for being set, so this runs even when its value is wrong.
+    takes_key, allowed = args["server_takes_api_key"], args["allow_without_api_key"]
+    if args["host"] and not takes_key and not allowed:
+        if takes_key is None:
+            return {
+                "host": "is public but Exposure is not told whether the server takes an API key: pass "
+                "server_takes_api_key (VLLMServer.takes_api_key), or allow_without_api_key to serve anyone"
+            }
+        return {
+            "host": "is public but the server takes no API key: give the server api_key or api_key_secret, "
+            "or set allow_without_api_key to serve anyone"
+        }
+    if allowed and (takes_key or not args["host"]):
+        return {"allow_without_api_key": "has no effect with an API key or without a host; remove it"}
+    return {}
+
+
 SPEC = ArgsSpec(
     "Exposure",
     ExposureArgs,
@@ -160,7 +188,7 @@ SPEC = ArgsSpec(
         "max_body_size": rule(_nginx_size),
         "allowed_namespaces": list[DnsLabel],  # type: ignore[valid-type]
     },
-    checks=(_route_settings_take_effect,),
+    checks=(_route_settings_take_effect, _public_host_takes_a_key),
     # The Service's name is a DNS-1035 label: it becomes the host name clients resolve.
     name_rule=grammar.dns_1035_label,
 )

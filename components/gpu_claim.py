@@ -24,8 +24,8 @@ import pulumi_kubernetes as k8s
 from pydantic import Field
 
 from . import grammar
-from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Problems, check, int_range, rule, with_defaults
-from .capacity import mig_profile_gib, smallest_product_gib
+from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Problems, check, int_range, rule, with_defaults, worded
+from .capacity import GPU_MEMORY_GIB, mig_profile_gib, smallest_product_gib
 from .grammar import label_value, token
 from .labels import object_labels
 
@@ -216,6 +216,25 @@ def _one_memory_limit(args: dict) -> Problems:
     return {}
 
 
+@check("backend", "hami", "memory_gib", "products")
+def _slice_fits_a_gpu(args: dict) -> Problems:
+    """A HAMi memory slice no GPU can give would leave every pod Pending."""
+    wanted = args["hami"].get("memory_mib")
+    if args["backend"] != "hami" or not wanted:
+        return {}
+    card = args["memory_gib"] or smallest_product_gib(args["products"])
+    if card is None:
+        card, which = max(GPU_MEMORY_GIB.values()), "the largest GPU this library knows"
+    else:
+        which = "memory_gib" if args["memory_gib"] else "the smallest GPU of products"
+    if wanted > card * GIB / MIB:
+        return {
+            "hami.memory_mib": f"({wanted} MiB) is more than one GPU has: {which} has {card:g} GiB "
+            f"({card * GIB / MIB:.0f} MiB); lower it, or give memory_gib if the cluster's GPUs are larger"
+        }
+    return {}
+
+
 @check("backend", "kubernetes_version", "namespace")
 def _dra_needs_a_recent_cluster(args: dict) -> Problems:
     if args["backend"] != "dra":
@@ -266,7 +285,7 @@ SPEC = ArgsSpec(
         "quota.gpus": int_range(1),
         "quota.gpu_memory_mib": int_range(1),
     },
-    checks=(_settings_need_their_backend, _one_memory_limit, _dra_needs_a_recent_cluster, _quota),
+    checks=(_settings_need_their_backend, _one_memory_limit, _slice_fits_a_gpu, _dra_needs_a_recent_cluster, _quota),
     name_rule=lambda name: grammar.dns_label(name, grammar.DNS_LABEL_MAX - len("-gpus")),
 )
 
@@ -445,9 +464,12 @@ class GpuClaim(pulumi.ComponentResource):
         if args["backend"] == "hami" and any(hami_flags(args["count"], hami).values()):
             applied = [flag for flag, on in hami_flags(args["count"], hami).items() if on]
             pulumi.log.warn(
-                f"GpuClaim {name}: HAMi slices add vllm {' '.join(applied)} (CUDA graphs ignore HAMi's memory cap; "
-                "custom all-reduce is fragile across slices); set hami.enforce_eager or "
-                "hami.disable_custom_all_reduce to override",
+                worded(
+                    "GpuClaim",
+                    f"GpuClaim {name}: HAMi slices add vllm {' '.join(applied)} (CUDA graphs ignore HAMi's memory "
+                    "cap; custom all-reduce is fragile across slices); set hami.enforce_eager or "
+                    "hami.disable_custom_all_reduce to override",
+                ),
                 resource=self,
             )
         self.pod_fragment = pod_fragment(args, template)

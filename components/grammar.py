@@ -63,6 +63,16 @@ def token(value: str) -> str:
     return value
 
 
+def command_word(value: str) -> str:
+    """A token that becomes one word of a command line after an option that takes it: it must not
+    start with '-', which the program's argument parser (argparse, for vllm serve and the staging
+    script) would read as another option, e.g. --served-model-name --port=9000."""
+    token(value)
+    if value.startswith("-"):
+        raise ValueError("must not start with '-': on the command line it would be read as another option")
+    return value
+
+
 def dns_label(value: str, max_length: int = DNS_LABEL_MAX) -> str:
     """A DNS-1123 label: namespaces and most object names used as DNS labels."""
     if len(value) > max_length or not _DNS_LABEL.fullmatch(value):
@@ -83,20 +93,20 @@ def dns_1035_label(value: str, max_length: int = DNS_LABEL_MAX) -> str:
     return value
 
 
-def dns_subdomain(value: str) -> str:
+def dns_subdomain(value: str, example: str = "nfs-client") -> str:
     """A DNS-1123 subdomain: the name of most Kubernetes objects, and host names."""
     labels = value.split(".")
     if len(value) > DNS_SUBDOMAIN_MAX or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
             "must be a lowercase DNS name: labels of letters, digits and '-' separated by '.', "
-            f"at most {DNS_SUBDOMAIN_MAX} characters, e.g. nfs-client"
+            f"at most {DNS_SUBDOMAIN_MAX} characters, e.g. {example}"
         )
     return value
 
 
 def host_name(value: str) -> str:
     """A host name for an Ingress or HTTPRoute: a DNS name, not an IP address."""
-    dns_subdomain(value)
+    dns_subdomain(value, example="vllm.example.com")
     if all(part.isdigit() for part in value.split(".")):
         raise ValueError("must be a DNS name, not an IP address (Ingress and HTTPRoute hosts cannot be IPs)")
     return value
@@ -137,6 +147,10 @@ def parse_quantity(text: str) -> Decimal:
     """A Kubernetes quantity's value in base units; ValueError if it is not one."""
     match = _QUANTITY.fullmatch(text)
     if not match:
+        if bytes_unit := re.fullmatch(r"([0-9.]+)\s*([KkMGTPE])i?B", text):
+            number, prefix = bytes_unit.group(1), bytes_unit.group(2).upper().replace("K", "k")
+            binary = f"{number}{prefix.upper()}i"
+            raise ValueError(f"{text!r} is not a Kubernetes quantity; did you mean {number}{prefix} or {binary}?")
         raise ValueError(f"{text!r} is not a Kubernetes quantity such as 500m, 8, 32Gi or 500G")
     number, suffix, exponent = match.groups()
     try:

@@ -25,13 +25,13 @@ from . import grammar
 from .arguments import (
     ArgsSpec,
     ByteQuantity,
+    CommandWord,
     DnsLabel,
     DnsSubdomain,
     HttpUrl,
     Image,
     Labels,
     Problems,
-    Token,
     check,
     int_range,
     rule,
@@ -355,8 +355,8 @@ SPEC = ArgsSpec(
         "source": Literal["modelscope", "huggingface"],
         "revision": rule(_revision),
         "endpoint": HttpUrl,
-        "allow_patterns": list[Token],  # type: ignore[valid-type]
-        "ignore_patterns": list[Token],  # type: ignore[valid-type]
+        "allow_patterns": list[CommandWord],  # type: ignore[valid-type]
+        "ignore_patterns": list[CommandWord],  # type: ignore[valid-type]
         "stall_timeout_seconds": int_range(10, 3600),
         **rules_under("token_secret", SECRET_KEY_RULES),
         "image": Image,

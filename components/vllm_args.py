@@ -122,45 +122,54 @@ def release_problem(image: str, vllm_release: Optional[str]) -> Optional[str]:
 
 
 def extra_args_problems(extra_args: Sequence[str], table: FlagTable) -> list[str]:
-    """What is wrong with user-supplied vllm arguments, one sentence each.
+    """What is wrong with user-supplied vllm arguments, one sentence each, naming each item as
+    ``extra_args[index]`` counted from 0 (as ``pulumi config set --path 'extraArgs[0]'`` counts).
 
-    Never quotes a value: an item may hold a secret.
+    A value after a flag already reported is not reported again. Never quotes a value: an item
+    may hold a secret.
     """
     problems = []
     index = 0
     while index < len(extra_args):
         item = extra_args[index]
+        where = f"extra_args[{index}]"
         index += 1
         if not item.startswith("-") or item == "-":
             problems.append(
-                f"item {index} is not a flag and follows no flag that takes a value; the model is given by the "
+                f"{where} is not a flag and follows no flag that takes a value; the model is given by the "
                 "program, and each flag's value goes in the item after it"
             )
             continue
         name, has_equals, _ = item.partition("=")
         first_word = name.split()[0] if name.split() else name
         flag, option = table.lookup(first_word)
+        reported = None
         if option is not None and option.dest == API_KEY_DEST:
-            problems.append(
-                f"item {index} sets {flag}, which would store the API key in plain text in the Deployment; "
+            reported = (
+                f"{where} sets {flag}, which would store the API key in plain text in the Deployment; "
                 "give the key through api_key_secret instead"
             )
-            continue
-        if first_word != name:
-            problems.append(f"item {index} holds a flag and more after a space; put {flag}'s value in the next item")
-            continue
-        if option is None:
+        elif first_word != name:
+            reported = f"{where} holds a flag and more after a space; put {flag}'s value in the next item"
+        elif option is None:
             nearest = table.nearest(flag)
             hint = f"; did you mean {nearest}?" if nearest else ""
-            problems.append(f"{flag} is not a flag of vLLM {table.release}{hint}")
+            reported = f"{where} {flag} is not a flag of vLLM {table.release}{hint}"
+        elif option.dest in MANAGED_DESTS:
+            reported = f"{where} {flag} is set by the program; {MANAGED_DESTS[option.dest]}"
+        if reported:
+            problems.append(reported)
+            # Its value, if it has one in the next item, is part of the same mistake.
+            takes_value = option is None or option.takes_value != "none"
+            if takes_value and not has_equals and first_word == name and index < len(extra_args):
+                index += 0 if _is_flag(extra_args[index]) else 1
             continue
-        if option.dest in MANAGED_DESTS:
-            problems.append(f"{flag} is set by the program; {MANAGED_DESTS[option.dest]}")
-        elif option.takes_value == "none" and has_equals:
-            problems.append(f"{flag} takes no value")
+        assert option is not None  # an unknown flag is reported above
+        if option.takes_value == "none" and has_equals:
+            problems.append(f"{where} {flag} takes no value")
         elif option.takes_value == "required" and not has_equals:
             if index >= len(extra_args) or _is_flag(extra_args[index]):
-                problems.append(f"{flag} needs a value in the item after it")
+                problems.append(f"{where} {flag} needs a value in the item after it")
             else:
                 index += 1
         elif option.takes_value == "optional" and not has_equals and index < len(extra_args):

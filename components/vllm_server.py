@@ -20,11 +20,13 @@ from .arguments import (
     DnsSubdomain,
     Image,
     Problems,
+    CommandWord,
     Token,
     check,
     int_range,
     rule,
     with_defaults,
+    worded,
 )
 from .escaping import container_text, container_texts
 from .capacity import Architecture, capacity
@@ -245,7 +247,7 @@ def _parallelism_uses_every_gpu(args: dict) -> Problems:
     tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
     per_pod, nodes = args["gpu"]["devices"], args["nodes"]
     if tensor * pipeline != per_pod * nodes:
-        where = f"GPUs per pod ({per_pod})" if nodes == 1 else f"GPUs of the replica ({nodes} nodes x {per_pod})"
+        where = f"GPUs per pod, gpu.devices ({per_pod})" if nodes == 1 else f"GPUs of the replica ({nodes} nodes x {per_pod})"
         return {"tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the {where}"}
     if args["gpu"]["backend"] == "mig" and per_pod > 1:
         return {"tensor_parallel_size": "must be 1 on MIG: vLLM cannot spread a model over MIG instances"}
@@ -304,7 +306,7 @@ def _extra_args_exist_in_the_release(args: dict) -> Problems:
         return {"vllm_release" if args["vllm_release"] else "image": problem}
     table = flag_table(release_of(args["image"], args["vllm_release"]))
     if problems := extra_args_problems(args["extra_args"], table):
-        return {"extra_args": "; ".join(problems)}
+        return {"extra_args": "\n".join(problems)}
     return {}
 
 
@@ -398,7 +400,7 @@ SPEC = ArgsSpec(
         "mount_path": rule(grammar.absolute_path),
         "model_path": rule(grammar.absolute_path),
         "marker_name": rule(grammar.file_name),
-        "served_model_name": Token,
+        "served_model_name": CommandWord,
         "tensor_parallel_size": int_range(1),
         "pipeline_parallel_size": int_range(1),
         "gpu_memory_utilization": Annotated[float, Field(gt=0, le=1)],
@@ -760,6 +762,9 @@ class VLLMServer(pulumi.ComponentResource):
     """Container port of the OpenAI API and /metrics."""
     port_name: pulumi.Output[str]
     """Name of that container port."""
+    takes_api_key: bool
+    """Whether the server checks an API key on /v1 (a plain value, known at construction): pass it
+    to Exposure's server_takes_api_key."""
     capacity: pulumi.Output[dict[str, Any]]
     """Per-GPU weights, memory budget and KV cache left, and KV cache tokens, when the weights'
     size and the devices' memory are known; else empty."""
@@ -839,12 +844,16 @@ class VLLMServer(pulumi.ComponentResource):
         self.selector_labels = workload.metadata.apply(lambda _: leaders)
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
+        self.takes_api_key = api_key_ref(name, args) is not None
         estimate = server_capacity(args)
         if estimate and estimate.kv_cache_tokens is not None and estimate.kv_cache_tokens < args["max_model_len"]:
             pulumi.log.warn(
-                f"VLLMServer {name}: the KV cache left after the weights holds about {estimate.kv_cache_tokens} "
-                f"tokens, less than one sequence of max_model_len ({args['max_model_len']}); vLLM refuses to start "
-                "so: lower max_model_len, raise gpu_memory_utilization, or use more GPUs",
+                worded(
+                    "VLLMServer",
+                    f"VLLMServer {name}: the KV cache left after the weights holds about {estimate.kv_cache_tokens} "
+                    f"tokens, less than one sequence of max_model_len ({args['max_model_len']}); vLLM refuses to "
+                    "start so: lower max_model_len, raise gpu_memory_utilization, or use more GPUs",
+                ),
                 resource=self,
             )
         self.capacity = pulumi.Output.from_input(estimate.summary() if estimate else {})
@@ -856,6 +865,7 @@ class VLLMServer(pulumi.ComponentResource):
                 "selectorLabels": self.selector_labels,
                 "port": self.port,
                 "portName": self.port_name,
+                "takesApiKey": self.takes_api_key,
                 "capacity": self.capacity,
             }
         )

@@ -569,8 +569,10 @@ def public_routes_need_api_key(resources: Sequence[Resource], config: Optional[M
                                 f"{where} makes Service {exposure.service} public on {exposure.hosts}, and its pods "
                                 f"({pod.where}) run vLLM without an API key ({', '.join(keyless)} has no "
                                 f"{API_KEY_ENV} from a Secret): anyone who reaches the route can generate. Give the "
-                                f"server {API_KEY_ENV} from a Secret (stack settings apiKeySecretName or apiKey), or, "
-                                f"to serve anyone on purpose, set {ALLOW_PUBLIC_WITHOUT_API_KEY}: true in the stack.",
+                                f"server {API_KEY_ENV} from a Secret (stack settings apiKeySecretName or apiKey; "
+                                "VLLMServer's api_key_secret or api_key in a program of your own), or, to serve anyone "
+                                f"on purpose, set {ALLOW_PUBLIC_WITHOUT_API_KEY}: true in the stack (or in the policy "
+                                "configuration).",
                                 resource.urn,
                             )
                         )
@@ -718,15 +720,28 @@ def _open_match(match: Mapping) -> Optional[str]:
 
 # --- wiring into pulumi-policy --------------------------------------------------------------
 
-RESOURCE_RULES: tuple[Callable[[str, Mapping], list[str]], ...] = (
-    pinned_images,
-    server_gets_gpus,
-    server_probes,
-    server_shm_for_parallelism,
-    no_plain_secret_env,
-    runs_as_non_root,
+class Policy(NamedTuple):
+    name: str
+    description: str
+    rule: Callable
+
+
+RESOURCE_POLICIES = (
+    Policy("vllm-pinned-images", "Every container and init container runs an image pinned by a tag other than latest, or by digest.", pinned_images),
+    Policy("vllm-server-gpu-limits", "The vLLM server container has a GPU limit of at least 1 (nvidia.com/gpu; a MIG instance or DRA claim).", server_gets_gpus),
+    Policy("vllm-server-probes", "The vLLM server container has startup, readiness and liveness probes.", server_probes),
+    Policy("vllm-server-shm", "A vLLM server with tensor or pipeline parallelism above 1 has a memory-backed /dev/shm.", server_shm_for_parallelism),
+    Policy("vllm-no-plain-secret-env", "Environment variables whose names say secret come from a Secret (valueFrom.secretKeyRef), never value.", no_plain_secret_env),
+    Policy("vllm-non-root", "Containers run as non-root, without privilege escalation, with every capability dropped.", runs_as_non_root),
 )
-STACK_RULES: tuple[Callable[..., list[Violation]], ...] = (public_routes_need_api_key,)
+"""The pack's resource policies (``__main__.py``) and the offline check's (``check.py``): one list."""
+STACK_POLICY = Policy(
+    "vllm-public-route-needs-api-key",
+    "A public route to a vLLM server needs its API key and routes /v1 alone, unless the stack allows public access without a key.",
+    public_routes_need_api_key,
+)
+RESOURCE_RULES: tuple[Callable[[str, Mapping], list[str]], ...] = tuple(policy.rule for policy in RESOURCE_POLICIES)
+STACK_RULES: tuple[Callable[..., list[Violation]], ...] = (STACK_POLICY.rule,)
 
 
 def plain(value: Any) -> Any:

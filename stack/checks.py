@@ -9,6 +9,8 @@ sets that no component would ever see.
 import re
 
 from vllm_serving_components import (
+    PORT,
+    PORT_NAME,
     autoscaler_problems,
     exposure_problems,
     gpu_claim_problems,
@@ -20,7 +22,6 @@ from vllm_serving_components.grammar import registry
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
 from vllm_serving_components.model_store import model_path
 from vllm_serving_components.stage_model import MARKER_NAME
-from vllm_serving_components.vllm_server import PORT, PORT_NAME
 
 from .component_args import (
     AUTOSCALER_KEYS,
@@ -35,21 +36,32 @@ from .component_args import (
     most_replicas,
     nodes,
     store_keys,
+    takes_api_key,
     vllm_server_args,
 )
 from .config import CREDENTIAL_KEYS, FIELD_OF_KEY, INVALID, Problem, StackConfig
 
+SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
+"""The namespaces Kubernetes creates itself (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces,
+"Initial namespaces")."""
 AUTOSCALING_KEYS = tuple(key for key in FIELD_OF_KEY if key.startswith(("autoscaling", "monitoring")) and key != "autoscalingEnabled")
+
+
+def config_words(text: str, keys: dict[str, str]) -> str:
+    """A component's text with each argument it names replaced by the config key that sets it."""
+    # Only identifiers with '_' or '.': single words (image, host) are also plain English.
+    return re.sub(r"\b[a-z]+(?:[_.][a-z_]+)+\b", lambda word: keys.get(word.group(0), word.group(0)), text)
+
+
+def stack_words(component: str, text: str) -> str:
+    """What a component warns about, in config keys (for ``argument_words``)."""
+    keys = {"GpuClaim": GPU_KEYS, "VLLMServer": SERVER_KEYS, "Exposure": EXPOSURE_KEYS, "Autoscaler": AUTOSCALER_KEYS}
+    return config_words(text, keys.get(component, {}))
 
 
 def as_config_problems(problems: dict[str, str], keys: dict[str, str]) -> list[Problem]:
     """A component's problems, keyed and worded by the config keys that set each argument."""
-
-    def config_words(text: str) -> str:
-        # Only identifiers with '_' or '.': single words (image, host) are also plain English.
-        return re.sub(r"\b[a-z]+(?:[_.][a-z_]+)+\b", lambda word: keys.get(word.group(0), word.group(0)), text)
-
-    return [Problem(key=keys[arg], message=config_words(message)) for arg, message in problems.items()]
+    return [Problem(key=keys[arg], message=config_words(message, keys)) for arg, message in problems.items()]
 
 
 def component_problems(config: StackConfig) -> list[Problem]:
@@ -60,11 +72,13 @@ def component_problems(config: StackConfig) -> list[Problem]:
     store_problems = model_store_problems(store_args, config.name)
     store = _store_for_checks(store_args, store_problems)
     server = vllm_server_args(config, config.namespace, _fragment_for_checks(gpu_args, gpu_problems), store)
-    problems = as_config_problems(gpu_problems, GPU_KEYS)
-    problems += as_config_problems(store_problems, store_keys(config))
+    # ModelStore first: its name rule is the tightest (its Job's name adds the longest suffix), so
+    # a name too long for any component is told the one limit that fits them all.
+    problems = as_config_problems(store_problems, store_keys(config))
+    problems += as_config_problems(gpu_problems, GPU_KEYS)
     problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
     problems += as_config_problems(
-        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME), config.name), EXPOSURE_KEYS
+        exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME, takes_api_key(config)), config.name), EXPOSURE_KEYS
     )
     if scaler := autoscaler_args(config, "deployment", {"app": "placeholder"}, PORT_NAME):
         problems += as_config_problems(autoscaler_problems(scaler, config.name), AUTOSCALER_KEYS)
@@ -148,12 +162,20 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             for key in AUTOSCALING_KEYS
             if key in config.explicit
         ]
+    if ok("namespace", "createNamespace") and config.create_namespace and config.namespace in SYSTEM_NAMESPACES:
+        problems.append(
+            Problem(
+                key="createNamespace",
+                message=f"is true but namespace {config.namespace} is one Kubernetes creates itself "
+                f"({', '.join(SYSTEM_NAMESPACES)}); the stack would take it over and set its Pod Security level: "
+                "use a namespace of your own, or set createNamespace to false",
+            )
+        )
     if config.image_registry not in (None, INVALID):
         try:
             registry(config.image_registry)
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
-    problems += api_key_problems(config, ok)
     problems += credential_problems(config)
     problems += tls_secret_problems(config, ok)
     return problems
@@ -210,26 +232,6 @@ def surge_problems(config: StackConfig, ok) -> list[Problem]:
             + (" (a rollout at one replica then stops it first: acceptServiceGap)" if fewest == 1 else ""),
         )
     ]
-
-
-def api_key_problems(config: StackConfig, ok) -> list[Problem]:
-    """A public host takes an API key unless the stack says otherwise; the key is only ever a secret."""
-    if not ok("host", "apiKey", "apiKeySecretName", "allowPublicWithoutApiKey"):
-        return []
-    has_key = config.api_key is not None or config.api_key_secret_name is not None
-    if config.host and not has_key:
-        if config.allow_public_without_api_key:
-            return []
-        return [
-            Problem(
-                key="host",
-                message="is public but the server takes no API key: set apiKey (pulumi config set --secret "
-                "apiKey ...) or apiKeySecretName, or allowPublicWithoutApiKey: true to serve anyone",
-            )
-        ]
-    if "allowPublicWithoutApiKey" in config.explicit:
-        return [Problem(key="allowPublicWithoutApiKey", message="has no effect with an API key or without a host; remove it")]
-    return []
 
 
 SECRET_KEY_OF = {"apiKeySecretKey": "apiKeySecretName", "hubTokenSecretKey": "hubTokenSecretName"}

@@ -115,6 +115,7 @@ SERVER_KEYS = {
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
     "gpu": "gpuCount",
+    "gpu.devices": "gpuCount",
     "nodes": "gpusPerNode",
     "nccl_socket_ifname": "ncclSocketIfname",
     "nccl_ib_hca": "ncclIbHca",
@@ -165,6 +166,11 @@ EXPOSURE_KEYS = {
     "wait_for_address": "ingressWaitForAddress",
     "allowed_namespaces": "allowedClientNamespaces",
     "network_policy": "networkPolicies",
+    "server_takes_api_key": "apiKey",
+    "allow_without_api_key": "allowPublicWithoutApiKey",
+    # Arguments of the server that Exposure's messages name.
+    "api_key": "apiKey",
+    "api_key_secret": "apiKeySecretName",
 }
 AUTOSCALER_KEYS = {
     "name": "name",
@@ -374,8 +380,18 @@ def vllm_server_args(
     }
 
 
+def takes_api_key(config: StackConfig) -> bool:
+    """Whether the server gets an API key (VLLMServer.takes_api_key, before the server exists)."""
+    return config.api_key is not None or config.api_key_secret_name is not None
+
+
 def exposure_args(
-    config: StackConfig, namespace: pulumi.Input[str], selector: pulumi.Input[dict], port: int, port_name: str
+    config: StackConfig,
+    namespace: pulumi.Input[str],
+    selector: pulumi.Input[dict],
+    port: int,
+    port_name: str,
+    server_takes_api_key: bool,
 ) -> ExposureArgs:
     return {
         "namespace": namespace,
@@ -397,6 +413,8 @@ def exposure_args(
         "wait_for_address": config.set_or_none("ingressWaitForAddress"),
         "allowed_namespaces": config.allowed_client_namespaces,
         "network_policy": config.network_policies,
+        "server_takes_api_key": server_takes_api_key,
+        "allow_without_api_key": config.set_or_none("allowPublicWithoutApiKey"),
     }
 
 

@@ -63,7 +63,9 @@ class ConfigError(pulumi.RunError):
             if problem.key in values and problem.key not in hidden:
                 shown = f" = {json.dumps(values[problem.key])}"
             name = problem.key if ":" in problem.key else f"{project}:{problem.key}"
-            lines.append(f"  {name}{shown}: {problem.message}")
+            # A message of several problems, one per line, goes on lines of its own.
+            message = "\n    " + problem.message.replace("\n", "\n    ") if "\n" in problem.message else f" {problem.message}"
+            lines.append(f"  {name}{shown}:{message}")
         super().__init__("\n".join(lines))
 
 

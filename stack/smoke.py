@@ -27,7 +27,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import urlsplit
@@ -604,9 +604,28 @@ def run_checks(
 # Command line
 
 
-def redact(text: str, key: Optional[str]) -> str:
-    """The text with the key blanked out, whatever a server or proxy echoed back."""
-    return text.replace(key, "<api key>") if key else text
+SERVER_TEXT_FIELDS = ("detail", "reason", "text", "reasoning_text", "finish_reason")
+"""The fields of a Step or Report that hold what a server or proxy sent, which may echo the key.
+URLs, the model and the report's own field names come from the user and this program: they are
+never redacted, so a short key cannot garble them."""
+
+
+def redact(text: Optional[str], key: Optional[str]) -> Optional[str]:
+    """The text with every whole occurrence of the key blanked out; a longer token that merely
+    contains it (a URL path, a word, a JSON field name) stays as it is."""
+    if not key or not text:
+        return text
+    token = r"[\w.~+/=-]"
+    return re.sub(rf"(?<!{token}){re.escape(key)}(?!{token})", "<api key>", text)
+
+
+def redacted(record: Any, key: Optional[str]) -> Any:
+    """A Step or Report with the key blanked out of each field that holds server text."""
+    changes = {name: redact(getattr(record, name), key) for name in SERVER_TEXT_FIELDS if hasattr(record, name)}
+    if isinstance(record, Report):
+        changes["steps"] = [redacted(step, key) for step in record.steps]
+        changes["served_models"] = [redact(model, key) for model in record.served_models]
+    return replace(record, **changes)
 
 
 def human_step(step: Step, index: int) -> str:
@@ -709,7 +728,7 @@ def main(argv: Optional[list[str]] = None, session: Optional[requests.Session] =
         parser.error(str(error))
 
     def show(text: str, stream=sys.stdout) -> None:
-        print(redact(text, target.api_key), file=stream, flush=True)
+        print(text, file=stream, flush=True)
 
     if not args.json:
         key = f"API key from {target.key_source}" if target.key_source else f"no API key (${target.key_env} is not set)"
@@ -717,7 +736,7 @@ def main(argv: Optional[list[str]] = None, session: Optional[requests.Session] =
 
     def on_step(step: Step) -> None:
         if not args.json:
-            show(human_step(step, STEPS.index(step.name) + 1))
+            show(human_step(redacted(step, target.api_key), STEPS.index(step.name) + 1))
 
     report = run_checks(
         target,
@@ -728,6 +747,7 @@ def main(argv: Optional[list[str]] = None, session: Optional[requests.Session] =
         max_tokens=args.max_tokens,
         on_step=on_step,
     )
+    report = redacted(report, target.api_key)
     if args.json:
         summary = asdict(report)
         summary["exit_code"] = 0 if report.passed else 1

@@ -16,6 +16,7 @@ from vllm_serving_components import (
     GpuClaim,
     ModelStore,
     VLLMServer,
+    exposure_problems,
 )
 from vllm_serving_components.gpu_claim import gpu_claim_problems, pod_fragment
 from vllm_serving_components.model_store import (
@@ -64,7 +65,14 @@ def server_args(**changes):
 
 
 def exposure_args(**changes):
-    return {"namespace": "ns", "selector": {"app": "x"}, "port": 8000, "target_port_name": "http", **changes}
+    return {
+        "namespace": "ns",
+        "selector": {"app": "x"},
+        "port": 8000,
+        "target_port_name": "http",
+        "server_takes_api_key": True,
+        **changes,
+    }
 
 
 def autoscaler_args(**changes):
@@ -528,6 +536,43 @@ def test_exposure_refuses_bad_args(changes, keys):
     assert_refused(Exposure, exposure_args(**changes), keys)
 
 
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"server_takes_api_key": False}, "the server takes no API key: give the server api_key or api_key_secret"),
+        ({"server_takes_api_key": None}, "not told whether the server takes an API key: pass server_takes_api_key"),
+    ],
+)
+def test_exposure_refuses_a_public_host_in_front_of_a_server_without_a_key(changes, words):
+    """A library user gets the stack's protection: no open Ingress unless asked for in so many words."""
+    args = exposure_args(host="vllm.example.com", **changes)
+    with pytest.raises(ComponentArgsError) as raised:
+        Exposure("api", args)
+    assert list(raised.value.problems) == ["host"]
+    assert words in raised.value.problems["host"]
+    assert exposure_problems({**args, "allow_without_api_key": True}) == {}
+
+
+def test_allowing_an_open_endpoint_needs_a_host_and_a_server_without_a_key():
+    assert exposure_problems(exposure_args(allow_without_api_key=True)) == {
+        "allow_without_api_key": "has no effect with an API key or without a host; remove it"
+    }
+    with_key = exposure_args(host="vllm.example.com", allow_without_api_key=True)
+    assert list(exposure_problems(with_key)) == ["allow_without_api_key"]
+
+
+def test_a_server_tells_exposure_whether_it_takes_a_key():
+    def build():
+        keyed = VLLMServer("keyed", server_args(api_key_secret={"name": "k", "key": "api-key"}))
+        open_server = VLLMServer("open", server_args())
+        assert (keyed.takes_api_key, open_server.takes_api_key) == (True, False)
+        Exposure("keyed", exposure_args(host="a.example.com", server_takes_api_key=keyed.takes_api_key))
+        with pytest.raises(ComponentArgsError, match="takes no API key"):
+            Exposure("open", exposure_args(host="b.example.com", server_takes_api_key=open_server.takes_api_key))
+
+    assert [obj.name for obj in run_component(build).objects if obj.kind == "Ingress"] == ["keyed"]
+
+
 @pulumi.runtime.test
 def test_endpoint_with_tls(pulumi_mocks):
     exposure = Exposure("api", exposure_args(host="vllm.example.com", tls=True, cluster_issuer="le"))
@@ -626,3 +671,11 @@ def test_autoscaler_outputs(pulumi_mocks):
     return pulumi.Output.all(scaler.scaler_name, scaler.queries, scaler.adapter_rules).apply(
         lambda v: assert_equal(v, ["srv", ['sum(vllm:num_requests_waiting{namespace="ns",model_name="qwen3"})'], ""])
     )
+
+
+def test_the_reference_says_which_python_arguments_take_an_output_and_the_component_agrees():
+    page = (ROOT / "docs" / "reference" / "Exposure.md").read_text()
+    assert "| `port` | integer | yes | - | no / known |" in page
+    assert "| `selector` | map of string | yes | - | yes / yes |" in page
+    assert exposure_problems(exposure_args(port=pulumi.Output.from_input(8000))) == {"port": "must be an integer, not Output"}
+    assert exposure_problems(exposure_args(selector=pulumi.Output.from_input({"app": "x"}))) == {}

@@ -174,7 +174,7 @@ BAD_CONFIGS = [
     ({**WITH_HOST, "pathPrefix": "qwen"}, "pathPrefix", "needs route gateway"),
     ({"modelSource": "github"}, "modelSource", "modelscope"),
     ({"downloadStallTimeoutSeconds": 5}, "downloadStallTimeoutSeconds", "at least 10"),
-    ({"modelIgnorePatterns": ["*.gguf", ""]}, "modelIgnorePatterns", "item 2: must be a non-empty string"),
+    ({"modelIgnorePatterns": ["*.gguf", ""]}, "modelIgnorePatterns", "item [1]: must be a non-empty string"),
     ({**GATEWAY, "pathPrefix": "/qwen"}, "pathPrefix", "a path under the host"),
     ({**WITH_HOST, "tlsClusterIssuer": "letsencrypt"}, "tlsClusterIssuer", "tls is false"),
     ({"ingressClass": "traefik"}, "ingressClass", "without a host"),
@@ -189,7 +189,7 @@ BAD_CONFIGS = [
     ({"autoscalingEnabled": True, "storageAccessMode": "ReadWriteMany"}, "autoscalingMaxReplicas", "never scale"),
     ({**AUTOSCALING, "replicas": 2}, "replicas", "owned by the autoscaler"),
     # Rules between settings.
-    ({"tensorParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(2 x 1) must equal the GPUs per pod (1)"),
+    ({"tensorParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(2 x 1) must equal the GPUs per pod, gpuCount (1)"),
     ({"pipelineParallelSize": 2, "memory": "64Gi"}, "tensorParallelSize", "(1 x 2) must equal"),
     ({"replicas": 2}, "storageAccessMode", "ReadWriteMany"),
     ({"autoscalingEnabled": True, "autoscalingMaxReplicas": 3}, "storageAccessMode", "up to 3 server pods"),

@@ -18,7 +18,8 @@ import pytest
 from conftest import STACKS
 from test_stacks import VARIANTS, render_variant
 
-from stack.render import RenderedObject, render_stack
+from stack.render import render_stack
+from vllm_serving_components.testing import RenderedObject
 
 Key = tuple[str, str, str]
 

@@ -4,24 +4,32 @@ It composes the components differently from this repository's stack: two models 
 namespace behind one host, the second on a claim another project already staged.
 """
 
-import runpy
+import subprocess
+import sys
 
 import pytest
-import yaml
 from conftest import ROOT
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 from test_policy import check_stack
 
-from stack.render import run_under_mocks
+from vllm_serving_components.testing import render_program
 
 EXAMPLE = ROOT / "examples" / "two-models"
 
 
 @pytest.fixture(scope="module")
 def example():
-    project = yaml.safe_load((EXAMPLE / "Pulumi.yaml").read_text())["name"]
-    config = yaml.safe_load((EXAMPLE / "Pulumi.dev.yaml").read_text())["config"]
-    return run_under_mocks(lambda: runpy.run_path(str(EXAMPLE / "__main__.py")), project, "dev", config)
+    return render_program(EXAMPLE, "dev")
+
+
+def test_the_examples_own_test_passes():
+    """examples/two-models/test_two_models.py: what a library user's test looks like, run as theirs runs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(EXAMPLE), str(EXAMPLE)],
+        cwd=EXAMPLE, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
 
 def test_two_servers_share_one_namespace_and_one_host(example):

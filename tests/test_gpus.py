@@ -152,7 +152,20 @@ def test_a_kv_cache_too_small_for_one_sequence_is_announced(tmp_path, monkeypatc
     monkeypatch.setattr(pulumi.log, "warn", lambda message, resource=None, **_: warnings.append(message))
     rendering = render_stack(project_with_stack(tmp_path, {"maxModelLen": 400000}, base="prod"), tmp_path)
     assert rendering.outputs["gpuCapacity"]["kvCacheTokens"] == 363315
-    assert [w for w in warnings if "less than one sequence of max_model_len (400000)" in w]
+    # In the stack's words: the config keys that set the arguments.
+    (warning,) = [w for w in warnings if "less than one sequence of maxModelLen (400000)" in w]
+    assert "raise gpuMemoryUtilization" in warning and "max_model_len" not in warning
+
+
+def test_a_stack_warning_names_config_keys_and_a_library_warning_names_arguments(tmp_path, monkeypatch):
+    """The HAMi notice: hamiEnforceEager in the stack, hami.enforce_eager for a library user."""
+    warnings = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, resource=None, **_: warnings.append(message))
+    render_stack(project_with_stack(tmp_path, {}), tmp_path)
+    run_component(lambda: GpuClaim("lib", {"backend": "hami", "count": 1, "hami": {"memory_mib": 12288}}))
+    stack_warning, library_warning = [w for w in warnings if "HAMi slices add vllm --enforce-eager" in w]
+    assert "set hamiEnforceEager or hamiDisableCustomAllReduce" in stack_warning
+    assert "set hami.enforce_eager or hami.disable_custom_all_reduce" in library_warning
 
 
 def test_an_fp8_kv_cache_holds_twice_the_tokens(tmp_path):

@@ -38,6 +38,7 @@ from vllm_serving_components import pods as component_pods
 from vllm_serving_components import vllm_args as component_vllm_args
 from vllm_serving_components import vllm_server as component_vllm_server
 from policy import rules
+from policy.check import type_token
 from stack.render import EchoMocks, RecordingMonitor, render_stack
 
 POLICY_DIR = ROOT / "policy"
@@ -55,13 +56,6 @@ POLICY_NAMES = {
 
 
 # --- objects as the pack sees them ----------------------------------------------------------
-
-
-def type_token(manifest: dict) -> str:
-    """The Pulumi type of a Kubernetes object: kubernetes:<group>/<version>:<Kind>, core for the
-    core group; a CustomResource's is made the same way from its apiVersion and kind."""
-    group_version = manifest["apiVersion"]
-    return f"kubernetes:{group_version if '/' in group_version else 'core/' + group_version}:{manifest['kind']}"
 
 
 def urn_of(manifest: dict) -> str:
@@ -870,40 +864,26 @@ def test_what_dev_does_not_promise_breaks_nothing_there(rendered):
 # --- the pack's wiring ----------------------------------------------------------------------
 
 
-def _policy_calls(tree: ast.Module) -> list[ast.Call]:
-    (pack,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "PolicyPack"]
-    keywords = {keyword.arg: keyword.value for keyword in pack.keywords}
-    assert ast.unparse(keywords["enforcement_level"]) == "EnforcementLevel.MANDATORY"
-    assert ast.literal_eval(keywords["name"]) == "vllm-serving"
-    assert isinstance(keywords["policies"], ast.List)
-    return keywords["policies"].elts
-
-
 def test_main_builds_the_pack_from_the_rules_module():
-    """policy/__main__.py wires each rule of rules.py into one mandatory policy, and nothing else
-    (read, never run: the PolicyPack would serve and block)."""
+    """policy/__main__.py wires each policy of rules.py (the list the offline check also runs) into
+    one mandatory policy, and nothing else (read, never run: the PolicyPack would serve and block;
+    test_the_served_pack_enforces_every_policy_as_mandatory runs it)."""
     source = (POLICY_DIR / "__main__.py").read_text()
     tree = ast.parse(source)
     compile(tree, "policy/__main__.py", "exec")
     imports = {(node.module, alias.name) for node in tree.body if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert ("pulumi_policy", "PolicyPack") in imports
     assert any(isinstance(node, ast.Import) and [a.name for a in node.names] == ["rules"] for node in tree.body)
-    wired = {}
-    for call in _policy_calls(tree):
-        keywords = {keyword.arg: keyword.value for keyword in call.keywords}
-        name = ast.literal_eval(keywords["name"])
-        assert name not in wired
-        assert "enforcement_level" not in keywords or ast.unparse(keywords["enforcement_level"]) == "EnforcementLevel.MANDATORY"
-        assert ast.literal_eval(keywords["description"])
-        validate = keywords["validate"]
-        adapter = {"ResourceValidationPolicy": "rules.resource_validation", "StackValidationPolicy": "rules.stack_validation"}
-        assert ast.unparse(validate.func) == adapter[call.func.id]
-        (rule,) = validate.args
-        assert ast.unparse(rule).startswith("rules.")
-        wired[name] = (call.func.id, rule.attr)
-    assert {name: rule for name, (_, rule) in wired.items()} == POLICY_NAMES
-    assert {rule for kind, rule in wired.values() if kind == "ResourceValidationPolicy"} == {r.__name__ for r in rules.RESOURCE_RULES}
-    assert {rule for kind, rule in wired.values() if kind == "StackValidationPolicy"} == {r.__name__ for r in rules.STACK_RULES}
+    (pack,) = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "PolicyPack"]
+    keywords = {keyword.arg: keyword.value for keyword in pack.keywords}
+    assert ast.unparse(keywords["enforcement_level"]) == "EnforcementLevel.MANDATORY"
+    assert ast.literal_eval(keywords["name"]) == "vllm-serving"
+    assert "for policy in rules.RESOURCE_POLICIES" in source
+    assert "validate=rules.resource_validation(policy.rule)" in source
+    assert "validate=rules.stack_validation(rules.STACK_POLICY.rule)" in source
+    policies = (*rules.RESOURCE_POLICIES, rules.STACK_POLICY)
+    assert {policy.name: policy.rule.__name__ for policy in policies} == POLICY_NAMES
+    assert all(policy.description for policy in policies)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "rules":
             assert hasattr(rules, node.attr), node.attr

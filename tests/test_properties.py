@@ -28,6 +28,7 @@ from stack.component_args import (
     exposure_args,
     gpu_claim_args,
     model_store_args,
+    takes_api_key,
     vllm_server_args,
 )
 from stack.config import ConfigError
@@ -119,7 +120,7 @@ def build(config) -> list[dict]:
     path = model_path(store)
     outputs = StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
     server = vllm_server_args(config, namespace, pod_fragment(gpu_claim_args(config, namespace)), outputs)
-    exposure = exposure_args(config, namespace, {"app": "x"}, PORT, PORT_NAME)
+    exposure = exposure_args(config, namespace, {"app": "x"}, PORT, PORT_NAME, takes_api_key(config))
     route = http_route_spec(name, exposure) if config.exposure_route == "gateway" else ingress_spec(name, name, exposure)
     scaler = autoscaler_args(config, name, {"app": "x"}, PORT_NAME)
     return [

@@ -1,14 +1,15 @@
-"""The README's commands and examples are the ones that work."""
+"""The README's commands and the documentation's examples are the ones that work."""
 
 import re
 
 from conftest import ROOT, run_component
 
 README = (ROOT / "README.md").read_text()
+LIBRARY = (ROOT / "docs" / "library.md").read_text()
 
 
-def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def code_blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def test_ci_runs_the_readme_test_commands():
@@ -26,8 +27,8 @@ def test_ci_runs_the_readme_test_commands():
     assert unit < e2e
 
 
-def test_component_example_creates_a_served_model():
-    (example,) = [block for block in code_blocks("python") if "from vllm_serving_components import" in block]
+def test_the_library_pages_composition_creates_a_served_model():
+    (example,) = [block for block in code_blocks("python", LIBRARY) if "from vllm_serving_components import PORT" in block]
     rendering = run_component(lambda: exec(example, {}))
     assert sorted(o.kind for o in rendering.objects) == [
         "ConfigMap", "Deployment", "Job", "NetworkPolicy", "NetworkPolicy", "NetworkPolicy",
@@ -35,3 +36,11 @@ def test_component_example_creates_a_served_model():
     ]
     deployment = rendering.only("Deployment")
     assert rendering.only("Service")["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_the_library_pages_example_test_is_the_examples_own():
+    """The ten-line test on docs/library.md is examples/two-models/test_two_models.py's, which CI runs."""
+    (example,) = [block for block in code_blocks("python", LIBRARY) if "render_program" in block]
+    test_file = (ROOT / "examples" / "two-models" / "test_two_models.py").read_text()
+    assert example.strip() in test_file
+    assert len(example.strip().splitlines()) <= 12

@@ -9,16 +9,10 @@ import yaml
 from conftest import ROOT
 
 from stack import render
-from stack.render import (
-    Options,
-    RenderedObject,
-    markdown_summary,
-    object_details,
-    options_document,
-    render_stack,
-    summary,
-    table_lines,
-)
+from stack.render import render_stack
+from vllm_serving_components import summary as review
+from vllm_serving_components.summary import markdown_summary, object_details, options_document, summary, table_lines
+from vllm_serving_components.testing import Options, RenderedObject
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +39,9 @@ Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
   image      vllm/vllm-openai:v0.11.0
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
   resources  cpu 32, memory 160Gi (requests = limits)
+  vllm       --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 1,
+             --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager
+  api key    $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2, by ScaledObject vllm-qwen3-235b
   rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
              at 1 replica a new one starts before an old one stops, 1 keeps serving
@@ -66,7 +63,8 @@ Ingress                ai-serving  vllm-qwen3-235b                 Exposure
     assert block(prod, "ScaledObject") == """\
 ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
   replicas   1-2 of Deployment/vllm-qwen3-235b
-  triggers   prometheus threshold 5
+  triggers   prometheus sum(vllm:num_requests_waiting{namespace="ai-serving",model_name="qwen3-235b"}) above 5 per
+             replica
   dependsOn  Deployment/vllm-qwen3-235b"""
     assert block(prod, "ResourceQuota") == """\
 ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim
@@ -93,6 +91,9 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
   image      vllm/vllm-openai:v0.11.0
   gpus       nvidia.com/gpu: 1, nvidia.com/gpucores: 50, nvidia.com/gpumem: 12288; scheduler hami-scheduler
   resources  cpu 4, memory 16Gi (requests = limits)
+  vllm       --served-model-name qwen3-0.6b, --tensor-parallel-size 1, --pipeline-parallel-size 1,
+             --gpu-memory-utilization 0.8, --max-model-len 8192, --enforce-eager
+  api key    none: /v1 answers anyone who reaches it
   replicas   1
   rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
              1 keeps serving
@@ -112,6 +113,10 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
   group      2 pods (leader + 1 worker)
   gpus       each pod: nvidia.com/gpu: 8 on NVIDIA-A100-SXM4-40GB or NVIDIA-A100-PCIE-40GB
   resources  each pod: cpu 32, memory 160Gi (requests = limits)
+  vllm       leader: --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 2,
+             --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager,
+             --distributed-executor-backend ray
+  api key    leader: $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
   rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 100m, update 206m
@@ -120,13 +125,37 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
 
 
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_the_whole_summary_honours_the_width(rendered, multinode, width):
+    """Every line of the printed summary (rows, details, the note, the outputs) fits, but for a
+    single word longer than the width (a URL, a long name), which is never broken."""
+    for rendering in (rendered["dev"], rendered["prod"], multinode):
+        for line in summary(rendering, width).splitlines():
+            assert len(line) <= width or " " not in line.strip() or len(line.split()[-1]) > width - 13, line
+
+
+def test_extra_args_and_the_keys_secret_show_in_the_review(tmp_path):
+    from conftest import project_with_stack
+
+    settings = {"extraArgs": ["--max-num-seqs", "64", "--enable-prefix-caching"], "apiKeySecretName": "team-key"}
+    rendering = render_stack(project_with_stack(tmp_path, settings), tmp_path)
+    details = dict(object_details(_only(rendering, "Deployment"), rendering.objects))
+    assert details["vllm"].endswith("--enforce-eager, --max-num-seqs 64, --enable-prefix-caching")
+    assert details["api key"] == "$VLLM_API_KEY from Secret team-key, key api-key"
+
+
+def _only(rendering, kind):
+    (found,) = [obj for obj in rendering.objects if obj.kind == kind]
+    return found
+
+
 @pytest.mark.parametrize("width", [100, 120, 140])
 def test_the_table_fits_the_terminal(rendered, multinode, width):
     for rendering in (rendered["dev"], rendered["prod"], multinode):
         lines = table_lines(rendering.objects, width)
         assert max(len(line) for line in lines) <= width
         assert len(lines) == len(rendering.objects) + 1 + sum(
-            len(render._wrap(text, width - 13)) for obj in rendering.objects for _, text in object_details(obj, rendering.objects)
+            len(review._wrap(text, width - 13)) for obj in rendering.objects for _, text in object_details(obj, rendering.objects)
         )
 
 
@@ -145,7 +174,10 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
     assert (
         "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.11.0"
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
-        "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
+        "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**vllm** --served-model-name qwen3-235b, "
+        "--tensor-parallel-size 8, --pipeline-parallel-size 1, --gpu-memory-utilization 0.9, --max-model-len 32768, "
+        "--safetensors-load-strategy eager<br>**api key** $VLLM_API_KEY from Secret vllm-api-key, key api-key"
+        "<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
         "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
         "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-c1c88a40, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"

@@ -11,7 +11,8 @@ from test_components import assert_refused, server_args, store_args
 
 from vllm_serving_components import ModelStore, VLLMServer
 from vllm_serving_components.rollout import disruption_budget, rolling_update
-from stack.render import object_details, render_stack
+from stack.render import render_stack
+from vllm_serving_components.summary import object_details
 
 
 def resolve(value, replicas: int, round_up: bool) -> int:

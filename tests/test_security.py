@@ -10,7 +10,8 @@ from test_stacks import VARIANTS, render_variant
 
 from vllm_serving_components.pods import RUN_AS
 from stack.project import SECRET_PLACEHOLDER
-from stack.render import REDACTED, object_details, render_stack, write_rendering
+from stack.render import REDACTED, render_stack, write_rendering
+from vllm_serving_components.summary import object_details
 
 ENCRYPTED_KEY = {"secure": "v1:AAABBBCCC="}
 

@@ -421,6 +421,24 @@ def test_run_checks_in_process(fake):
 def test_redact():
     assert smoke.redact(f"Bearer {KEY}", KEY) == "Bearer <api key>"
     assert smoke.redact("text", None) == "text"
+    # Only the whole key: a token that merely contains a short key stays as it is.
+    assert smoke.redact("GET /v1/models: Bearer v1", "v1") == "GET /v1/models: Bearer <api key>"
+    assert smoke.redact("v1x, xv1, v1.2", "v1") == "v1x, xv1, v1.2"
+
+
+def test_a_short_key_garbles_no_url_and_no_json_field_name(fake):
+    """The key is blanked out of what the server sent, by field: the URLs and the JSON report's
+    field names, which contain the short key 'v1' and 'model', are printed as they are."""
+    for key in ("v1", "model"):
+        server = fake(api_key="right-key", echo_auth=True)
+        done = run_smoke("--endpoint", server.endpoint, "--model", MODEL, key=key)
+        assert f"{server.endpoint}/models" in done.stdout, done.stdout
+        assert "Bearer <api key>" in done.stdout
+        done = run_smoke("--endpoint", server.endpoint, "--model", MODEL, "--json", key=key)
+        summary = json.loads(done.stdout)
+        assert summary["endpoint"] == server.endpoint and summary["model"] == MODEL
+        assert summary["steps"][1]["url"] == f"{server.endpoint}/models"
+        assert "Bearer <api key>" in summary["steps"][1]["detail"] and summary["reason"] == summary["steps"][1]["detail"]
 
 
 def test_redirects_are_reported_not_followed():

@@ -43,4 +43,11 @@ def test_a_stack_made_from_the_template_defaults_renders(tmp_path):
     (server,) = deployment["spec"]["template"]["spec"]["containers"]
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert rendering.outputs["servedModelName"] == "qwen3-0.6b"
-    assert rendering.outputs["endpoint"].startswith("http://vllm-qwen3-0-6b.ai-serving.svc")
+    assert rendering.outputs["endpoint"].startswith("http://vllm-qwen3-0-6b.ai-serving-dev.svc")
+
+
+def test_the_template_defaults_to_the_dev_stacks_namespace_never_prods():
+    """A `pulumi new --yes` stack lands beside dev's objects, not among production's."""
+    namespaces = {stack: yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["vllm-serving:namespace"]
+                  for stack in ("dev", "prod")}
+    assert TEMPLATE["config"]["namespace"]["default"] == namespaces["dev"] != namespaces["prod"]

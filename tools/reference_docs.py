@@ -83,7 +83,7 @@ def inputs_table(
 ) -> list[str]:
     names = python_names(python_type)
     rows = [
-        "| Input | Type | Required | Default | Output accepted | Description |",
+        "| Input | Type | Required | Default | Takes an Output (Python / other languages) | Description |",
         "|---|---|---|---|---|---|",
     ]
     for name, prop in properties.items():
@@ -96,7 +96,7 @@ def inputs_table(
             raise ValueError(f"{python_type.__name__}.{python} is optional but has no default in DEFAULTS")
         else:
             default = "-"
-        accepts = "known value" if prop.get("plain") else "yes"
+        accepts = "no / known" if prop.get("plain") else "yes / yes"
         rows.append(
             f"| `{python}`{'' if python == name else f' / `{name}`'} | {type_name(prop, prefix)} | "
             f"{'yes' if name in required else 'no'} | {default} | {accepts} | {text(prop.get('description'))} |"
@@ -153,8 +153,12 @@ def page(component: type, schema: dict) -> str:
         "- Other languages: `pulumi package add` with the repository's `provider` folder (see provider/README.md);"
         " inputs and outputs take the camelCase names",
         "",
-        "Output accepted: *yes*, the input may be another resource's output; *known value*, the component needs the"
-        " value when it is created (a literal, or an output already known then, such as another component's).",
+        "Takes an Output, per language. *yes*: the input may be any resource's output. In Python, *no*: a plain"
+        " value only (a literal, a constant such as `PORT` and `PORT_NAME` from the package root, or a plain"
+        " attribute such as `GpuClaim.pod_fragment` and `VLLMServer.takes_api_key`); a `pulumi.Output` there is"
+        " refused (`port must be an integer, not Output`), since the component checks the value when it is"
+        " created. In other languages (through the provider), *known*: an output whose value is known when the"
+        " component is created, such as `${server.port}`, or a literal.",
         "",
         "## Inputs",
         "",

@@ -11,11 +11,10 @@ path_prefix), and check the API key of that one Secret.
 
 import pulumi
 
-from vllm_serving_components import Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
+from vllm_serving_components import PORT, PORT_NAME, Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
 from vllm_serving_components.stage_model import MARKER_NAME
 
 IMAGE = "vllm/vllm-openai:v0.11.0"
-PORT, PORT_NAME = 8000, "http"
 
 config = pulumi.Config()
 api_key: SecretKeyArgs = {"name": config.get("apiKeySecretName") or "models-api-key", "key": "api-key"}
@@ -29,8 +28,10 @@ def expose(name: str, server: VLLMServer) -> Exposure:
         {
             "namespace": namespace,
             "selector": server.selector_labels,
+            # Plain values: the component checks them when it is created (PORT is the server's).
             "port": PORT,
             "target_port_name": PORT_NAME,
+            "server_takes_api_key": server.takes_api_key,
             "host": config.get("host") or "models.example.com",
             "route": "gateway",
             "gateway_name": config.get("gatewayName") or "public",

@@ -68,7 +68,7 @@ class PulumiProject:
             shutil.copytree(source / name, self.dir / name, ignore=shutil.ignore_patterns("__pycache__"))
         venv = ROOT / ".venv-e2e"
         if not (venv / "bin" / "python").exists():
-            raise RuntimeError(f"{venv} is missing: create it first (see README, end-to-end tests)")
+            raise RuntimeError(f"{venv} is missing: create it first (see docs/end-to-end-tests.md)")
         (self.dir / ".venv").symlink_to(venv)
         backend = work / "backend"
         backend.mkdir()

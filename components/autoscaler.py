@@ -36,6 +36,7 @@ from .arguments import (
     with_defaults,
 )
 from .labels import object_labels
+from .readiness import CUSTOM_RESOURCE_WAIT, condition_true
 from .multinode import LWS_API_VERSION, LWS_KIND
 
 COMPONENT = "autoscaler"
@@ -443,9 +444,10 @@ class Autoscaler(pulumi.ComponentResource):
                 name,
                 api_version="keda.sh/v1alpha1",
                 kind="ScaledObject",
-                metadata={"name": name, "namespace": namespace, "labels": labels},
+                # Ready once KEDA has built its scaler and can read the trigger's metric.
+                metadata={"name": name, "namespace": namespace, "labels": labels, "annotations": condition_true("Ready")},
                 spec=deployment.apply(lambda target: scaled_object_spec(args, target)),
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, custom_timeouts=CUSTOM_RESOURCE_WAIT),
             )
             self.adapter_rules = pulumi.Output.from_input("")
         else:

@@ -14,6 +14,7 @@ from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Labels, Problems, check, int_range, rule, with_defaults
 from .labels import object_labels
 from .network import ingress_from
+from .readiness import CUSTOM_RESOURCE_WAIT, route_accepted
 
 COMPONENT = "api"
 API_PATH = "/v1"
@@ -293,9 +294,9 @@ def create_route(
             name,
             api_version="gateway.networking.k8s.io/v1",
             kind="HTTPRoute",
-            metadata=metadata,
+            metadata={**metadata, "annotations": route_accepted()},
             spec=http_route_spec(name, args),
-            opts=opts,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=CUSTOM_RESOURCE_WAIT)),
         )
     return k8s.networking.v1.Ingress(
         name,

@@ -50,8 +50,6 @@ RAY_NODE_CHECK = (
 )
 SUBDOMAIN_POLICY = "UniquePerReplica"
 """How LWS names the groups' headless Services (api/leaderworkerset/v1 SubdomainPolicy)."""
-AVAILABLE = "condition=Available"
-"""LWS's condition when its groups are up (LeaderWorkerSetAvailable): what Pulumi waits for."""
 
 
 def leader_container(server: dict, wait_seconds: int) -> dict:

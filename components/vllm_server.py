@@ -32,9 +32,10 @@ from .escaping import container_text, container_texts
 from .capacity import Architecture, capacity
 from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
-from .multinode import AVAILABLE, LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
+from .multinode import LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
 from .network import egress_dns_only
 from .ordering import value_only, waits_for
+from .readiness import rolled_out
 from .pods import (
     RULES as POD_RULES,
     SCRATCH_ENV,
@@ -792,13 +793,14 @@ class VLLMServer(pulumi.ComponentResource):
         timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
         workload_opts = pulumi.ResourceOptions(parent=self, depends_on=[*needs, staged], custom_timeouts=timeouts)
         kind = workload_kind(args["nodes"])
+        # Ready when the promised replicas run the new template, whatever an autoscaler added.
+        ready = rolled_out(fewest_replicas(args))
         if kind == LWS_KIND:
-            # Pulumi waits for no custom resource unless told: wait until the groups are up.
             workload = k8s.apiextensions.CustomResource(
                 name,
                 api_version=LWS_API_VERSION,
                 kind=LWS_KIND,
-                metadata={"name": name, "namespace": namespace, "labels": labels, "annotations": {"pulumi.com/waitFor": AVAILABLE}},
+                metadata={"name": name, "namespace": namespace, "labels": labels, "annotations": ready},
                 spec=group_spec(name, args),
                 opts=workload_opts,
             )
@@ -806,7 +808,7 @@ class VLLMServer(pulumi.ComponentResource):
         else:
             workload = k8s.apps.v1.Deployment(
                 name,
-                metadata={"name": name, "namespace": namespace, "labels": labels},
+                metadata={"name": name, "namespace": namespace, "labels": labels, "annotations": ready},
                 spec=deployment_spec(name, args),
                 opts=workload_opts,
             )

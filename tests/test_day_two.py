@@ -1,8 +1,13 @@
 """The second `pulumi up`, a failed one, a scaled one and a destroy: the resource options of the
 plan (timeouts, dependencies, retain, protect, replacement) and the settings behind them."""
 
+import json
+
 import pytest
 from conftest import project_with_stack
+from test_stacks import render_variant
+
+from vllm_serving_components.readiness import WAIT_FOR, rolled_out
 
 from vllm_serving_components.rollout import load_minutes, rollout_timeouts
 from stack.render import EchoMocks, RecordingMonitor, render_stack
@@ -152,3 +157,30 @@ def test_an_unprotected_claim_on_request_and_a_bare_metal_ingress(tmp_path):
     assert pod["terminationGracePeriodSeconds"] == 630
     # The drain is part of every pod's turn in a rollout: 11 minutes to stop, then pull and load.
     assert rendering.options("Deployment").timeouts["update"] == f"{11 + 15 + 15 + 5}m"
+
+
+@pytest.mark.parametrize(("stack", "promised"), [("dev", 1), ("prod", 1)])
+def test_up_waits_for_the_promised_replicas_on_the_new_template(rendered, stack, promised):
+    """Not the provider's Deployment wait, which counts the replicas an autoscaler added."""
+    deployment = rendered[stack].only("Deployment")
+    assert deployment["metadata"]["annotations"] == rolled_out(promised)
+    (expression,) = [rolled_out(promised)[WAIT_FOR]]
+    assert expression.startswith("jsonpath={$[?@.observedGeneration == $.metadata.generation && ")
+    assert expression.endswith(f"@.updatedReplicas == @.replicas && @.readyReplicas > {promised - 1}]}}")
+
+
+def test_a_stack_that_may_scale_to_zero_waits_for_no_ready_replica():
+    assert "readyReplicas" not in rolled_out(0)[WAIT_FOR]
+
+
+def test_up_waits_until_keda_and_the_gateway_accept_what_they_act_on(rendered, tmp_path):
+    assert rendered["prod"].only("ScaledObject")["metadata"]["annotations"] == {WAIT_FOR: "condition=Ready"}
+    assert rendered["prod"].options("ScaledObject").timeouts == {"create": "10m", "update": "10m"}
+    rendering = render_variant(tmp_path, "gateway-with-tls-and-api-key")
+    route = rendering.only("HTTPRoute")
+    assert json.loads(route["metadata"]["annotations"][WAIT_FOR]) == [
+        'jsonpath={.status.parents[0].conditions[?@.type=="Accepted"].status}=True',
+        'jsonpath={.status.parents[0].conditions[?@.type=="ResolvedRefs"].status}=True',
+    ]
+    assert len(route["spec"]["parentRefs"]) == 1, "the wait reads the first parent's status"
+    assert rendering.options("HTTPRoute").timeouts == {"create": "10m", "update": "10m"}

@@ -90,7 +90,10 @@ def test_the_service_selects_the_leaders_alone(multinode):
 
 def test_pulumi_waits_for_the_groups_within_timeouts_for_groups(multinode):
     lws = multinode.only("LeaderWorkerSet")
-    assert lws["metadata"]["annotations"] == {"pulumi.com/waitFor": "condition=Available"}
+    # Not LWS's Available (every group ready, which counts groups an autoscaler added): the
+    # promised group on the current template (components/readiness.py).
+    assert lws["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={$[?@.observedGeneration == "
+                                              "$.metadata.generation && @.updatedReplicas == @.replicas && @.readyReplicas > 0]}"}
     # Create: a pull (15), the group's wait (20), the load (60) and the margin (5). Update: two
     # groups at most, one at a time, each also draining (3).
     assert multinode.options("LeaderWorkerSet").timeouts == {"create": "100m", "update": "206m"}

@@ -65,6 +65,7 @@ ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
   replicas   1-2 of Deployment/vllm-qwen3-235b
   triggers   prometheus sum(vllm:num_requests_waiting{namespace="ai-serving",model_name="qwen3-235b"}) above 5 per
              replica
+  options    customTimeouts create 10m, update 10m
   dependsOn  Deployment/vllm-qwen3-235b"""
     assert block(prod, "ResourceQuota") == """\
 ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim

@@ -147,3 +147,60 @@ class LeaderWorkerSetController(Poller):
         }}
         self.cluster.kubectl("patch", "leaderworkerset", name, "-n", self.namespace, "--subresource=status", "--type=merge",
                              "-p", json.dumps(body), check=False)
+
+
+class ConditionsPublisher(Poller):
+    """Does what KEDA's operator and a Gateway controller do for `pulumi up`'s wait: reports each
+    ScaledObject Ready (its scaler built) and each HTTPRoute accepted by its parent with its
+    backends resolved (Gateway API status.parents). ``accept_routes`` False reports a route
+    refused by the listener instead, as a Gateway does when no listener allows its namespace."""
+
+    def __init__(self, cluster, namespace: str, accept_routes: bool = True):
+        super().__init__(cluster, namespace)
+        self.accept_routes = accept_routes
+
+    def step(self):
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for so in kubectl_json(self.cluster, "get", "scaledobjects", "-n", self.namespace)["items"]:
+            ready = {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling", "lastTransitionTime": now}
+            self._status("scaledobject", so, {"conditions": [ready]})
+        for route in kubectl_json(self.cluster, "get", "httproutes", "-n", self.namespace)["items"]:
+            generation = route["metadata"]["generation"]
+            if self.accept_routes:
+                conditions = [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "Route is accepted"},
+                    {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "Resolved all the Object references"},
+                ]
+            else:
+                conditions = [
+                    {"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners",
+                     "message": "No listener of the Gateway allows routes from this namespace"},
+                    {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "Resolved all the Object references"},
+                ]
+            parents = [{"parentRef": ref, "controllerName": "example.com/e2e-gateway",
+                        "conditions": [{**c, "lastTransitionTime": now, "observedGeneration": generation} for c in conditions]}
+                       for ref in route["spec"]["parentRefs"]]
+            self._status("httproute", route, {"parents": parents})
+
+    def _status(self, kind: str, obj: dict, status: dict):
+        self.cluster.kubectl("patch", kind, obj["metadata"]["name"], "-n", self.namespace, "--subresource=status",
+                             "--type=merge", "-p", json.dumps({"status": status}), check=False)
+
+
+class ReadyPods(Poller):
+    """Not a stand-in: records, as often as it can, how many pods the control plane counts Ready
+    among those a label selector picks and that are not being deleted."""
+
+    interval = 0.2
+
+    def __init__(self, cluster, namespace: str, selector: str):
+        super().__init__(cluster, namespace)
+        self.selector, self.counts = selector, []
+
+    def step(self):
+        pods = kubectl_json(self.cluster, "get", "pods", "-n", self.namespace, "-l", self.selector)["items"]
+        self.counts.append(sum(
+            "deletionTimestamp" not in p["metadata"]
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+            for p in pods
+        ))

@@ -18,6 +18,7 @@ from .cluster import HAMI_SCHEDULER, job_pod_fail_stage
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT, pinned_provider
+from .standins import ReadyPods
 
 pytestmark = pytest.mark.e2e
 
@@ -163,7 +164,11 @@ def test_model_revision_change_stages_a_new_job_and_rolls_the_server(dev, cluste
     dry_run = {(e["verb"], e["objectRef"]["resource"]) for e in writes}
     assert {("patch", "deployments"), ("create", "jobs")} <= dry_run, dry_run
 
-    dev.up(STACK, timeout=UP_TIMEOUT)
+    # One replica, and a surge replica fits: the rollout starts the new pod before it stops the
+    # old one, so a Ready pod serves all along.
+    with ReadyPods(cluster, NAMESPACE, "app.kubernetes.io/component=server") as ready:
+        dev.up(STACK, timeout=UP_TIMEOUT)
+    assert ready.errors == [] and len(ready.counts) > 5 and min(ready.counts) == 1, ready.counts
     assert_next_run_creates_nothing_that_exists(dev, STACK, cluster)
 
     now = jobs(cluster)

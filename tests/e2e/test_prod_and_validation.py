@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from vllm_serving_components.rollout import wave_minutes
 
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT
-from .standins import IngressStatusPublisher
+from .standins import ConditionsPublisher, IngressStatusPublisher
 from .test_dev_lifecycle import render
 
 pytestmark = pytest.mark.e2e
@@ -63,9 +64,9 @@ def uid(cluster, *args: str) -> str:
 
 
 def prod_up(prod, cluster):
-    """Without a controller that publishes Ingress status, `up` waits for it (10 minutes by
-    default, then fails); a stand-in publishes one."""
-    with IngressStatusPublisher(cluster, NAMESPACE):
+    """Without an ingress controller that publishes an address and KEDA reporting the ScaledObject
+    ready, `up` waits for them (10 minutes, then fails); stand-ins report both."""
+    with IngressStatusPublisher(cluster, NAMESPACE), ConditionsPublisher(cluster, NAMESPACE):
         prod.up(STACK, timeout=300)
     assert_next_run_creates_nothing_that_exists(prod, STACK, cluster)
 
@@ -93,6 +94,25 @@ def test_prod_up_in_the_namespace_the_docs_make_first(prod, cluster):
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert uid(cluster, "secret", SECRET, "-n", NAMESPACE) == secret_uid
     assert SECRET not in {r.get("outputs", {}).get("metadata", {}).get("name") for r in prod.resources(STACK)}
+
+
+def test_an_up_finishes_beside_an_autoscaled_replica_that_cannot_start(prod, cluster):
+    """The autoscaler asked for a second replica that no node can take: an up that changes the
+    Deployment waits for the replicas the stack promises (one), not for the autoscaler's."""
+    nodes = [n["metadata"]["name"] for n in kubectl_json(cluster, "get", "nodes")["items"]]
+    cluster.kubectl("cordon", *nodes)
+    try:
+        cluster.kubectl("scale", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE, "--replicas=2")
+        # A change of the Deployment's own spec, not its pods' (imagePullMinutes moves the progress deadline).
+        prod.run("config", "set", "vllm-serving:imagePullMinutes", "16", stack=STACK)
+        prod_up(prod, cluster)
+        d = kubectl_json(cluster, "get", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE)
+        assert d["spec"]["replicas"] == 2 and d["status"].get("readyReplicas") == 1, d["status"]
+        assert d["spec"]["progressDeadlineSeconds"] == 60 * wave_minutes(60, 16, 120), d["spec"]
+    finally:
+        prod.run("config", "rm", "vllm-serving:imagePullMinutes", stack=STACK)
+        cluster.kubectl("scale", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE, "--replicas=1")
+        cluster.kubectl("uncordon", *nodes)
 
 
 def test_prod_destroy_stops_at_the_protected_claim_and_the_next_up_adopts_it(prod, cluster):

@@ -27,11 +27,19 @@ def _annotation(*expressions: str) -> dict[str, str]:
 def rolled_out(promised: int) -> dict[str, str]:
     """A Deployment or LeaderWorkerSet is ready when its controller has seen the current spec,
     every replica runs the current template (old ones are gone) and at least ``promised`` are
-    ready; replicas an autoscaler added beyond those may still be starting or unschedulable."""
-    clauses = ["@.observedGeneration == $.metadata.generation", "@.updatedReplicas == @.replicas"]
+    ready; replicas an autoscaler added beyond those may still be starting or unschedulable.
+
+    Each expression filters the object's members; only the status has observedGeneration, which
+    guards the comparison of two fields that other members lack alike. One "&&" per filter: the
+    provider's parser (theory/jsonpath v0.9.0, parser/parse.go parseLogicalAndExpr) ends a
+    logical-and at the blank after its second operand."""
+    expressions = [
+        "jsonpath={$[?@.observedGeneration == $.metadata.generation]}",
+        "jsonpath={$[?@.observedGeneration && @.updatedReplicas == @.replicas]}",
+    ]
     if promised > 0:
-        clauses.append(f"@.readyReplicas > {promised - 1}")
-    return _annotation(f"jsonpath={{$[?{' && '.join(clauses)}]}}")
+        expressions.append(f"jsonpath={{$[?@.readyReplicas > {promised - 1}]}}")
+    return _annotation(*expressions)
 
 
 def condition_true(kind: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from conftest import ROOT, project_with_stack
 from k8s_schemas import SUPPORTED_KUBERNETES_VERSIONS, schema_errors
 
 from vllm_serving_components.multinode import LWS_NAME_LABEL, RAY_NODE_CHECK, leader_script, worker_script
+from vllm_serving_components.readiness import rolled_out
 from stack.config import ConfigError
 from stack.render import render_stack
 
@@ -92,8 +93,7 @@ def test_pulumi_waits_for_the_groups_within_timeouts_for_groups(multinode):
     lws = multinode.only("LeaderWorkerSet")
     # Not LWS's Available (every group ready, which counts groups an autoscaler added): the
     # promised group on the current template (components/readiness.py).
-    assert lws["metadata"]["annotations"] == {"pulumi.com/waitFor": "jsonpath={$[?@.observedGeneration == "
-                                              "$.metadata.generation && @.updatedReplicas == @.replicas && @.readyReplicas > 0]}"}
+    assert lws["metadata"]["annotations"] == rolled_out(1)
     # Create: a pull (15), the group's wait (20), the load (60) and the margin (5). Update: two
     # groups at most, one at a time, each also draining (3).
     assert multinode.options("LeaderWorkerSet").timeouts == {"create": "100m", "update": "206m"}

@@ -14,7 +14,7 @@ from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Labels, Problems, check, int_range, rule, with_defaults
 from .labels import object_labels
 from .network import ingress_from
-from .readiness import CUSTOM_RESOURCE_WAIT, route_accepted
+from .readiness import route_accepted
 
 COMPONENT = "api"
 API_PATH = "/v1"
@@ -63,6 +63,9 @@ class ExposureArgs(TypedDict):
     """Ingress only: cert-manager ClusterIssuer that issues the certificate; None expects the Secret to exist."""
     stream_timeout_seconds: NotRequired[int]
     """How long the route keeps a request open (streamed completions). Default 3600."""
+    route_wait_minutes: NotRequired[int]
+    """How long `pulumi up` waits for the route: an HTTPRoute until its Gateway accepts it and
+    resolves its backends, an Ingress until its controller publishes an address. Default 10."""
     max_body_size: NotRequired[str]
     """Largest request body for nginx, e.g. 64m (nginx's default 1m rejects long prompts)."""
     allowed_namespaces: NotRequired[list[str]]
@@ -94,6 +97,7 @@ DEFAULTS: dict[str, Any] = {
     "tls_secret_name": None,
     "cluster_issuer": None,
     "stream_timeout_seconds": 3600,
+    "route_wait_minutes": 10,
     "max_body_size": "64m",
     "wait_for_address": True,
     "allowed_namespaces": ["ingress-nginx", "monitoring"],
@@ -115,12 +119,12 @@ def _given(args: dict, fields: tuple[str, ...]) -> list[str]:
     return [field for field in fields if args[field] not in (None, DEFAULTS[field])]
 
 
-@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds")
+@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds", "route_wait_minutes")
 def _route_settings_take_effect(args: dict) -> Problems:
     # host is only tested for being set, so this runs even when its value is wrong.
     if not args["host"]:
         problems = {"tls": "needs a host: a certificate is issued for a host name"} if args["tls"] else {}
-        route_fields = ("route", "stream_timeout_seconds", *INGRESS_ONLY, *GATEWAY_ONLY)
+        route_fields = ("route", "stream_timeout_seconds", "route_wait_minutes", *INGRESS_ONLY, *GATEWAY_ONLY)
         return problems | {field: "has no effect without a host; remove it" for field in _given(args, route_fields)}
     if args["route"] == "ingress":
         problems = {field: "only applies with route gateway; remove it" for field in _given(args, GATEWAY_ONLY)}
@@ -186,6 +190,7 @@ SPEC = ArgsSpec(
         "tls_secret_name": DnsSubdomain,
         "cluster_issuer": DnsSubdomain,
         "stream_timeout_seconds": int_range(1, MAX_GATEWAY_TIMEOUT_SECONDS),
+        "route_wait_minutes": int_range(1, 24 * 60),
         "max_body_size": rule(_nginx_size),
         "allowed_namespaces": list[DnsLabel],  # type: ignore[valid-type]
     },
@@ -287,7 +292,8 @@ def create_route(
 ) -> pulumi.CustomResource:
     """The Ingress or HTTPRoute that brings the host to the Service."""
     args = with_defaults(args, DEFAULTS)
-    opts = pulumi.ResourceOptions(parent=parent, depends_on=[service])
+    wait = f"{args['route_wait_minutes']}m"
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=[service], custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))
     metadata = {"name": name, "namespace": args["namespace"], "labels": labels}
     if args["route"] == "gateway":
         return k8s.apiextensions.CustomResource(
@@ -296,7 +302,7 @@ def create_route(
             kind="HTTPRoute",
             metadata={**metadata, "annotations": route_accepted()},
             spec=http_route_spec(name, args),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(custom_timeouts=CUSTOM_RESOURCE_WAIT)),
+            opts=opts,
         )
     return k8s.networking.v1.Ingress(
         name,

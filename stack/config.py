@@ -176,6 +176,7 @@ class StackConfig(BaseModel):
     tls_cluster_issuer: Optional[str]
     tls_secret_name: Optional[str]
     stream_timeout_seconds: int
+    route_wait_minutes: int
     max_request_body_size: str
     allowed_client_namespaces: list[str]
     network_policies: bool

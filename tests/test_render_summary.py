@@ -59,6 +59,7 @@ PersistentVolumeClaim  ai-serving  vllm-qwen3-235b-models          ModelStore
     assert block(prod, "Ingress") == """\
 Ingress                ai-serving  vllm-qwen3-235b                 Exposure
   host       vllm.ai-serving.company.com /v1, TLS, class nginx
+  options    customTimeouts create 10m, update 10m
   dependsOn  Service/vllm-qwen3-235b"""
     assert block(prod, "ScaledObject") == """\
 ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler

@@ -174,7 +174,14 @@ def test_model_revision_change_stages_a_new_job_and_rolls_the_server(dev, cluste
     now = jobs(cluster)
     new = set(now) - old_jobs
     assert len(new) == 1, sorted(now)
-    assert condition(now[new.pop()], "Complete")
+    job = new.pop()
+    assert condition(now[job], "Complete")
+    # dev's claim is ReadWriteOnce: the upgrade's Job ran where the server holds it (the first
+    # up's Job, with no server yet, ran anywhere it could).
+    (stage,) = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", f"job-name={job}")["items"]
+    server_nodes = {p["spec"]["nodeName"] for p in kubectl_json(
+        cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=server")["items"]}
+    assert stage["spec"]["nodeName"] in server_nodes, (stage["spec"]["nodeName"], server_nodes)
     assert not old_jobs & set(now), "the previous revision's Job is still there"
     after = deployment(cluster)
     args = after["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -13,9 +13,9 @@ PersistentVolumeClaimPatch):
 - a value that another field manager set differently is a conflict, and `up` fails naming the field
   and the manager: the program never silently overwrites what someone else decided for an object of
   the same name. Immutable fields (a claim's storage class, access modes) fail at the API server;
-- a Patch resource is never replaced on a spec change (only a new name or namespace replaces it;
-  diff.go forces no other field) and never deletes the object: destroying it only gives up its
-  fields (ssa.Relinquish), and retain_on_delete skips even that.
+- a Patch resource is never replaced on a spec change (only a new name or namespace replaces it:
+  provider.go Diff forces no other field for Patch resources) and never deletes the object:
+  destroying it only gives up its fields (ssa.Relinquish), and retain_on_delete skips even that.
 
 Why not `import`: it needs to know whether the object exists, and an imported claim carries the
 server-set spec.volumeName, which the provider treats as a field that forces replacement (diff.go,
@@ -24,7 +24,9 @@ with upsertExistingObjects: it needs the cluster settings of the stack's provide
 and a component could not use it for one child only.
 
 A fixed field manager per object makes an adoption apply as the same manager that created the
-object, so a later change of a field (a resized claim) is no conflict with an earlier self.
+object, so a later change of a field (a resized claim) is no conflict with an earlier self. An
+object created before it was a Patch resource still lists the provider's earlier managers: the
+first change of one of its fields may meet a conflict with them (pulumi.com/patchForce resolves it).
 """
 
 from typing import Optional

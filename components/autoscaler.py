@@ -36,8 +36,8 @@ from .arguments import (
     with_defaults,
 )
 from .labels import object_labels
-from .readiness import CUSTOM_RESOURCE_WAIT, condition_true
 from .multinode import LWS_API_VERSION, LWS_KIND
+from .readiness import CUSTOM_RESOURCE_WAIT, condition_true
 
 COMPONENT = "autoscaler"
 MAX_PERIOD_SECONDS = 1800

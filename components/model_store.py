@@ -1,13 +1,13 @@
 """ModelStore: model weights staged once from ModelScope (or the Hugging Face Hub) onto a shared volume.
 
-One Job per model revision runs ``stage_model.py`` (shipped in a ConfigMap) which downloads
-into ``<mount>/<model id>/<revision>`` and writes a completion marker last. By default the Job
-first installs the hub client this project is tested with into a scratch directory, every
-package of it pinned by hash (``stage_client/<source>.txt``, written by
-tools/stage_client_lock.py for the default image's Python and platform), so the image only needs
-python3 and pip. Pulumi waits for
-the Job to complete, and ``model_path`` resolves only then, so a server that consumes it is
-created after the weights are in place. Pods never download, so they never race.
+One Job per model revision (and per way of staging it: job_key) runs ``stage_model.py``
+(shipped in a ConfigMap), which downloads into ``<mount>/<model id>/<revision>`` and writes a
+completion marker last. By default the Job first installs the hub client this project is tested
+with into a scratch directory, every package of it pinned by hash (``stage_client/<source>.txt``,
+written by tools/stage_client_lock.py for the default image's Python and platform), so the image
+only needs python3 and pip. Pulumi waits for the Job to complete, and ``model_path`` resolves
+only then, so a server that waits for it is created after the weights are in place. Pods never
+download, so they never race.
 """
 
 import hashlib

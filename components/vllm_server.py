@@ -641,6 +641,16 @@ def fewest_replicas(args: VLLMServerArgs) -> int:
     return args["min_replicas"] or args["replicas"] or 1
 
 
+def promised_replicas(args: VLLMServerArgs) -> int:
+    """The replicas `pulumi up` waits for: the autoscaler's minimum (0 when it may scale to zero),
+    else the replicas, else one. Not fewest_replicas, which plans rollouts and drains for one
+    replica running even where the autoscaler may keep none."""
+    args = with_defaults(args, DEFAULTS)
+    if args["min_replicas"] is not None:
+        return args["min_replicas"]
+    return args["replicas"] or 1
+
+
 def rolling(args: VLLMServerArgs) -> dict:
     """maxSurge and maxUnavailable of the Deployment or LeaderWorkerSet (components.rollout)."""
     args = with_defaults(args, DEFAULTS)
@@ -794,7 +804,7 @@ class VLLMServer(pulumi.ComponentResource):
         workload_opts = pulumi.ResourceOptions(parent=self, depends_on=[*needs, staged], custom_timeouts=timeouts)
         kind = workload_kind(args["nodes"])
         # Ready when the promised replicas run the new template, whatever an autoscaler added.
-        ready = rolled_out(fewest_replicas(args))
+        ready = rolled_out(promised_replicas(args))
         if kind == LWS_KIND:
             workload = k8s.apiextensions.CustomResource(
                 name,

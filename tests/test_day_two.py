@@ -4,9 +4,11 @@ plan (timeouts, dependencies, retain, protect, replacement) and the settings beh
 import json
 
 import pytest
-from conftest import project_with_stack
+from conftest import project_with_stack, run_component
+from test_components import server_args
 from test_stacks import render_variant
 
+from vllm_serving_components import VLLMServer
 from vllm_serving_components.readiness import WAIT_FOR, rolled_out
 
 from vllm_serving_components.rollout import load_minutes, rollout_timeouts
@@ -187,3 +189,11 @@ def test_up_waits_until_keda_and_the_gateway_accept_what_they_act_on(rendered, t
     ]
     assert len(route["spec"]["parentRefs"]) == 1, "the wait reads the first parent's status"
     assert rendering.options("HTTPRoute").timeouts == {"create": "10m", "update": "10m"}
+
+
+def test_a_server_the_autoscaler_may_scale_to_zero_is_ready_without_a_replica():
+    """Waiting for one ready replica would fail every up while the autoscaler keeps none."""
+    rendering = run_component(lambda: VLLMServer("srv", server_args(replicas=None, min_replicas=0, max_replicas=2)))
+    assert rendering.only("Deployment")["metadata"]["annotations"] == rolled_out(0)
+    # Rollouts and drains still plan for one replica running (fewest_replicas).
+    assert rendering.only("PodDisruptionBudget")["spec"]["minAvailable"] == "50%"

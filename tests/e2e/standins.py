@@ -45,18 +45,6 @@ class Poller(threading.Thread):
         self.join(10)
 
 
-class IngressStatusPublisher(Poller):
-    """Does what an ingress controller does for the provider's await: publishes an address in
-    the status of each Ingress of the namespace."""
-
-    def step(self):
-        status = json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}})
-        r = self.cluster.kubectl("get", "ingress", "-n", self.namespace, "-o", "name", check=False)
-        for name in r.stdout.split():
-            self.cluster.kubectl("patch", name, "-n", self.namespace, "--subresource=status", "--type=merge", "-p", status,
-                                 check=False)
-
-
 class LeaderWorkerSetController(Poller):
     """What the LeaderWorkerSet controller does that the program depends on (lws
     pkg/controllers/leaderworkerset_controller.go and pod_controller.go, pkg/webhooks/pod_webhook.go):
@@ -149,17 +137,20 @@ class LeaderWorkerSetController(Poller):
                              "-p", json.dumps(body), check=False)
 
 
-class ConditionsPublisher(Poller):
-    """Does what KEDA's operator and a Gateway controller do for `pulumi up`'s wait: reports each
-    ScaledObject Ready (its scaler built) and each HTTPRoute accepted by its parent with its
-    backends resolved (Gateway API status.parents). ``accept_routes`` False reports a route
-    refused by the listener instead, as a Gateway does when no listener allows its namespace."""
+class StatusPublisher(Poller):
+    """Does what an ingress controller, KEDA's operator and a Gateway controller do for `pulumi up`'s
+    wait: publishes an address in each Ingress's status, reports each ScaledObject Ready (its
+    scaler built) and each HTTPRoute accepted by its parent with its backends resolved (Gateway API
+    status.parents). ``accept_routes`` False reports a route refused by the listener instead, as a
+    Gateway does when no listener allows its namespace."""
 
     def __init__(self, cluster, namespace: str, accept_routes: bool = True):
         super().__init__(cluster, namespace)
         self.accept_routes = accept_routes
 
     def step(self):
+        for ingress in kubectl_json(self.cluster, "get", "ingresses", "-n", self.namespace)["items"]:
+            self._status("ingress", ingress, {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}})
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         for so in kubectl_json(self.cluster, "get", "scaledobjects", "-n", self.namespace)["items"]:
             ready = {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling", "lastTransitionTime": now}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from .cluster import HAMI_SCHEDULER, job_pod_fail_stage
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT, pinned_provider
-from .standins import ReadyPods
+from .standins import Poller, ReadyPods
 
 pytestmark = pytest.mark.e2e
 
@@ -191,21 +190,22 @@ def test_model_revision_change_stages_a_new_job_and_rolls_the_server(dev, cluste
     assert after["status"].get("updatedReplicas") == 1 and after["status"].get("availableReplicas") == 1
 
 
-class JobBackoffToZero(threading.Thread):
+class JobBackoffToZero(Poller):
     """Sets backoffLimit 0 on each new Job in the namespace, so that a failing pod fails its Job
     at once instead of after four retries with growing back-off (minutes)."""
 
-    def __init__(self, cluster, known: set[str]):
-        super().__init__(daemon=True)
-        self.cluster, self.known, self.stop = cluster, known, threading.Event()
+    interval = 0.3
 
-    def run(self):
-        while not self.stop.wait(0.3):
-            for name in set(jobs(self.cluster)) - self.known:
-                r = self.cluster.kubectl("patch", "job", name, "-n", NAMESPACE, "--type=merge",
-                                         "-p", '{"spec":{"backoffLimit":0}}', check=False)
-                if r.returncode == 0:
-                    self.known.add(name)
+    def __init__(self, cluster, known: set[str]):
+        super().__init__(cluster, NAMESPACE)
+        self.known = known
+
+    def step(self):
+        for name in set(jobs(self.cluster)) - self.known:
+            r = self.cluster.kubectl("patch", "job", name, "-n", NAMESPACE, "--type=merge",
+                                     "-p", '{"spec":{"backoffLimit":0}}', check=False)
+            if r.returncode == 0:
+                self.known.add(name)
 
 
 @pytest.fixture(scope="module")
@@ -213,14 +213,11 @@ def failed_download(dev, cluster):
     """An up whose new download Job fails (kwok fails the pods of Jobs in the namespace)."""
     stage = job_pod_fail_stage(NAMESPACE)
     cluster.apply([stage])
-    watcher = JobBackoffToZero(cluster, set(jobs(cluster)))
-    watcher.start()
     try:
-        dev.run("config", "set", "vllm-serving:modelRevision", "v3", stack=STACK)
-        result = dev.up(STACK, timeout=UP_TIMEOUT, check=False)
+        with JobBackoffToZero(cluster, set(jobs(cluster))):
+            dev.run("config", "set", "vllm-serving:modelRevision", "v3", stack=STACK)
+            result = dev.up(STACK, timeout=UP_TIMEOUT, check=False)
     finally:
-        watcher.stop.set()
-        watcher.join(10)
         cluster.kubectl("delete", "stage", stage["metadata"]["name"], "--wait=true")
     return result
 

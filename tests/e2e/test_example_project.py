@@ -7,7 +7,7 @@ import pytest
 
 from .conftest import kubectl_json
 from .pulumi_cli import ROOT, PulumiProject
-from .standins import ConditionsPublisher
+from .standins import StatusPublisher
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,7 @@ def example(e2e_bin, e2e_work, cluster) -> PulumiProject:
 
 def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, cluster):
     # The routes are awaited until their Gateway accepts them: a stand-in Gateway controller does.
-    with ConditionsPublisher(cluster, NAMESPACE):
+    with StatusPublisher(cluster, NAMESPACE):
         example.up(STACK, timeout=300)
         example.up(STACK, "--expect-no-changes", timeout=300)
     for name in ("chat", "coder"):

@@ -9,7 +9,7 @@ import yaml
 
 from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT
-from .standins import ConditionsPublisher
+from .standins import StatusPublisher
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def routed(project):
 
 
 def test_a_route_the_gateway_refuses_fails_the_up_and_an_accepted_one_finishes_it(routed, cluster):
-    with ConditionsPublisher(cluster, NAMESPACE, accept_routes=False):
+    with StatusPublisher(cluster, NAMESPACE, accept_routes=False):
         refused = routed.up(STACK, timeout=300, check=False)
     output = refused.stdout + refused.stderr
     assert refused.returncode != 0
@@ -40,7 +40,7 @@ def test_a_route_the_gateway_refuses_fails_the_up_and_an_accepted_one_finishes_i
     assert "HTTPRoute::vllm-qwen3-0-6b" in output and "timed out waiting for the condition" in output, output[-3000:]
     assert 'Waiting for {.status.parents[0].conditions[?@.type=="Accepted"].status}=True (found "False")' in output
 
-    with ConditionsPublisher(cluster, NAMESPACE):
+    with StatusPublisher(cluster, NAMESPACE):
         routed.up(STACK, timeout=300)
     assert_next_run_creates_nothing_that_exists(routed, STACK, cluster)
     assert routed.run("stack", "output", "endpoint", stack=STACK).stdout.strip() == "http://chat.example.com/v1"

@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
-from .standins import ConditionsPublisher, IngressStatusPublisher, LeaderWorkerSetController
+from .standins import LeaderWorkerSetController, StatusPublisher
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +27,7 @@ def multinode(project):
 
 
 def test_multinode_up_leaves_the_set_its_services_and_serves_behind_its_own(multinode, cluster):
-    with LeaderWorkerSetController(cluster, NAMESPACE) as lws, IngressStatusPublisher(cluster, NAMESPACE), \
-            ConditionsPublisher(cluster, NAMESPACE):
+    with LeaderWorkerSetController(cluster, NAMESPACE) as lws, StatusPublisher(cluster, NAMESPACE):
         multinode.up(STACK, timeout=300)
         assert_next_run_creates_nothing_that_exists(multinode, STACK, cluster)
     assert lws.errors == []

@@ -19,7 +19,7 @@ from vllm_serving_components.rollout import wave_minutes
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .pulumi_cli import ROOT
-from .standins import ConditionsPublisher, IngressStatusPublisher
+from .standins import StatusPublisher
 from .test_dev_lifecycle import render
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +66,7 @@ def uid(cluster, *args: str) -> str:
 def prod_up(prod, cluster):
     """Without an ingress controller that publishes an address and KEDA reporting the ScaledObject
     ready, `up` waits for them (10 minutes, then fails); stand-ins report both."""
-    with IngressStatusPublisher(cluster, NAMESPACE), ConditionsPublisher(cluster, NAMESPACE):
+    with StatusPublisher(cluster, NAMESPACE):
         prod.up(STACK, timeout=300)
     assert_next_run_creates_nothing_that_exists(prod, STACK, cluster)
 

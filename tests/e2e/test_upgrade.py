@@ -22,7 +22,7 @@ import yaml
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists, object_of, planned_steps
 from .pulumi_cli import PROJECT_DIRS, PROJECT_FILES, ROOT, PulumiProject
-from .standins import ConditionsPublisher, IngressStatusPublisher
+from .standins import StatusPublisher
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +77,7 @@ def to_todays_code(project: PulumiProject) -> None:
 
 
 def test_a_stack_of_the_old_code_and_pin_moves_without_touching_its_claim(before, cluster):
-    with IngressStatusPublisher(cluster, NAMESPACE), ConditionsPublisher(cluster, NAMESPACE):
+    with StatusPublisher(cluster, NAMESPACE):
         before.up(STACK, timeout=300)
     old = {r["type"]: r for r in before.resources(STACK)}
     assert old["kubernetes:core/v1:PersistentVolumeClaim"]["protect"] is True
@@ -94,7 +94,7 @@ def test_a_stack_of_the_old_code_and_pin_moves_without_touching_its_claim(before
                  ("Deployment", NAMESPACE, "vllm-qwen3-235b"), ("Service", NAMESPACE, "vllm-qwen3-235b")):
         assert ops.get(kept, "same") in ("same", "update"), (kept, ops)
 
-    with IngressStatusPublisher(cluster, NAMESPACE), ConditionsPublisher(cluster, NAMESPACE):
+    with StatusPublisher(cluster, NAMESPACE):
         before.up(STACK, timeout=300)
     assert_next_run_creates_nothing_that_exists(before, STACK, cluster)
     assert kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"] == claim_uid

@@ -1,8 +1,12 @@
-"""A replica larger than one node: a LeaderWorkerSet group running vLLM over Ray.
+"""A replica larger than one node: a LeaderWorkerSet group.
 
-One group is one replica: a leader pod running the Ray head and the OpenAI API server, and
-workers joining its Ray cluster, every pod with its GPU fragment and the same read-only model
-claim. vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
+One group is one replica, every pod with its GPU fragment and the same read-only model claim.
+The layout (``components.layout``) decides what the pods run: for ``pipeline``, a leader pod
+running the Ray head and the OpenAI API server, and workers joining its Ray cluster; for
+``data-expert``, one ``vllm serve`` per pod with its local data-parallel engines, the workers
+headless and connecting to the leader's front end (``data_expert_group``).
+
+For ``pipeline``: vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
 across nodes (docs: serving/parallelism_scaling; deployment/frameworks/lws), through the
 Ray executor; vLLM 0.11.0 has no other multi-node executor (no --nnodes). The Ray cluster is
 started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
@@ -12,6 +16,8 @@ LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole g
 """
 
 import math
+
+from .layout import data_expert_script
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_KIND = "LeaderWorkerSet"
@@ -52,11 +58,15 @@ SUBDOMAIN_POLICY = "UniquePerReplica"
 """How LWS names the groups' headless Services (api/leaderworkerset/v1 SubdomainPolicy)."""
 
 
+def in_shell(container: dict, script: str) -> dict:
+    """The container running script with its command and args as "$0" "$@"."""
+    return {**container, "command": ["sh", "-c", script, *container["command"][:1]], "args": [*container["command"][1:], *container["args"]]}
+
+
 def leader_container(server: dict, wait_seconds: int) -> dict:
     """The server container (already with the Ray executor's flags, its startup probe covering the
     wait) as the group's leader: start the Ray head, wait for the workers, then run vllm serve."""
-    script = leader_script(wait_seconds)
-    return {**server, "command": ["sh", "-c", script, *server["command"][:1]], "args": [*server["command"][1:], *server["args"]]}
+    return in_shell(server, leader_script(wait_seconds))
 
 
 def ray_node_probes(wait_seconds: int) -> dict[str, dict]:
@@ -71,48 +81,75 @@ def ray_node_probes(wait_seconds: int) -> dict[str, dict]:
     }
 
 
+WORKER_KEPT = ("image", "env", "resources", "volumeMounts", "securityContext")
+"""What a worker keeps of the server container: the same GPUs, model volume and environment."""
+
+
 def worker_container(server: dict, wait_seconds: int) -> dict:
     """A worker: a Ray node with the same GPUs, model volume and environment, and no API."""
-    kept = ("image", "env", "resources", "volumeMounts", "securityContext")
     return {
         "name": "ray-worker",
         "command": ["sh", "-c", worker_script(wait_seconds)],
-        **{key: server[key] for key in kept if key in server},
+        **{key: server[key] for key in WORKER_KEPT if key in server},
         **ray_node_probes(wait_seconds),
     }
+
+
+def server_of(pod: dict) -> dict:
+    (server,) = [c for c in pod["containers"] if c["name"] == "vllm"]
+    return server
+
+
+def ray_group(leader_pod: dict, wait_seconds: int) -> tuple[dict, dict]:
+    """The leader's and the workers' pod specs of a pipeline group, from the server's pod (its
+    server already with the Ray executor's flags, its startup probe covering the wait)."""
+    server = server_of(leader_pod)
+    leader = {**leader_pod, "containers": [leader_container(server, wait_seconds)]}
+    return leader, {**leader_pod, "containers": [worker_container(server, wait_seconds)]}
+
+
+def data_expert_group(leader_pod: dict, local_engines: int) -> tuple[dict, dict]:
+    """The leader's and the workers' pod specs of a data-expert group, from the server's pod (its
+    server already with the data-parallel flags, its startup probe covering the group's start).
+
+    A worker runs the same ``vllm serve``, headless: no API, so no port or HTTP probes. It needs
+    none: its engines' readiness is the leader's (the leader's front end serves only once every
+    engine of the group has reported ready), and a worker whose process ends restarts, which
+    recreates the group.
+    """
+    server = server_of(leader_pod)
+    leader = {**leader_pod, "containers": [in_shell(server, data_expert_script(local_engines, worker=False))]}
+    worker = {"name": "vllm-worker", **{key: server[key] for key in ("command", "args", *WORKER_KEPT) if key in server}}
+    return leader, {**leader_pod, "containers": [in_shell(worker, data_expert_script(local_engines, worker=True))]}
 
 
 def lws_spec(
     *,
     leader_pod: dict,
+    worker_pod: dict,
     leader_labels: dict,
     worker_labels: dict,
     annotations: dict,
     nodes: int,
     replicas: int | None,
     rolling: dict,
-    wait_seconds: int,
 ) -> dict:
     """The LeaderWorkerSet: groups of `nodes` pods, recreated together, rolled out group by group;
-    `rolling` is its maxSurge and maxUnavailable, `wait_seconds` how long a group's pods wait for
-    each other to start."""
-    (server,) = [c for c in leader_pod["containers"] if c["name"] == "vllm"]
-    worker_pod = {**leader_pod, "containers": [worker_container(server, wait_seconds)]}
-    leader = {**leader_pod, "containers": [leader_container(server, wait_seconds)]}
+    `rolling` is its maxSurge and maxUnavailable."""
     metadata = {"annotations": annotations} if annotations else {}
     spec: dict = {
         "leaderWorkerTemplate": {
             "size": nodes,
             "restartPolicy": RESTART_POLICY,
-            "leaderTemplate": {"metadata": {"labels": leader_labels, **metadata}, "spec": leader},
+            "leaderTemplate": {"metadata": {"labels": leader_labels, **metadata}, "spec": leader_pod},
             "workerTemplate": {"metadata": {"labels": worker_labels, **metadata}, "spec": worker_pod},
         },
         "rolloutStrategy": {
             "type": "RollingUpdate",
             "rollingUpdateConfiguration": rolling,
         },
-        # Workers start with the leader: its readiness waits for them (the Ray cluster), so
-        # LeaderReady would never start them.
+        # Workers start with the leader: its readiness waits for them (the Ray cluster, or the
+        # engines' handshake), so LeaderReady would never start them.
         "startupPolicy": "LeaderCreated",
         # A headless Service per group, named after its leader pod (<set>-<group>), for the
         # group's DNS. The default, Shared, names one Service after the set itself, which is the

@@ -31,6 +31,26 @@ MANAGED_DESTS = {
     "pipeline_parallel_size": "set pipeline_parallel_size instead",
     "gpu_memory_utilization": "set gpu_memory_utilization instead",
     "max_model_len": "set max_model_len instead",
+    "data_parallel_size": "set layout data-expert and data_parallel_size instead",
+    "enable_expert_parallel": "set layout data-expert instead",
+    **dict.fromkeys(
+        (
+            "data_parallel_size_local",
+            "data_parallel_address",
+            "data_parallel_rpc_port",
+            "data_parallel_start_rank",
+            "data_parallel_rank",
+            "data_parallel_backend",
+            "data_parallel_hybrid_lb",
+            "data_parallel_external_lb",
+            "headless",
+            "nnodes",
+            "node_rank",
+        ),
+        "the layout places the engines on the pods (components.layout)",
+    ),
+    "kv_offloading_size": "set kv_offload_gib instead, which also adds the buffer to the pods' memory",
+    "kv_offloading_backend": "set kv_offload_gib instead (vLLM's native backend)",
 }
 """vLLM options the server sets from its own arguments (option dest -> what to do instead)."""
 API_KEY_DEST = "api_key"

@@ -29,10 +29,20 @@ from .arguments import (
     worded,
 )
 from .escaping import container_text, container_texts
-from .capacity import Architecture, capacity
+from .capacity import Architecture, Layout, capacity
 from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
-from .multinode import LWS_API_VERSION, LWS_KIND, LWS_NAME_LABEL, RAY_EXECUTOR_FLAGS, group_traffic, lws_spec
+from .layout import DATA_EXPERT, LAYOUTS, WORKER_FLAGS, data_expert_flags, default_layout, layout_problems
+from .multinode import (
+    LWS_API_VERSION,
+    LWS_KIND,
+    LWS_NAME_LABEL,
+    RAY_EXECUTOR_FLAGS,
+    data_expert_group,
+    group_traffic,
+    lws_spec,
+    ray_group,
+)
 from .network import egress_dns_only
 from .ordering import value_only, waits_for
 from .readiness import rolled_out
@@ -93,6 +103,9 @@ class ArchitectureArgs(TypedDict):
     """num_key_value_heads"""
     head_dim: int
     """head_dim"""
+    expert_fraction: NotRequired[Optional[float]]
+    """The share of the weights in routed experts, in [0, 1): 0 for a dense model, about 0.97 for
+    Qwen3-235B-A22B; None when unknown (a data-expert layout then counts every weight as dense)."""
 
 
 class VLLMServerArgs(TypedDict):
@@ -115,10 +128,22 @@ class VLLMServerArgs(TypedDict):
     """File in model_path that marks the store complete (ModelStore.marker_name)."""
     served_model_name: str
     """The name clients pass as `model`."""
+    layout: NotRequired[Optional[Literal["tensor", "pipeline", "data-expert"]]]
+    """How a replica's GPUs serve the model (components.layout): tensor (one engine on one pod),
+    pipeline (one engine, tensor parallel inside each node and pipeline parallel across nodes, over
+    Ray), or data-expert (data_parallel_size engines with their own KV caches, the experts of a MoE
+    model spread over all of them). None: tensor on one node, pipeline across nodes."""
     tensor_parallel_size: NotRequired[int]
-    """vllm --tensor-parallel-size. Default 1."""
+    """vllm --tensor-parallel-size: GPUs of one engine (of one node's share of it, across nodes). Default 1."""
     pipeline_parallel_size: NotRequired[int]
     """vllm --pipeline-parallel-size. Default 1."""
+    data_parallel_size: NotRequired[int]
+    """vllm --data-parallel-size: engines per replica, with layout data-expert; data_parallel_size x
+    tensor_parallel_size is the replica's GPUs. Default 1."""
+    kv_offload_gib: NotRequired[Optional[int]]
+    """CPU memory per engine, in GiB, that holds KV cache moved out of GPU memory (vllm
+    --kv-offloading-size, native backend), for prefixes reused across turns; added to the pods'
+    memory request and limit. None: no offload."""
     gpu_memory_utilization: NotRequired[float]
     """vllm --gpu-memory-utilization, in (0, 1]. Default 0.9."""
     model_architecture: NotRequired[Optional[ArchitectureArgs]]
@@ -194,8 +219,11 @@ class VLLMServerArgs(TypedDict):
 DEFAULTS: dict[str, Any] = {
     "image": DEFAULT_IMAGE,
     "vllm_release": None,
+    "layout": None,
     "tensor_parallel_size": 1,
     "pipeline_parallel_size": 1,
+    "data_parallel_size": 1,
+    "kv_offload_gib": None,
     "gpu_memory_utilization": 0.9,
     "model_architecture": None,
     "extra_args": [],
@@ -230,9 +258,9 @@ API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
 
 
-def default_shm_size(tensor_parallel_size: int, pipeline_parallel_size: int) -> str:
+def default_shm_size(gpus_per_pod: int) -> str:
     """NCCL between GPUs of one pod needs far more than the container's 64 MB /dev/shm."""
-    return PARALLEL_SHM_SIZE if tensor_parallel_size * pipeline_parallel_size > 1 else SINGLE_GPU_SHM_SIZE
+    return PARALLEL_SHM_SIZE if gpus_per_pod > 1 else SINGLE_GPU_SHM_SIZE
 
 
 @check("mount_path", "model_path")
@@ -243,22 +271,19 @@ def _within_mount(args: dict) -> Problems:
     return {}
 
 
-@check("tensor_parallel_size", "pipeline_parallel_size", "gpu")
-def _parallelism_uses_every_gpu(args: dict) -> Problems:
-    tensor, pipeline = args["tensor_parallel_size"], args["pipeline_parallel_size"]
-    per_pod, nodes = args["gpu"]["devices"], args["nodes"]
-    if tensor * pipeline != per_pod * nodes:
-        where = f"GPUs per pod, gpu.devices ({per_pod})" if nodes == 1 else f"GPUs of the replica ({nodes} nodes x {per_pod})"
-        return {"tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the {where}"}
-    if args["gpu"]["backend"] == "mig" and per_pod > 1:
-        return {"tensor_parallel_size": "must be 1 on MIG: vLLM cannot spread a model over MIG instances"}
-    if nodes > 1 and (tensor, pipeline) != (per_pod, nodes):
-        return {
-            "tensor_parallel_size": f"({tensor}) and pipeline_parallel_size ({pipeline}) must be the GPUs per node "
-            f"({per_pod}) and the nodes ({nodes}) across nodes: tensor parallelism stays inside a node, pipeline "
-            "parallelism spans the nodes"
-        }
-    return {}
+@check("layout", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "gpu", "nodes", "model_architecture")
+def _layout_uses_every_gpu(args: dict) -> Problems:
+    architecture = args["model_architecture"] or {}
+    return layout_problems(
+        layout=layout_name(args),
+        tensor=args["tensor_parallel_size"],
+        pipeline=args["pipeline_parallel_size"],
+        data=args["data_parallel_size"],
+        per_pod=args["gpu"]["devices"],
+        nodes=args["nodes"],
+        backend=args["gpu"]["backend"],
+        expert_fraction=architecture.get("expert_fraction"),
+    )
 
 
 @check("nodes", "gpu")
@@ -268,17 +293,19 @@ def _groups_need_whole_devices(args: dict) -> Problems:
     return {}
 
 
-@check("model_size_gb", "gpu", "tensor_parallel_size", "pipeline_parallel_size", "gpu_memory_utilization")
+@check("model_size_gb", "gpu", "layout", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
+       "gpu_memory_utilization", "model_architecture")
 def _weights_fit(args: dict) -> Problems:
     estimate = server_capacity(args, kv_cache=False)
     if estimate is None or estimate.fits:
         return {}
-    gpus = args["tensor_parallel_size"] * args["pipeline_parallel_size"]
+    layout = replica_layout(args)
+    engines = f" in {layout.data} engines" if layout.data > 1 else ""
     return {
         "model_size_gb": f"({args['model_size_gb']:g} GB) does not fit: {estimate.weights_gb_per_gpu:.1f} GB of weights "
-        f"per GPU over {gpus} GPUs, but gpu_memory_utilization leaves {estimate.budget_gb_per_gpu:.1f} GB of each "
-        f"{args['gpu']['device_memory_gib']:g} GiB device, less about 1 GiB for activations; use more or larger GPUs, "
-        "or a quantized checkpoint"
+        f"per GPU over {layout.gpus} GPUs{engines}, but gpu_memory_utilization leaves {estimate.budget_gb_per_gpu:.1f} GB "
+        f"of each {args['gpu']['device_memory_gib']:g} GiB device, less about 1 GiB for activations; use more or larger "
+        "GPUs, fewer engines, or a quantized checkpoint"
     }
 
 
@@ -289,7 +316,7 @@ def _fewest_within_most(args: dict) -> Problems:
     return {}
 
 
-@check("shm_size", "memory", "tensor_parallel_size", "pipeline_parallel_size")
+@check("shm_size", "memory", "gpu", "nodes")
 def _shm_fits_in_memory(args: dict) -> Problems:
     shm = shm_size(args)
     if grammar.parse_quantity(shm) >= grammar.parse_quantity(args["memory"]):
@@ -348,23 +375,74 @@ def kv_dtype_bytes(extra_args: list[str]) -> int:
     return 2
 
 
+def layout_name(args: VLLMServerArgs) -> str:
+    """The layout as given, or the one the nodes imply (components.layout.default_layout)."""
+    args = with_defaults(args, DEFAULTS)
+    return args["layout"] or default_layout(args["nodes"])
+
+
+def replica_layout(args: VLLMServerArgs) -> Layout:
+    args = with_defaults(args, DEFAULTS)
+    return Layout(args["tensor_parallel_size"], args["pipeline_parallel_size"], args["data_parallel_size"])
+
+
 def server_capacity(args: VLLMServerArgs, kv_cache: bool = True):
     """The capacity estimate, or None when the weights' size or the devices' memory is unknown;
-    with kv_cache, also the tokens the KV cache holds (from the architecture and extra_args)."""
+    with the architecture, also the tokens the KV cache holds, and with kv_cache, their data type
+    (extra_args) and the CPU offload."""
     args = with_defaults(args, DEFAULTS)
     memory = args["gpu"]["device_memory_gib"]
     if args["model_size_gb"] is None or not memory:
         return None
-    arch = args["model_architecture"] if kv_cache else None
+    arch = args["model_architecture"]
     return capacity(
         model_size_gb=args["model_size_gb"],
         device_memory_gib=memory,
-        tensor=args["tensor_parallel_size"],
-        pipeline=args["pipeline_parallel_size"],
+        layout=replica_layout(args),
         gpu_memory_utilization=args["gpu_memory_utilization"],
         architecture=Architecture(**arch) if arch else None,
         kv_dtype_bytes=kv_dtype_bytes(args["extra_args"]) if kv_cache else 2,
+        offload_gib_per_engine=(args["kv_offload_gib"] or 0) if kv_cache else 0,
     )
+
+
+def offload_mib_per_pod(args: VLLMServerArgs) -> int:
+    """CPU memory a pod's workers pin for offloaded KV cache: each engine's buffer is split over its
+    workers (vllm/v1/kv_offload/cpu/spec.py: cpu_bytes_to_use over world_size), so a pod holds its
+    local engines' buffers, or its share of an engine that spans the group's nodes."""
+    args = with_defaults(args, DEFAULTS)
+    if not args["kv_offload_gib"]:
+        return 0
+    if layout_name(args) == DATA_EXPERT:
+        return args["kv_offload_gib"] * 1024 * args["data_parallel_size"] // args["nodes"]
+    return -(-args["kv_offload_gib"] * 1024 // args["nodes"])
+
+
+def kv_offload_flags(args: VLLMServerArgs) -> list[str]:
+    """vLLM's own CPU offload (OffloadingConnector; vllm/config/vllm.py _post_init_kv_transfer_config):
+    kv_offload_gib of CPU memory per engine."""
+    args = with_defaults(args, DEFAULTS)
+    if not args["kv_offload_gib"]:
+        return []
+    return ["--kv-offloading-size", str(args["kv_offload_gib"]), "--kv-offloading-backend", "native"]
+
+
+def layout_flags(args: VLLMServerArgs) -> list[str]:
+    """The executor and data-parallel flags of the layout."""
+    args = with_defaults(args, DEFAULTS)
+    layout = layout_name(args)
+    if layout == DATA_EXPERT:
+        return data_expert_flags(args["data_parallel_size"], args["nodes"])
+    return RAY_EXECUTOR_FLAGS if args["nodes"] > 1 else []
+
+
+def pod_memory(args: VLLMServerArgs) -> str:
+    """The memory request and limit: memory, plus the KV offload buffers the pod pins."""
+    args = with_defaults(args, DEFAULTS)
+    extra = offload_mib_per_pod(args)
+    if not extra:
+        return args["memory"]
+    return f"{int(grammar.parse_quantity(args['memory']) // 2**20) + extra}Mi"
 
 
 SAMPLE_SETTINGS = {
@@ -378,15 +456,21 @@ SAMPLE_SETTINGS = {
 """Values for the program's own flags when only their names matter."""
 
 
-@check("image", "vllm_release", "gpu")
+@check("image", "vllm_release", "gpu", "layout", "nodes", "kv_offload_gib", "load_strategy", "network_volume")
 def _own_flags_exist_in_the_release(args: dict) -> Problems:
     table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
     if table is None:  # reported by _extra_args_exist_in_the_release
         return {}
-    flags = serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=[*args["gpu"]["vllm_args"], *RAY_EXECUTOR_FLAGS])
-    if missing := unknown_flags(flags, table):
-        return {"image": f"runs vLLM {table.release}, which has no {', '.join(missing)}; the server passes them"}
-    return {}
+    worker = WORKER_FLAGS if layout_name(args) == DATA_EXPERT and args["nodes"] > 1 else []
+    backend = [*args["gpu"]["vllm_args"], *load_flags(args), *layout_flags(args), *worker]
+    problems = {}
+    if missing := unknown_flags(serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=backend), table):
+        problems["image"] = f"runs vLLM {table.release}, which has no {', '.join(missing)}; the server passes them"
+    if missing := unknown_flags(kv_offload_flags(args), table):
+        problems["kv_offload_gib"] = (
+            f"needs {', '.join(missing)}, which vLLM {table.release} (image) lacks; use a newer release or leave it unset"
+        )
+    return problems
 
 
 SPEC = ArgsSpec(
@@ -402,8 +486,11 @@ SPEC = ArgsSpec(
         "model_path": rule(grammar.absolute_path),
         "marker_name": rule(grammar.file_name),
         "served_model_name": CommandWord,
+        "layout": Literal[LAYOUTS],
         "tensor_parallel_size": int_range(1),
         "pipeline_parallel_size": int_range(1),
+        "data_parallel_size": int_range(1, 1024),
+        "kv_offload_gib": int_range(1, 64 * 1024),
         "gpu_memory_utilization": Annotated[float, Field(gt=0, le=1)],
         "max_model_len": int_range(1),
         "nodes": int_range(1, 64),
@@ -412,6 +499,7 @@ SPEC = ArgsSpec(
         "model_architecture.layers": int_range(1, 10**4),
         "model_architecture.kv_heads": int_range(1, 10**4),
         "model_architecture.head_dim": int_range(1, 10**5),
+        "model_architecture.expert_fraction": Annotated[float, Field(ge=0, lt=1)],
         "cpu": CpuQuantity,
         "memory": ByteQuantity,
         "shm_size": ByteQuantity,
@@ -434,7 +522,7 @@ SPEC = ArgsSpec(
     },
     checks=(
         _within_mount,
-        _parallelism_uses_every_gpu,
+        _layout_uses_every_gpu,
         _weights_fit,
         _groups_need_whole_devices,
         _fewest_within_most,
@@ -456,9 +544,9 @@ def vllm_server_problems(args: VLLMServerArgs, name: Optional[str] = None) -> Pr
 
 
 def shm_size(args: VLLMServerArgs) -> str:
-    """The size of /dev/shm: as given, or one that fits the parallelism."""
+    """The size of /dev/shm: as given, or one that fits the GPUs of a pod."""
     args = with_defaults(args, DEFAULTS)
-    return args["shm_size"] or default_shm_size(args["tensor_parallel_size"], args["pipeline_parallel_size"])
+    return args["shm_size"] or default_shm_size(args["gpu"]["devices"])
 
 
 def _serve_settings(args: dict) -> dict:
@@ -535,7 +623,7 @@ def store_check_container(args: VLLMServerArgs) -> dict:
 def server_container(name: str, args: VLLMServerArgs) -> dict:
     args = with_defaults(args, DEFAULTS)
     gpu = args["gpu"]
-    limits = {"cpu": args["cpu"], "memory": args["memory"], **gpu["limits"]}
+    limits = {"cpu": args["cpu"], "memory": pod_memory(args), **gpu["limits"]}
     resources: dict = {"requests": limits, "limits": limits}
     if gpu["container_claims"]:
         resources["claims"] = gpu["container_claims"]
@@ -548,7 +636,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
             *container_texts(
                 serve_flags(
                     **_serve_settings(args),
-                    backend_args=[*gpu["vllm_args"], *load_flags(args), *(RAY_EXECUTOR_FLAGS if args["nodes"] > 1 else [])],
+                    backend_args=[*gpu["vllm_args"], *load_flags(args), *layout_flags(args), *kv_offload_flags(args)],
                     extra_args=args["extra_args"],
                 )
             ),
@@ -725,15 +813,19 @@ def gap_warning(name: str) -> str:
 def group_spec(name: str, args: VLLMServerArgs) -> dict:
     """The LeaderWorkerSet spec of a replica spanning args["nodes"] nodes."""
     args = with_defaults(args, DEFAULTS)
+    if layout_name(args) == DATA_EXPERT:
+        leader, worker = data_expert_group(pod_spec(name, args), args["data_parallel_size"] // args["nodes"])
+    else:
+        leader, worker = ray_group(pod_spec(name, args), group_wait(args))
     return lws_spec(
-        leader_pod=pod_spec(name, args),
+        leader_pod=leader,
+        worker_pod=worker,
         leader_labels=object_labels(name, COMPONENT),
         worker_labels=object_labels(name, WORKER_COMPONENT),
         annotations=args["gpu"]["annotations"],
         nodes=args["nodes"],
         replicas=args["replicas"],
         rolling=rolling(args),
-        wait_seconds=group_wait(args),
     )
 
 

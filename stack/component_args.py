@@ -106,12 +106,16 @@ SERVER_KEYS = {
     "image": "image",
     "vllm_release": "vllmRelease",
     "served_model_name": "servedModelName",
+    "layout": "layout",
     "tensor_parallel_size": "tensorParallelSize",
     "pipeline_parallel_size": "pipelineParallelSize",
+    "data_parallel_size": "dataParallelSize",
+    "kv_offload_gib": "kvOffloadGiB",
     "gpu_memory_utilization": "gpuMemoryUtilization",
     "model_architecture.layers": "modelLayers",
     "model_architecture.kv_heads": "modelKvHeads",
     "model_architecture.head_dim": "modelHeadDim",
+    "model_architecture.expert_fraction": "modelExpertFraction",
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
     "gpu": "gpuCount",
@@ -240,12 +244,14 @@ def not_ready_alert_minutes(config: StackConfig) -> Any:
 
 
 def model_architecture(config: StackConfig) -> Optional[dict]:
-    """The architecture given in config, or the preset of a well-known model; None if neither."""
+    """The architecture given in config, or the preset of a well-known model; None if neither. An
+    expert share given alone refines the preset."""
     given = {"layers": config.model_layers, "kv_heads": config.model_kv_heads, "head_dim": config.model_head_dim}
-    if any(value not in (0, INVALID) for value in given.values()):
-        return given
     preset = preset_for(config.model_id) if isinstance(config.model_id, str) else None
-    return asdict(preset) if preset else None
+    architecture = given if any(value not in (0, INVALID) for value in given.values()) else asdict(preset) if preset else None
+    if architecture is None or config.model_expert_fraction in (0, INVALID):
+        return architecture
+    return {**architecture, "expert_fraction": config.model_expert_fraction}
 
 
 def image(config: StackConfig, reference: str) -> str:
@@ -339,8 +345,11 @@ def vllm_server_args(
         "vllm_release": config.vllm_release,
         **store,
         "served_model_name": config.served_model_name,
+        "layout": config.layout,
         "tensor_parallel_size": config.tensor_parallel_size,
         "pipeline_parallel_size": config.pipeline_parallel_size,
+        "data_parallel_size": config.data_parallel_size,
+        "kv_offload_gib": config.kv_offload_gi_b or None,
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "model_architecture": model_architecture(config),
         "max_model_len": config.max_model_len,

@@ -92,6 +92,7 @@ class StackConfig(BaseModel):
     model_layers: int
     model_kv_heads: int
     model_head_dim: int
+    model_expert_fraction: float
     model_size_gb: int = Field(alias="modelSizeGB")
     model_revisions_to_keep: int
 
@@ -110,8 +111,11 @@ class StackConfig(BaseModel):
     image: str
     vllm_release: Optional[str]
     replicas: int
+    layout: Optional[str]
     tensor_parallel_size: int
     pipeline_parallel_size: int
+    data_parallel_size: int
+    kv_offload_gi_b: int = Field(alias="kvOffloadGiB")
     gpu_memory_utilization: float
     max_model_len: int
     extra_args: list[str]

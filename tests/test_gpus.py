@@ -8,7 +8,7 @@ from test_components import assert_refused, gpu_args, server_args
 from test_stacks import render_variant
 
 from vllm_serving_components import GpuClaim, VLLMServer
-from vllm_serving_components.capacity import Architecture, capacity, kv_bytes_per_token_per_gpu, preset_for
+from vllm_serving_components.capacity import Architecture, Layout, capacity, kv_bytes_per_token_per_gpu, preset_for
 from vllm_serving_components.gpu_claim import claim_template_spec, gpu_claim_problems, pod_fragment, quota_spec
 from stack.config import ConfigError
 from stack.render import render_stack
@@ -119,7 +119,7 @@ def test_hami_flags_can_be_overridden_and_their_use_is_announced(monkeypatch):
 
 
 def test_235b_in_bf16_fits_eight_80_gb_gpus_with_kv_cache_to_spare():
-    estimate = capacity(model_size_gb=470, device_memory_gib=80, tensor=8, pipeline=1,
+    estimate = capacity(model_size_gb=470, device_memory_gib=80, layout=Layout(tensor=8),
                         gpu_memory_utilization=0.9, architecture=QWEN3_235B)
     assert estimate.fits
     assert estimate.summary() == {"weightsGBPerGpu": 58.75, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 17.49, "kvCacheTokens": 363315}
@@ -129,8 +129,53 @@ def test_235b_in_bf16_fits_eight_80_gb_gpus_with_kv_cache_to_spare():
 
 @pytest.mark.parametrize(("gpus", "memory"), [(4, 80), (8, 40)])
 def test_235b_in_bf16_is_refused_on_too_little_memory(gpus, memory):
-    estimate = capacity(model_size_gb=470, device_memory_gib=memory, tensor=gpus, pipeline=1, gpu_memory_utilization=0.9)
+    estimate = capacity(model_size_gb=470, device_memory_gib=memory, layout=Layout(tensor=gpus), gpu_memory_utilization=0.9)
     assert not estimate.fits
+
+
+# --- The capacity of each layout, on the same 8 x 80 GiB ---------------------------------------
+# Qwen3-235B-A22B in BF16: 470 GB, of which 0.966 in routed experts; 94 layers, 4 KV heads of 128.
+EIGHT_80 = {"model_size_gb": 470, "device_memory_gib": 80, "gpu_memory_utilization": 0.9, "architecture": QWEN3_235B}
+
+
+def test_data_parallel_engines_hold_the_dense_weights_each_and_share_the_experts():
+    # DP 8 x TP 1: every GPU holds all 16 GB of dense weights and an eighth of the 454 GB of experts.
+    wide = capacity(**EIGHT_80, layout=Layout(tensor=1, data=8))
+    assert wide.weights_gb_per_gpu == pytest.approx(470 * 0.034 + 470 * 0.966 / 8)
+    # DP 4 x TP 2: half the dense weights per GPU; the experts still over all 8.
+    paired = capacity(**EIGHT_80, layout=Layout(tensor=2, data=4))
+    assert paired.weights_gb_per_gpu == pytest.approx(470 * 0.034 / 2 + 470 * 0.966 / 8)
+    # Unknown expert share: every weight counts as dense, the most it could be.
+    unknown = Architecture(94, 4, 128)
+    assert capacity(**{**EIGHT_80, "architecture": unknown}, layout=Layout(tensor=2, data=4)).weights_gb_per_gpu == 470 / 2
+
+
+def test_each_engine_has_its_own_kv_cache_without_replicated_heads():
+    tensor = capacity(**EIGHT_80, layout=Layout(tensor=8))
+    wide = capacity(**EIGHT_80, layout=Layout(tensor=1, data=8))
+    paired = capacity(**EIGHT_80, layout=Layout(tensor=2, data=4))
+    # Per token per GPU: tensor 8 holds 1 of 4 heads (each twice over the ranks); tensor 1 all 4; tensor 2 two.
+    assert kv_bytes_per_token_per_gpu(QWEN3_235B, 1, 1, 2) == 4 * kv_bytes_per_token_per_gpu(QWEN3_235B, 8, 1, 2)
+    assert tensor.summary() == {"weightsGBPerGpu": 58.75, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 17.49, "kvCacheTokens": 363315}
+    # 77.31 GB budget - 1.07 GB activations - weights, over 192512 (tensor 1) or 96256 (tensor 2) bytes a token.
+    assert wide.summary() == {"weightsGBPerGpu": 72.73, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 3.5,
+                              "kvCacheTokens": 18197, "engines": 8, "kvCacheTokensPerReplica": 8 * 18197}
+    assert paired.summary() == {"weightsGBPerGpu": 64.74, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 11.49,
+                                "kvCacheTokens": 119402, "engines": 4, "kvCacheTokensPerReplica": 4 * 119402}
+    # The same GPUs: DP 4 x TP 2 holds a third more tokens than TP 8 (477,608 to 363,315), but one
+    # sequence is bounded by its engine's; DP 8 x TP 1 holds far fewer: 8 copies of the dense weights.
+    assert paired.replica_kv_cache_tokens > tensor.replica_kv_cache_tokens > paired.kv_cache_tokens
+    assert wide.replica_kv_cache_tokens < tensor.replica_kv_cache_tokens / 2
+
+
+def test_kv_offload_holds_each_engines_buffer_of_whole_tokens():
+    # 64 GiB per engine; a token of TP 8 takes 8 x 48128 bytes in the buffer (each rank's replicated head).
+    tensor = capacity(**EIGHT_80, layout=Layout(tensor=8), offload_gib_per_engine=64)
+    assert tensor.offload_tokens == 64 * 2**30 // (8 * kv_bytes_per_token_per_gpu(QWEN3_235B, 8, 1, 2))
+    paired = capacity(**EIGHT_80, layout=Layout(tensor=2, data=4), offload_gib_per_engine=64)
+    assert paired.offload_tokens == 4 * (64 * 2**30 // (2 * kv_bytes_per_token_per_gpu(QWEN3_235B, 2, 1, 2)))
+    assert paired.summary()["offloadTokensPerReplica"] == paired.offload_tokens
+    assert "offloadTokensPerReplica" not in capacity(**EIGHT_80, layout=Layout(tensor=8)).summary()
 
 
 @pytest.mark.parametrize(

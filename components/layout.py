@@ -1,0 +1,130 @@
+"""How one replica's GPUs serve the model: VLLMServer's ``layout``.
+
+* ``tensor``: one engine on one pod, tensor parallel over its GPUs (pipeline stages inside the
+  pod allowed). The KV heads split over the tensor ranks, replicated when there are fewer heads
+  than ranks (Qwen3-235B-A22B has 4: at tensor 8 each is held twice).
+* ``pipeline``: one engine over a LeaderWorkerSet group, tensor parallel inside each node and
+  pipeline parallel across the nodes, over Ray (``multinode``).
+* ``data-expert``: data-parallel attention with expert-parallel experts, vLLM's layout for MoE
+  models (docs serving/data_parallel_deployment.md and expert_parallel_deployment.md; llm-d's
+  wide-EP path): ``--data-parallel-size`` engines, each tensor parallel over its own GPUs and
+  with its own KV cache, the routed experts spread over all of them (``--enable-expert-parallel``).
+  One API server, on the leader, balances requests over the engines by their queues (internal
+  load balancing). Across the nodes of a group each pod runs one ``vllm serve`` with its local
+  engines; the workers are ``--headless`` and start at rank worker index x local engines.
+
+Across nodes, data-expert uses vLLM's own multiprocess data-parallel backend, not Ray. The
+leader's front end waits, with no deadline, until every engine of the group has connected to its
+handshake socket and reported ready (vllm/v1/engine/utils.py wait_for_engine_startup), so its
+readiness (/health) already means the whole group serves, and nothing has to start a Ray cluster
+first. With ``--data-parallel-backend ray`` vLLM would place the remote engines itself on a Ray
+cluster the pods must first form (docs: "Remote DP ranks will be allocated based on node
+resources of the Ray cluster"), which adds the Ray start and its wait for no gain here.
+
+``pipeline`` keeps Ray on every release: 0.11.0 has no other multi-node executor (no ``--nnodes``),
+and the image's helper both bounds the group's wait (``--ray_init_timeout``) and gives each worker
+a readiness check (its Ray node alive), which the rollout timing is built on.
+"""
+
+from typing import Optional
+
+LAYOUTS = ("tensor", "pipeline", "data-expert")
+DATA_EXPERT = "data-expert"
+DATA_PARALLEL_RPC_PORT = 29550
+"""vLLM's default port of the leader's data-parallel handshake (vllm/config/parallel.py
+data_parallel_rpc_port, 0.11.0 and 0.34.0), passed explicitly so every pod of a group agrees."""
+LEADER_ADDRESS_ENV = "LWS_LEADER_ADDRESS"
+"""The leader pod's DNS name, which LeaderWorkerSet injects into every container of a group (lws
+api/leaderworkerset/v1 LwsLeaderAddress); its headless Service publishes not-ready addresses (lws
+pkg/utils/controller CreateHeadlessServiceIfNotExists), so the name resolves while pods start."""
+
+
+def default_layout(nodes: int) -> str:
+    """tensor on one node, pipeline across nodes: what the server did before it had a choice."""
+    return "tensor" if nodes == 1 else "pipeline"
+
+
+def layout_problems(
+    *,
+    layout: str,
+    tensor: int,
+    pipeline: int,
+    data: int,
+    per_pod: int,
+    nodes: int,
+    backend: str,
+    expert_fraction: Optional[float],
+) -> dict[str, str]:
+    """What makes a layout impossible on these GPUs, keyed by the argument to change."""
+    gpus = per_pod * nodes
+    where = f"GPUs per pod, gpu.devices ({per_pod})" if nodes == 1 else f"GPUs of the replica ({nodes} nodes x {per_pod})"
+    if layout != DATA_EXPERT and data != 1:
+        return {"data_parallel_size": f"({data}) is for layout data-expert; layout {layout} runs one engine per replica"}
+    if layout == "tensor" and nodes > 1:
+        return {"layout": f"tensor keeps a replica on one node, but it spans {nodes}; use pipeline or data-expert"}
+    if layout == "pipeline" and nodes == 1 and pipeline == 1:
+        return {"layout": "pipeline needs pipeline_parallel_size above 1, or a replica across nodes"}
+    if layout == DATA_EXPERT:
+        return _data_expert_problems(tensor, pipeline, data, per_pod, nodes, backend, expert_fraction, where)
+    if tensor * pipeline != gpus:
+        return {"tensor_parallel_size": f"x pipeline_parallel_size ({tensor} x {pipeline}) must equal the {where}"}
+    if backend == "mig" and per_pod > 1:
+        return {"tensor_parallel_size": "must be 1 on MIG: vLLM cannot spread a model over MIG instances"}
+    if nodes > 1 and (tensor, pipeline) != (per_pod, nodes):
+        return {
+            "tensor_parallel_size": f"({tensor}) and pipeline_parallel_size ({pipeline}) must be the GPUs per node "
+            f"({per_pod}) and the nodes ({nodes}) across nodes: tensor parallelism stays inside a node, pipeline "
+            "parallelism spans the nodes"
+        }
+    return {}
+
+
+def _data_expert_problems(
+    tensor: int, pipeline: int, data: int, per_pod: int, nodes: int, backend: str, expert_fraction: Optional[float], where: str
+) -> dict[str, str]:
+    if expert_fraction == 0:
+        return {
+            "layout": "data-expert spreads a MoE model's experts, but model_architecture.expert_fraction is 0 (a "
+            "dense model); serve a dense model with layout tensor and more replicas"
+        }
+    if backend in ("hami", "mig"):
+        return {"layout": f"data-expert cannot run on {backend}: its engines need whole GPUs (nvidia or dra)"}
+    if pipeline != 1:
+        return {"pipeline_parallel_size": f"({pipeline}) must be 1 with layout data-expert: its engines are data parallel"}
+    if data < 2:
+        return {
+            "data_parallel_size": f"({data}) must be at least 2 with layout data-expert; one engine is layout tensor"
+        }
+    if data * tensor != per_pod * nodes:
+        return {"data_parallel_size": f"x tensor_parallel_size ({data} x {tensor}) must equal the {where}"}
+    if data % nodes:
+        return {
+            "data_parallel_size": f"({data}) must be a multiple of the nodes ({nodes}): each node runs the same number "
+            "of engines, each within the node"
+        }
+    return {}
+
+
+def data_expert_flags(data: int, nodes: int) -> list[str]:
+    """The leader's (or the only pod's) data-parallel and expert-parallel flags. Across nodes each
+    pod names its local engines and the leader's handshake port; the leader's address is appended
+    at start (data_expert_script), as it is known only in the pod."""
+    flags = ["--data-parallel-size", str(data), "--enable-expert-parallel"]
+    if nodes > 1:
+        flags += ["--data-parallel-size-local", str(data // nodes), "--data-parallel-rpc-port", str(DATA_PARALLEL_RPC_PORT)]
+    return flags
+
+
+WORKER_FLAGS = ["--headless", "--data-parallel-start-rank", "0", "--data-parallel-address", "leader"]
+"""The flags data_expert_script adds to a worker, with sample values: to check the release has them."""
+
+
+def data_expert_script(local_engines: int, worker: bool) -> str:
+    """Run the vLLM command ("$0" "$@") with the leader's address, and on a worker, headless from
+    its first rank: the worker index (LWS_WORKER_INDEX, 1 and up) x its local engines. No value from
+    configuration is spliced into shell text, only this whole number."""
+    address = f'--data-parallel-address "${LEADER_ADDRESS_ENV}"'
+    if not worker:
+        return f'exec "$0" "$@" {address}'
+    start = f'"$((LWS_WORKER_INDEX * {int(local_engines)}))"'
+    return f'exec "$0" "$@" {address} --headless --data-parallel-start-rank {start}'

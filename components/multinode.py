@@ -17,7 +17,8 @@ LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole g
 
 import math
 
-from .layout import data_expert_script
+from .layout import LEADER_ADDRESS_ENV, data_expert_script
+from .probes import HEALTH_PATH, probes_with
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_KIND = "LeaderWorkerSet"
@@ -108,18 +109,33 @@ def ray_group(leader_pod: dict, wait_seconds: int) -> tuple[dict, dict]:
     return leader, {**leader_pod, "containers": [worker_container(server, wait_seconds)]}
 
 
-def data_expert_group(leader_pod: dict, local_engines: int) -> tuple[dict, dict]:
+def leader_health_check(port: int) -> str:
+    """Python that exits 0 when the group's leader answers /health on its API port."""
+    return (
+        "import os, urllib.request\n"
+        f"urllib.request.urlopen('http://%s:{int(port)}{HEALTH_PATH}' % os.environ['{LEADER_ADDRESS_ENV}'], timeout=4)\n"
+    )
+
+
+def data_expert_group(
+    leader_pod: dict, local_engines: int, port: int, startup_minutes: int, leader_env: tuple[str, ...]
+) -> tuple[dict, dict]:
     """The leader's and the workers' pod specs of a data-expert group, from the server's pod (its
     server already with the data-parallel flags, its startup probe covering the group's start).
 
-    A worker runs the same ``vllm serve``, headless: no API, so no port or HTTP probes. It needs
-    none: its engines' readiness is the leader's (the leader's front end serves only once every
-    engine of the group has reported ready), and a worker whose process ends restarts, which
-    recreates the group.
+    A worker runs the same ``vllm serve``, headless: no API, no port, none of leader_env (the API
+    key). Its engines are ready when the leader's front end is, which serves only once every engine
+    of the group has reported ready; so its probes ask the leader's /health, on the leader's own
+    timing: a group whose API stays down after it started is recreated through any of its pods.
     """
     server = server_of(leader_pod)
     leader = {**leader_pod, "containers": [in_shell(server, data_expert_script(local_engines, worker=False))]}
-    worker = {"name": "vllm-worker", **{key: server[key] for key in ("command", "args", *WORKER_KEPT) if key in server}}
+    worker = {
+        "name": "vllm-worker",
+        **{key: server[key] for key in ("command", "args", *WORKER_KEPT) if key in server},
+        "env": [variable for variable in server.get("env", []) if variable["name"] not in leader_env],
+        **probes_with({"exec": {"command": ["python3", "-c", leader_health_check(port)]}}, startup_minutes),
+    }
     return leader, {**leader_pod, "containers": [in_shell(worker, data_expert_script(local_engines, worker=True))]}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import textwrap
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -253,6 +254,8 @@ def _workload_details(kind: str, spec: dict, templates: list[tuple[str, dict]]) 
     if kind == "LeaderWorkerSet":
         size = (spec.get("leaderWorkerTemplate") or {}).get("size", 1)
         details.append(("group", f"{size} pods (leader + {size - 1} worker{'s' if size != 2 else ''})"))
+    if layout := next((text for _, pod in templates if (text := _layout(pod))), ""):
+        details.append(("layout", layout))
     each = "each pod: " if kind == "LeaderWorkerSet" else ""
     for label, describe in (("gpus", _pod_gpus), ("resources", _pod_resources), ("vllm", _vllm_flags), ("api key", _api_key)):
         texts = [(role, describe(pod)) for role, pod in templates]
@@ -270,6 +273,7 @@ VLLM_SERVE = ["vllm", "serve"]
 FIXED_FLAGS = ("--host", "--port")
 """Flags every server gets alike (listen on 8000 of every interface), left out of the review."""
 API_KEY_ENV = "VLLM_API_KEY"
+SCRIPT_EXEC = 'exec "$0" "$@"'
 
 
 def _serve_arguments(container: dict) -> Optional[list[str]]:
@@ -284,13 +288,51 @@ def _server(pod: dict) -> Optional[dict]:
     return next((c for c in pod.get("containers") or [] if _serve_arguments(c) is not None), None)
 
 
+def _flag_values(pod: dict) -> dict[str, Optional[str]]:
+    """The server's flags with their values (None for a flag without one), its script's included."""
+    if (server := _server(pod)) is None:
+        return {}
+    values: dict[str, Optional[str]] = {}
+    flag = None
+    for word in [*(_serve_arguments(server) or [])[1:], *_script_arguments(server)]:
+        if word.startswith("-"):
+            flag, _, value = word.partition("=")
+            values[flag] = value or None
+        elif flag is not None and values[flag] is None:
+            values[flag] = word
+    return values
+
+
+def _layout(pod: dict) -> str:
+    """How a replica's GPUs serve the model, from its server's parallelism flags."""
+    values = _flag_values(pod)
+    if not values:
+        return ""
+    sizes = {name: values.get(f"--{name}-parallel-size") or "1" for name in ("tensor", "pipeline", "data")}
+    if sizes["data"] != "1":
+        experts = ", experts expert parallel" if "--enable-expert-parallel" in values else ""
+        return f"{sizes['data']} engines (data parallel) x tensor parallel {sizes['tensor']}{experts}"
+    if sizes["pipeline"] != "1":
+        return f"tensor parallel {sizes['tensor']} x pipeline parallel {sizes['pipeline']}, one engine"
+    return f"tensor parallel {sizes['tensor']}, one engine"
+
+
+def _script_arguments(container: dict) -> list[str]:
+    """The flags a server's shell script adds after the command it is given (``exec "$0" "$@" ...``)."""
+    command = container.get("command") or []
+    if command[:2] != ["sh", "-c"] or len(command) < 3:
+        return []
+    _, found, tail = command[2].partition(SCRIPT_EXEC)
+    return shlex.split(tail) if found else []
+
+
 def _vllm_flags(pod: dict) -> str:
     """What `vllm serve` runs with: the parallelism, --max-model-len, --gpu-memory-utilization and
     every further flag (extra arguments included), each with its value."""
     if (server := _server(pod)) is None:
         return ""
     flags: list[str] = []
-    for word in (_serve_arguments(server) or [])[1:]:  # after the model path
+    for word in [*(_serve_arguments(server) or [])[1:], *_script_arguments(server)]:  # after the model path
         if word.startswith("-") or not flags:
             flags.append(word)
         else:

@@ -128,7 +128,7 @@ class VLLMServerArgs(TypedDict):
     """File in model_path that marks the store complete (ModelStore.marker_name)."""
     served_model_name: str
     """The name clients pass as `model`."""
-    layout: NotRequired[Optional[Literal["tensor", "pipeline", "data-expert"]]]
+    layout: NotRequired[Optional[str]]
     """How a replica's GPUs serve the model (components.layout): tensor (one engine on one pod),
     pipeline (one engine, tensor parallel inside each node and pipeline parallel across nodes, over
     Ray), or data-expert (data_parallel_size engines with their own KV caches, the experts of a MoE
@@ -442,7 +442,8 @@ def pod_memory(args: VLLMServerArgs) -> str:
     extra = offload_mib_per_pod(args)
     if not extra:
         return args["memory"]
-    return f"{int(grammar.parse_quantity(args['memory']) // 2**20) + extra}Mi"
+    total = int(grammar.parse_quantity(args["memory"]) // 2**20) + extra
+    return f"{total // 1024}Gi" if total % 1024 == 0 else f"{total}Mi"
 
 
 SAMPLE_SETTINGS = {
@@ -814,7 +815,8 @@ def group_spec(name: str, args: VLLMServerArgs) -> dict:
     """The LeaderWorkerSet spec of a replica spanning args["nodes"] nodes."""
     args = with_defaults(args, DEFAULTS)
     if layout_name(args) == DATA_EXPERT:
-        leader, worker = data_expert_group(pod_spec(name, args), args["data_parallel_size"] // args["nodes"])
+        local_engines = args["data_parallel_size"] // args["nodes"]
+        leader, worker = data_expert_group(pod_spec(name, args), local_engines, PORT, startup_budget_minutes(args), (API_KEY_ENV,))
     else:
         leader, worker = ray_group(pod_spec(name, args), group_wait(args))
     return lws_spec(

@@ -71,7 +71,12 @@ PARALLEL_FLAGS = {
     # flag: (short form, shortest abbreviation vLLM's parser takes unambiguously)
     "--tensor-parallel-size": ("-tp", "--te"),
     "--pipeline-parallel-size": ("-pp", "--pi"),
+    # --data-parallel-size is also the start of --data-parallel-size-local: only the whole flag.
+    "--data-parallel-size": ("-dp", "--data-parallel-size"),
 }
+HEADLESS_FLAG = "--headless"
+"""A server with it starts engines and no API server (vllm/entrypoints/cli/serve.py run_headless,
+0.11.0 and 0.34.0): nothing answers an HTTP probe."""
 SERVER_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
 SERVER_IMAGE_NAME = "vllm-openai"
 """vLLM's server images (vllm/vllm-openai and its mirrors) run ``vllm serve`` as their entrypoint."""
@@ -381,10 +386,12 @@ def server_gets_gpus(resource_type: str, props: Mapping) -> list[str]:
 
 
 def server_probes(resource_type: str, props: Mapping) -> list[str]:
-    """The vLLM server container has startup, readiness and liveness probes."""
+    """The vLLM server container has startup, readiness and liveness probes, unless it is headless."""
     problems = []
     for pod in pods_of(resource_type, props):
         for label, container in pod.servers():
+            if HEADLESS_FLAG in words(container):
+                continue
             missing = [
                 probe
                 for probe in PROBES

@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT))
 from stack.render import Rendering, render_stack  # noqa: E402
 
 STACKS = ("dev", "prod")
+SHIPPED_STACKS = tuple(sorted(path.name.split(".")[1] for path in ROOT.glob("Pulumi.*.yaml")))
+"""Every stack the project ships (a Pulumi.<stack>.yaml)."""
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, SHIPPED_STACKS
 from test_stacks import VARIANTS, render_variant
 
 from vllm_serving_components.multinode import LWS_NAME_LABEL
@@ -31,7 +31,7 @@ CHECKOV_TIMEOUT = 300
 """Seconds one scan may take; a stack takes a few."""
 SKIPS_FILE = Path(__file__).parent / "checkov" / "skips.yaml"
 MAX_SKIPS_PER_STACK = 3
-STACKS = ("dev", "prod", "multinode", *VARIANTS)
+STACKS = (*SHIPPED_STACKS, *VARIANTS)
 WORKLOADS = ("Deployment", "Job", "Pod")
 """Kinds whose pods checkov's container checks read; every one rendered must be scanned."""
 

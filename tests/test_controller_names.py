@@ -15,7 +15,7 @@ The names below are the controllers' own conventions, from their sources:
 """
 
 import pytest
-from conftest import STACKS
+from conftest import SHIPPED_STACKS
 from test_stacks import VARIANTS, render_variant
 
 from stack.render import render_stack
@@ -62,7 +62,7 @@ def collisions(objects: list[RenderedObject]) -> dict[Key, str]:
 
 @pytest.fixture(scope="module")
 def every_stack(tmp_path_factory) -> dict[str, list[RenderedObject]]:
-    found = {stack: render_stack(stack).objects for stack in (*STACKS, "multinode")}
+    found = {stack: render_stack(stack).objects for stack in SHIPPED_STACKS}
     for variant in VARIANTS:
         found[variant] = render_variant(tmp_path_factory.mktemp(variant), variant).objects
     return found

@@ -4,7 +4,7 @@ plan (timeouts, dependencies, retain, protect, replacement) and the settings beh
 import json
 
 import pytest
-from conftest import project_with_stack, run_component
+from conftest import SHIPPED_STACKS, project_with_stack, run_component
 from test_components import server_args
 from test_stacks import render_variant
 
@@ -31,7 +31,7 @@ def test_a_failed_download_job_is_replaced_on_the_next_up(rendered, stack):
     assert options.timeouts == {"create": f"{minutes}m", "update": f"{minutes}m"}
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod", "multinode"])
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_a_replaced_download_job_leaves_the_server_in_place(stack):
     """The server waits for the Job through depends_on only: a property of the workload that
     depended on the Job would make the engine replace the workload with a Job replaced

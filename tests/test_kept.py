@@ -3,6 +3,7 @@
 resources earlier versions registered, each with a fixed field manager."""
 
 import pytest
+from conftest import SHIPPED_STACKS
 
 from stack.render import EchoMocks, RecordingMonitor, render_stack
 from vllm_serving_components.kept import FIELD_MANAGER_ANNOTATION, field_manager
@@ -37,7 +38,7 @@ def test_the_namespace_and_claim_are_kept_and_adopted(stack, protected):
 def test_nothing_else_is_a_patch_resource():
     """Only what a destroy keeps may adopt an object that is there; everything else is created,
     and a name taken by something else fails the up."""
-    for stack in ("dev", "prod", "multinode"):
+    for stack in SHIPPED_STACKS:
         patches = {token for token in registrations(stack) if token.startswith("kubernetes:") and token.endswith("Patch")}
         assert patches <= set(PREVIOUS), (stack, patches)
 

@@ -443,6 +443,16 @@ def test_a_server_without_any_probe_is_told_all_three():
     assert check(rules.server_probes, job()) == []
 
 
+def test_a_headless_server_has_no_api_to_probe():
+    """A data-expert worker: vllm serve --headless starts engines and no API server."""
+    bare = {"startupProbe": None, "readinessProbe": None, "livenessProbe": None, "ports": None}
+    script = 'exec "$0" "$@" --data-parallel-address "$LWS_LEADER_ADDRESS" --headless --data-parallel-start-rank 8'
+    worker = server_container(command=["sh", "-c", script, "vllm"], args=["serve", "/m", "--data-parallel-size", "16"], **bare)
+    assert check(rules.server_probes, deployment(pod_spec([worker]))) == []
+    (message,) = check(rules.server_probes, deployment(pod_spec([server_container(**bare)])))
+    assert "has no startupProbe, readinessProbe, livenessProbe" in message
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -455,6 +465,8 @@ def test_a_server_without_any_probe_is_told_all_three():
         ["/m", "--pipeline-parallel-size", "2"],
         ["/m", "-pp=2"],
         ["/m", "-tp", "1", "--pipeline_parallel_size=2"],
+        ["/m", "--data-parallel-size", "8", "--enable-expert-parallel"],
+        ["/m", "-dp", "2"],
     ],
 )
 def test_parallel_servers_without_memory_shm_fail(args):
@@ -487,7 +499,10 @@ def test_only_a_memory_backed_dev_shm_serves_parallel_servers(volume, mount_path
     assert (check(rules.server_shm_for_parallelism, manifest) == []) is passes
 
 
-@pytest.mark.parametrize("args", [["/m"], ["/m", "--tensor-parallel-size", "1"], ["/m", "-tp", "2", "-tp", "1"]])
+@pytest.mark.parametrize(
+    "args",
+    [["/m"], ["/m", "--tensor-parallel-size", "1"], ["/m", "-tp", "2", "-tp", "1"], ["/m", "--data-parallel-size-local", "2"]],
+)
 def test_single_gpu_servers_need_no_shm(args):
     container = server_container(args=args, volumeMounts=[])
     assert check(rules.server_shm_for_parallelism, deployment(pod_spec([container], volumes=[]))) == []

@@ -37,6 +37,7 @@ def test_prod_server(rendered):
     assert block(rendered["prod"], "Deployment") == """\
 Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
   image      vllm/vllm-openai:v0.11.0
+  layout     tensor parallel 8, one engine
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
   resources  cpu 32, memory 160Gi (requests = limits)
   vllm       --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 1,
@@ -91,6 +92,7 @@ def test_dev_server_on_a_hami_slice_and_its_volume(rendered):
     assert block(dev, "Deployment") == """\
 Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServer
   image      vllm/vllm-openai:v0.11.0
+  layout     tensor parallel 1, one engine
   gpus       nvidia.com/gpu: 1, nvidia.com/gpucores: 50, nvidia.com/gpumem: 12288; scheduler hami-scheduler
   resources  cpu 4, memory 16Gi (requests = limits)
   vllm       --served-model-name qwen3-0.6b, --tensor-parallel-size 1, --pipeline-parallel-size 1,
@@ -113,6 +115,7 @@ def test_multinode_leader_worker_set(multinode):
 LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMServer
   image      vllm/vllm-openai:v0.11.0
   group      2 pods (leader + 1 worker)
+  layout     tensor parallel 8 x pipeline parallel 2, one engine
   gpus       each pod: nvidia.com/gpu: 8 on NVIDIA-A100-SXM4-40GB or NVIDIA-A100-PCIE-40GB
   resources  each pod: cpu 32, memory 160Gi (requests = limits)
   vllm       leader: --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 2,
@@ -175,6 +178,7 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
     assert lines[2:4] == ["| Kind | Namespace | Name | Component | What to check |", "|---|---|---|---|---|"]
     assert (
         "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.11.0"
+        "<br>**layout** tensor parallel 8, one engine"
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
         "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**vllm** --served-model-name qwen3-235b, "
         "--tensor-parallel-size 8, --pipeline-parallel-size 1, --gpu-memory-utilization 0.9, --max-model-len 32768, "
@@ -323,3 +327,12 @@ def test_a_plan_without_warnings_has_no_warnings_section(rendered):
 
     quiet = Rendering(stack="s", objects=rendered["dev"].objects, outputs={})
     assert "Warnings" not in summary(quiet) and "Warnings" not in markdown_summary(quiet)
+
+
+def test_a_data_expert_group_shows_its_layout_and_what_each_pod_adds():
+    block_text = block(render_stack("moe", ROOT), "LeaderWorkerSet")
+    assert "  layout     16 engines (data parallel) x tensor parallel 1, experts expert parallel\n" in block_text
+    assert "  resources  each pod: cpu 32, memory 224Gi (requests = limits)\n" in block_text
+    leader, worker = block_text.split("  vllm       leader: ")[1].split("  vllm       worker: ")
+    assert "--data-parallel-address $LWS_LEADER_ADDRESS" in leader and "--headless" not in leader
+    assert worker.replace("\n            ", " ").count("--headless, --data-parallel-start-rank $((LWS_WORKER_INDEX * 8))") == 1

@@ -335,4 +335,4 @@ def test_a_data_expert_group_shows_its_layout_and_what_each_pod_adds():
     assert "  resources  each pod: cpu 32, memory 224Gi (requests = limits)\n" in block_text
     leader, worker = block_text.split("  vllm       leader: ")[1].split("  vllm       worker: ")
     assert "--data-parallel-address $LWS_LEADER_ADDRESS" in leader and "--headless" not in leader
-    assert worker.replace("\n            ", " ").count("--headless, --data-parallel-start-rank $((LWS_WORKER_INDEX * 8))") == 1
+    assert " ".join(worker.split()).count("--headless, --data-parallel-start-rank $((LWS_WORKER_INDEX * 8))") == 1

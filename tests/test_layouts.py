@@ -219,3 +219,20 @@ def test_an_expert_share_given_alone_refines_the_preset(tmp_path):
     rendering = render_stack(project_with_stack(tmp_path, {"modelExpertFraction": "0.9"}, base="moe"), tmp_path)
     assert rendering.outputs["gpuCapacity"]["weightsGBPerGpu"] == round(470 * 0.1 + 470 * 0.9 / 16, 2)
     assert preset_for("Qwen/Qwen3-235B-A22B-Instruct-2507").expert_fraction == 0.966
+
+
+def test_the_readmes_sizing_table_is_what_the_capacity_check_computes(moe):
+    readme = (ROOT / "README.md").read_text()
+    rows = {
+        "`tensor`, TP 8 (prod)": big(),
+        "`data-expert`, DP 8 x TP 1": big(layout="data-expert", data_parallel_size=8, tensor_parallel_size=1),
+        "`data-expert`, DP 4 x TP 2": big(layout="data-expert", data_parallel_size=4, tensor_parallel_size=2),
+    }
+    for name, args in rows.items():
+        estimate = server_capacity(args)
+        row = (f"| {name} | {estimate.weights_gb_per_gpu:.2f} GB | {estimate.kv_cache_gb_per_gpu:.2f} GB | "
+               f"{estimate.kv_cache_tokens:,} | {estimate.replica_kv_cache_tokens:,} |")
+        assert row in readme
+    figures = moe.outputs["gpuCapacity"]
+    assert (f"{figures['kvCacheTokens']:,} tokens per engine, {figures['kvCacheTokensPerReplica']:,} per replica, and\n"
+            f"{figures['offloadTokensPerReplica']:,} more") in readme

@@ -236,3 +236,13 @@ def test_the_readmes_sizing_table_is_what_the_capacity_check_computes(moe):
     figures = moe.outputs["gpuCapacity"]
     assert (f"{figures['kvCacheTokens']:,} tokens per engine, {figures['kvCacheTokensPerReplica']:,} per replica, and\n"
             f"{figures['offloadTokensPerReplica']:,} more") in readme
+
+
+def test_a_pipeline_replica_splits_the_layers_over_its_stages():
+    """multinode: 16 x 40 GB, tensor 8 x pipeline 2. Each GPU holds 47 of the 94 layers' KV for
+    one of the 4 heads: 2 x 47 x 1 x 128 x 2 bytes a token."""
+    figures = render_stack("multinode", ROOT).outputs["gpuCapacity"]
+    budget = 40 * 2**30 * 0.9
+    kv = budget - 470e9 / 16 - 2**30
+    assert figures == {"weightsGBPerGpu": 29.38, "budgetGBPerGpu": round(budget / 1e9, 2), "kvCacheGBPerGpu": round(kv / 1e9, 2),
+                       "kvCacheTokens": int(kv // (2 * 47 * 1 * 128 * 2))}

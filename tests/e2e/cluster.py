@@ -197,16 +197,19 @@ GPU_LABELS = {
 
 
 A100_40GB_LABELS = {**GPU_LABELS, "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.memory": "40960"}
+H200_LABELS = {**GPU_LABELS, "nvidia.com/gpu.product": "NVIDIA-H200", "nvidia.com/gpu.memory": "143771"}
 
 
 def default_nodes() -> list[dict]:
     """Two whole-GPU nodes (device plugin), one HAMi node (vGPU slices), two nodes of 40 GB GPUs
-    (the multinode stack's), one CPU node for Jobs."""
+    (the multinode stack's), two of H200s (the moe stack's), one CPU node for Jobs."""
     return [
         node("gpu-h100-0", labels=GPU_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
         node("gpu-h100-1", labels=GPU_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
         node("gpu-a100-40gb-0", labels=A100_40GB_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
         node("gpu-a100-40gb-1", labels=A100_40GB_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
+        node("gpu-h200-0", labels=H200_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
+        node("gpu-h200-1", labels=H200_LABELS, capacity={"nvidia.com/gpu": "8"}, taints=GPU_TAINT),
         node(
             "gpu-hami-0",
             labels={**GPU_LABELS, "gpu": "on"},
@@ -237,9 +240,9 @@ def storage_objects(tmp: Path) -> list[dict]:
     ]
     for i in range(6):
         objects.append(_pv(f"e2e-rwo-{i}", "standard", "20Gi", "ReadWriteOnce", tmp))
-    # Room for the 1Ti claims of prod, multinode and the upgraded stack (two revisions of a 470 GB
-    # model), and the example's.
-    for i in range(6):
+    # Room for the 1Ti claims of prod, multinode, moe and the upgraded stack (two revisions of a
+    # 470 GB model), and the example's.
+    for i in range(7):
         objects.append(_pv(f"e2e-rwx-{i}", "nfs-client", "2Ti", "ReadWriteMany", tmp))
     return objects
 

@@ -13,7 +13,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a stack program needs; the rest of the repository (tests, docs, .venv) stays out.
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.multinode.yaml", "__main__.py", "requirements.txt")
+PROJECT_FILES = (
+    "Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml", "Pulumi.multinode.yaml", "Pulumi.moe.yaml", "__main__.py",
+    "requirements.txt",
+)
 PROJECT_DIRS = ("components", "stack")
 
 

@@ -263,7 +263,7 @@ PROJECT_FLAGS = (
 
 
 def test_the_releases_the_project_relies_on_are_checked_in():
-    assert {p.name for p in CHECKED_IN} >= {"v0.11.0.json", "v0.33.0.json"}
+    assert {p.name for p in CHECKED_IN} >= {"v0.11.0.json", "v0.33.0.json", "v0.34.0.json"}
 
 
 @pytest.mark.parametrize("path", CHECKED_IN, ids=lambda p: p.name)
@@ -302,8 +302,9 @@ def test_checked_in_table_is_well_formed(path):
     assert options["-h"] == options["--help"] == {"dest": "help", "takes_value": "none"}
 
 
-def test_the_flags_the_project_passes_exist_in_0_11_0():
-    options = json.loads((TABLES / "v0.11.0.json").read_text())["options"]
+@pytest.mark.parametrize("release", ["0.11.0", "0.34.0"])
+def test_the_flags_the_project_passes_exist(release):
+    options = json.loads((TABLES / f"v{release}.json").read_text())["options"]
     missing = [flag for flag in PROJECT_FLAGS if flag not in options]
     assert missing == []
     assert options["-tp"]["dest"] == options["--tensor-parallel-size"]["dest"]

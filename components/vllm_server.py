@@ -5,6 +5,7 @@ several (``nodes``; see ``multinode``).
 """
 
 import posixpath
+import re
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
@@ -224,6 +225,20 @@ DEFAULTS: dict[str, Any] = {
     "nccl_ib_hca": None,
 }
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **SCRATCH_ENV}
+ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
+"""How long an API server process waits for its engines to report ready, which is after they
+have loaded the weights and profiled the KV cache (vLLM 0.34.0 v1/engine/core_client.py
+MPClient.__init__: "often caused by slow weight loading"; v1/engine/core.py sends the ready
+message after EngineCore.__init__). Default 600 s (vllm/envs.py). It bounds the load whenever
+the API servers run in processes of their own (--api-server-count > 1, the default with
+--data-parallel-size > 1: entrypoints/cli/serve.py run_multi_api_server starts them before it
+waits for the engines); a lone in-process API server polls only after wait_for_engine_startup
+returned (v1/engine/utils.py launch_core_engines). Not read by 0.11.0 (absent from its
+vllm/envs.py; added by vllm PR #27444, merged after 0.11.0), and ignored by a release that
+does not read it. The server sets it to its startup budget, so vLLM never gives up before the
+startup probe does."""
+ENGINE_READY_TIMEOUT_AFTER = (0, 11, 0)
+"""Releases after this one read ENGINE_READY_TIMEOUT_ENV."""
 """Environment the server always gets: serve only the staged files, send no usage reports, keep
 every cache in the scratch directory."""
 API_KEY_ENV = "VLLM_API_KEY"
@@ -325,10 +340,10 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
     return {}
 
 
-@check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca")
+@check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca", "image", "vllm_release")
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args)}
+    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args), *engine_ready_env(args)}
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):
@@ -487,10 +502,20 @@ def api_key_ref(name: str, args: VLLMServerArgs) -> Optional[SecretKeyArgs]:
 
 def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
     args = with_defaults(args, DEFAULTS)
-    env = [{"name": key, "value": value} for key, value in SERVER_ENV.items()]
+    env = [{"name": key, "value": value} for key, value in {**SERVER_ENV, **engine_ready_env(args)}.items()]
     if secret := api_key_ref(name, args):
         env += env_list({}, {API_KEY_ENV: secret})
     return env + env_list({**nccl_env(args), **args["env"]}, args["secret_env"])
+
+
+def engine_ready_env(args: VLLMServerArgs) -> dict[str, str]:
+    """VLLM_ENGINE_READY_TIMEOUT_S: the startup budget in seconds, on releases that read it."""
+    args = with_defaults(args, DEFAULTS)
+    release = release_of(args["image"], args["vllm_release"])
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release or "")
+    if numbers is None or tuple(map(int, numbers.groups())) <= ENGINE_READY_TIMEOUT_AFTER:
+        return {}
+    return {ENGINE_READY_TIMEOUT_ENV: str(60 * startup_budget_minutes(args))}
 
 
 def nccl_env(args: VLLMServerArgs) -> dict[str, str]:

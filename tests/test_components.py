@@ -351,6 +351,23 @@ def server_pod(**changes):
     return deployment, deployment["spec"]["template"]["spec"]
 
 
+def test_the_engine_ready_timeout_follows_the_startup_budget_on_releases_that_read_it():
+    """vLLM 0.34.0 gives up on engines that are not ready after VLLM_ENGINE_READY_TIMEOUT_S
+    (600 s by default), which a 470 GB load exceeds: the server sets it to the startup probe's
+    budget. 0.11.0 has no such variable."""
+    _, pod = server_pod(image="vllm/vllm-openai:v0.34.0", startup_timeout_minutes=45)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    startup = pod["containers"][0]["startupProbe"]
+    assert env["VLLM_ENGINE_READY_TIMEOUT_S"] == str(45 * 60)
+    assert int(env["VLLM_ENGINE_READY_TIMEOUT_S"]) <= startup["periodSeconds"] * startup["failureThreshold"]
+    _, old = server_pod(startup_timeout_minutes=45)
+    assert "VLLM_ENGINE_READY_TIMEOUT_S" not in {e["name"] for e in old["containers"][0]["env"]}
+    problems = assert_refused(
+        VLLMServer, server_args(image="vllm/vllm-openai:v0.34.0", env={"VLLM_ENGINE_READY_TIMEOUT_S": "60"}), ["env"]
+    ).problems
+    assert "VLLM_ENGINE_READY_TIMEOUT_S, which the server sets itself" in problems["env"]
+
+
 def test_server_deployment_wiring():
     deployment, pod = server_pod()
     (server,) = pod["containers"]

@@ -530,7 +530,10 @@ def nccl_env(args: VLLMServerArgs) -> dict[str, str]:
 
 def load_flags(args: VLLMServerArgs) -> list[str]:
     """Eager loading from network file systems: vLLM's lazy default memory-maps every file, and each
-    rank reads it again (vllm/config/load.py recommends eager for NFS and Lustre)."""
+    rank reads it again (vllm/config/load.py recommends eager for NFS and Lustre). Values: lazy
+    and eager in 0.11.0 (a str, default "lazy"); lazy, eager, prefetch and torchao in 0.34.0
+    (SafetensorsLoadStrategy; default None, lazy with a page-cache prefetch when it detects NFS
+    and the checkpoint fits in 90 % of RAM). The two passed here mean the same in both."""
     args = with_defaults(args, DEFAULTS)
     strategy = args["load_strategy"] or ("eager" if args["network_volume"] else None)
     return ["--safetensors-load-strategy", strategy] if strategy else []
@@ -593,7 +596,9 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
 def drain_hook(drain_seconds: int) -> dict:
     """A preStop delay: a stopping pod leaves the Service's endpoints at once and keeps serving
     its open streams this long. vLLM 0.11.0 stops its engine at SIGTERM before its HTTP server
-    drains (entrypoints/openai/api_server.py run_server_worker), so what still runs then is cut."""
+    drains (entrypoints/openai/api_server.py run_server_worker), so what still runs then is cut;
+    0.34.0 does the same with its default --shutdown-timeout 0, "abort" (entrypoints/launchers/
+    launcher.py handle_shutdown, config/vllm.py shutdown_timeout)."""
     return {"lifecycle": {"preStop": {"sleep": {"seconds": drain_seconds}}}} if drain_seconds else {}
 
 

@@ -81,7 +81,7 @@ PORT = 8000
 PORT_NAME = "http"
 PARALLEL_SHM_SIZE = "20Gi"
 SINGLE_GPU_SHM_SIZE = "2Gi"
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.34.0"
 """The release this project's facts were checked against (API key scope, loading options, flags)."""
 
 
@@ -102,7 +102,7 @@ class VLLMServerArgs(TypedDict):
     namespace: pulumi.Input[str]
     """Namespace of the Deployment."""
     image: NotRequired[str]
-    """vLLM OpenAI server image, pinned by tag or digest. Default vllm/vllm-openai:v0.11.0."""
+    """vLLM OpenAI server image, pinned by tag or digest. Default vllm/vllm-openai:v0.34.0."""
     vllm_release: NotRequired[Optional[str]]
     """The vLLM release the image runs, e.g. 0.11.0, whose flag table checks the server's flags;
     None reads it from a v<release> image tag."""
@@ -343,7 +343,8 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
 @check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca", "image", "vllm_release")
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args), *engine_ready_env(args)}
+    reads_timeout = reads_engine_ready_timeout(args["image"], args["vllm_release"])
+    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args), *([ENGINE_READY_TIMEOUT_ENV] if reads_timeout else [])}
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):
@@ -508,12 +509,16 @@ def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
     return env + env_list({**nccl_env(args), **args["env"]}, args["secret_env"])
 
 
+def reads_engine_ready_timeout(image: str, vllm_release: Optional[str]) -> bool:
+    """Whether the image's vLLM release reads VLLM_ENGINE_READY_TIMEOUT_S."""
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release_of(image, vllm_release) or "")
+    return numbers is not None and tuple(map(int, numbers.groups())) > ENGINE_READY_TIMEOUT_AFTER
+
+
 def engine_ready_env(args: VLLMServerArgs) -> dict[str, str]:
     """VLLM_ENGINE_READY_TIMEOUT_S: the startup budget in seconds, on releases that read it."""
     args = with_defaults(args, DEFAULTS)
-    release = release_of(args["image"], args["vllm_release"])
-    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release or "")
-    if numbers is None or tuple(map(int, numbers.groups())) <= ENGINE_READY_TIMEOUT_AFTER:
+    if not reads_engine_ready_timeout(args["image"], args["vllm_release"]):
         return {}
     return {ENGINE_READY_TIMEOUT_ENV: str(60 * startup_budget_minutes(args))}
 

@@ -76,7 +76,7 @@ PARALLEL_FLAGS = {
 SERVER_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
 SERVER_IMAGE_NAME = "vllm-openai"
 """vLLM's server images (vllm/vllm-openai and its mirrors) run ``vllm serve`` as their entrypoint."""
-PINNED_EXAMPLE = "vllm/vllm-openai:v0.11.0"
+PINNED_EXAMPLE = "vllm/vllm-openai:v0.34.0"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 # Where each workload kind keeps its pod templates, by (API group, kind).

@@ -40,7 +40,7 @@ def store_args(**changes):
         "namespace": "ns",
         "model_id": "Qwen/Qwen3-0.6B",
         "revision": "master",
-        "image": "vllm/vllm-openai:v0.11.0",
+        "image": "vllm/vllm-openai:v0.34.0",
         "size": "20Gi",
         **changes,
     }
@@ -244,11 +244,11 @@ def test_the_plan_warns_of_a_moving_revision_and_of_an_image_the_lock_is_not_for
     assert run_component(lambda: ModelStore("m", store_args(revision="0" * 40))).warnings == []
     (warning,) = run_component(lambda: ModelStore("m", store_args())).warnings
     assert warning.startswith("ModelStore m: revision master is the hub's default branch")
-    mirrored = store_args(revision="0" * 40, image="harbor.internal/hub/vllm/vllm-openai:v0.11.0")
+    mirrored = store_args(revision="0" * 40, image="harbor.internal/hub/vllm/vllm-openai:v0.34.0")
     assert run_component(lambda: ModelStore("m", mirrored)).warnings == []
     (warning,) = run_component(lambda: ModelStore("m", store_args(revision="0" * 40, image="python:3.13"))).warnings
     assert warning == (
-        "ModelStore m: the hub client's lock pins wheels for vllm/vllm-openai:v0.11.0's Python and platform; on image "
+        "ModelStore m: the hub client's lock pins wheels for vllm/vllm-openai:v0.34.0's Python and platform; on image "
         "python:3.13 with another Python the Job's install fails on their hashes: stage with that image, or set "
         "install_client false to run the image's own client"
     )

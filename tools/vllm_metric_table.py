@@ -45,17 +45,14 @@ command exits non-zero instead of writing a partial table.
 
 from __future__ import annotations
 
-import argparse
 import ast
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_flag_table import download_wheel, dump, sha256_of  # noqa: E402 - the sibling tool
+from vllm_flag_table import dump, sha256_of, table_command  # noqa: E402 - the sibling tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "components" / "vllm_metrics"
@@ -348,26 +345,14 @@ def table_document(wheel: Path, release: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("releases", nargs="+", help="vLLM releases, e.g. 0.11.0 0.34.0")
-    parser.add_argument("--wheel", type=Path, help="read this wheel instead of downloading (one release only)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for v<release>.json")
-    args = parser.parse_args(argv)
-    if args.wheel and len(args.releases) != 1:
-        parser.error("--wheel goes with exactly one release")
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vllm-wheels-") as tmp:
-        for release in args.releases:
-            try:
-                wheel = args.wheel or download_wheel(release, Path(tmp))
-                document = table_document(wheel, release)
-            except (MetricTableError, subprocess.CalledProcessError) as exc:
-                print(f"error: vllm {release}: {exc}", file=sys.stderr)
-                return 1
-            target = args.out / f"v{release}.json"
-            target.write_text(dump(document))
-            print(f"{target}: {len(document['metrics'])} metrics")
-    return 0
+    return table_command(
+        argv,
+        description=__doc__.split("\n\n")[0],
+        default_out=DEFAULT_OUT,
+        document_of=table_document,
+        errors=(MetricTableError,),
+        describe=lambda document: f"{len(document['metrics'])} metrics",
+    )
 
 
 if __name__ == "__main__":

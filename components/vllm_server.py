@@ -225,6 +225,8 @@ DEFAULTS: dict[str, Any] = {
     "nccl_ib_hca": None,
 }
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **SCRATCH_ENV}
+"""Environment the server always gets: serve only the staged files, send no usage reports, keep
+every cache in the scratch directory."""
 ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
 """How long an API server process waits for its engines to report ready, which is after they
 have loaded the weights and profiled the KV cache (vLLM 0.34.0 v1/engine/core_client.py
@@ -239,8 +241,6 @@ does not read it. The server sets it to its startup budget, so vLLM never gives 
 startup probe does."""
 ENGINE_READY_TIMEOUT_AFTER = (0, 11, 0)
 """Releases after this one read ENGINE_READY_TIMEOUT_ENV."""
-"""Environment the server always gets: serve only the staged files, send no usage reports, keep
-every cache in the scratch directory."""
 API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
 
@@ -344,7 +344,12 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
     reads_timeout = reads_engine_ready_timeout(args["image"], args["vllm_release"])
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args), *([ENGINE_READY_TIMEOUT_ENV] if reads_timeout else [])}
+    taken = {
+        *SERVER_ENV,
+        *([API_KEY_ENV] if takes_key else []),
+        *nccl_env(args),
+        *([ENGINE_READY_TIMEOUT_ENV] if reads_timeout else []),
+    }
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):

@@ -168,7 +168,8 @@ class VLLMServerArgs(TypedDict):
     network_volume: NotRequired[bool]
     """The model volume is a network file system (NFS, Lustre): load the weights eagerly. Default false."""
     load_strategy: NotRequired[Optional[str]]
-    """vllm --safetensors-load-strategy, lazy or eager; None: eager on a network volume, else vLLM's default."""
+    """vllm --safetensors-load-strategy: lazy, eager, or (vLLM 0.34.0 and later) prefetch; None: eager
+    on a network volume, else vLLM's default."""
     drain_seconds: NotRequired[int]
     """How long a stopping pod keeps serving its open streams after it leaves the Service. Default 120."""
     max_surge: NotRequired[int]
@@ -239,8 +240,13 @@ returned (v1/engine/utils.py launch_core_engines). Not read by 0.11.0 (absent fr
 vllm/envs.py; added by vllm PR #27444, merged after 0.11.0), and ignored by a release that
 does not read it. The server sets it to its startup budget, so vLLM never gives up before the
 startup probe does."""
-ENGINE_READY_TIMEOUT_AFTER = (0, 11, 0)
-"""Releases after this one read ENGINE_READY_TIMEOUT_ENV."""
+ENGINE_READY_TIMEOUT_SINCE = (0, 11, 1)
+"""The first release that may read ENGINE_READY_TIMEOUT_ENV: every one after 0.11.0."""
+PREFETCH_SINCE = (0, 34, 0)
+"""--safetensors-load-strategy prefetch: absent from 0.11.0 (vllm/config/load.py, a str whose
+docstring names lazy and eager), a SafetensorsLoadStrategy value in 0.34.0 (vllm/config/load.py:
+"Checkpoint files are read into the OS page cache before workers load them ... Useful on network
+or high-latency storage"); the releases between were not read, so they are not offered it."""
 API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
 
@@ -336,6 +342,17 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
             "startup_timeout_minutes": f"({args['startup_timeout_minutes']}) is shorter than the {needed} minutes a "
             f"{args['model_size_gb']:g} GB model needs to load at min_read_mb_per_s ({args['min_read_mb_per_s']} MB/s); "
             "raise it, or min_read_mb_per_s if the volume is faster"
+        }
+    return {}
+
+
+@check("load_strategy", "image", "vllm_release")
+def _load_strategy_exists_in_the_release(args: dict) -> Problems:
+    release = release_of(args["image"], args["vllm_release"])
+    if release is not None and args["load_strategy"] == "prefetch" and not release_at_least(release, PREFETCH_SINCE):
+        return {
+            "load_strategy": f"prefetch is not a --safetensors-load-strategy of vLLM {release} (lazy or eager "
+            "there; prefetch from 0.34.0 on): use eager, or an image of 0.34.0 or later"
         }
     return {}
 
@@ -444,7 +461,7 @@ SPEC = ArgsSpec(
         "image_pull_minutes": int_range(0, 24 * 60),
         "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
         "min_read_mb_per_s": int_range(1, 10**6),
-        "load_strategy": Literal["lazy", "eager"],
+        "load_strategy": Literal["lazy", "eager", "prefetch"],
         "drain_seconds": int_range(0, 24 * 3600),
         "min_replicas": int_range(0),
         "max_surge": int_range(0, 64),
@@ -461,6 +478,7 @@ SPEC = ArgsSpec(
         _fewest_within_most,
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
+        _load_strategy_exists_in_the_release,
         _own_flags_exist_in_the_release,
         _startup_budget_reads_the_weights,
         _env_names_are_free,
@@ -514,10 +532,15 @@ def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
     return env + env_list({**nccl_env(args), **args["env"]}, args["secret_env"])
 
 
+def release_at_least(release: Optional[str], first: tuple[int, int, int]) -> bool:
+    """Whether a release (e.g. 0.34.0, 0.11.0.post1) is `first` or later; False when unknown."""
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release or "")
+    return numbers is not None and tuple(map(int, numbers.groups())) >= first
+
+
 def reads_engine_ready_timeout(image: str, vllm_release: Optional[str]) -> bool:
     """Whether the image's vLLM release reads VLLM_ENGINE_READY_TIMEOUT_S."""
-    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release_of(image, vllm_release) or "")
-    return numbers is not None and tuple(map(int, numbers.groups())) > ENGINE_READY_TIMEOUT_AFTER
+    return release_at_least(release_of(image, vllm_release), ENGINE_READY_TIMEOUT_SINCE)
 
 
 def engine_ready_env(args: VLLMServerArgs) -> dict[str, str]:

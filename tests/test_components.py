@@ -368,6 +368,15 @@ def test_the_engine_ready_timeout_follows_the_startup_budget_on_releases_that_re
     assert "VLLM_ENGINE_READY_TIMEOUT_S, which the server sets itself" in problems["env"]
 
 
+def test_prefetch_loading_only_on_releases_that_have_it():
+    _, pod = server_pod(image="vllm/vllm-openai:v0.34.0", load_strategy="prefetch")
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--safetensors-load-strategy") + 1] == "prefetch"
+    problems = assert_refused(VLLMServer, server_args(image="vllm/vllm-openai:v0.11.0", load_strategy="prefetch"), ["load_strategy"]).problems
+    assert problems["load_strategy"].startswith("prefetch is not a --safetensors-load-strategy of vLLM 0.11.0")
+    assert_refused(VLLMServer, server_args(image="vllm/vllm-openai:v0.34.0", load_strategy="torchao"), ["load_strategy"])
+
+
 def test_server_deployment_wiring():
     deployment, pod = server_pod()
     (server,) = pod["containers"]

@@ -10,8 +10,8 @@ METADATA; dropped from vLLM's requirements by 0.19.1, ai-dynamo/dynamo PR #8515)
 image runs this only if its Dockerfile installs Ray separately (not verified here). The Ray cluster is
 started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
 copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group; its
-arguments read the same at vllm-project/vllm 2584e94bc2b500b84af054a71559f04e60c4aec2 (a later
-commit than v0.11.0; the v0.34.0 tag's copy could not be read here).
+arguments read the same at vllm-project/vllm 2584e94bc2b500b84af054a71559f04e60c4aec2 (the copy
+available here; the v0.34.0 tag's could not be read).
 LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) injects LWS_LEADER_ADDRESS, LWS_GROUP_SIZE and
 LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole groups.
 """

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vllm_flag_table import dump, sha256_of, table_command  # noqa: E402 - the sibling tool
+from vllm_flag_table import sha256_of, table_command  # noqa: E402 - the sibling tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "components" / "vllm_metrics"

@@ -26,8 +26,8 @@ its function (``not (...)`` for an ``else`` branch), null when it always runs: a
 How the metrics are found
 -------------------------
 Nothing is imported: every ``vllm/v1/metrics/*.py`` of the wheel is parsed with ``ast``. A
-registration is a call of a prometheus_client metric class (``Gauge``, ``Counter``,
-``Histogram``), reached as a name imported from ``prometheus_client``, as
+registration is a call, in a function or method, of a prometheus_client metric class
+(``Gauge``, ``Counter``, ``Histogram``), reached as a name imported from ``prometheus_client``, as
 ``prometheus_client.X``, or as ``self._x_cls`` where the enclosing class (or a base class in
 the same file) sets ``_x_cls`` to one of those. Its ``name=`` is a string, or a variable
 assigned strings in the same function; ``labelnames=`` a list, a variable assigned one in the

@@ -18,9 +18,11 @@ from .readiness import route_accepted
 
 COMPONENT = "api"
 API_PATH = "/v1"
-"""The only path routed from outside: vLLM checks the API key on /v1 alone (0.11.0
-api_server.py, AuthenticationMiddleware); /invocations, /tokenize, /metrics and others answer
-anyone, and /health and /metrics are for probes and Prometheus inside the cluster."""
+"""The only path routed from outside: vLLM 0.11.0 checks the API key on /v1 alone (api_server.py,
+AuthenticationMiddleware); 0.34.0 on /v1, /v2, /inference and /cohere (entrypoints/serve/
+middleware/authenticate.py GUARDED_PREFIX). In both, /invocations, /tokenize, /metrics and
+others answer anyone, and /health and /metrics are for probes and Prometheus inside the
+cluster: /v1 is guarded in every release, so it alone is routed."""
 NGINX_PREFIX = "nginx.ingress.kubernetes.io"
 MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""

@@ -45,7 +45,7 @@ _IMAGE = re.compile(
     r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?"
 )
 _SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-IMAGE_EXAMPLE = "vllm/vllm-openai:v0.11.0"
+IMAGE_EXAMPLE = "vllm/vllm-openai:v0.34.0"
 
 
 def single_line(value: str) -> str:
@@ -190,7 +190,7 @@ def image_reference(value: str) -> str:
         match = None if domain != domain.lower() else match
     if not match or len(match["name"]) > 255:
         raise ValueError(
-            "must be an image reference such as vllm/vllm-openai:v0.11.0 (lowercase repository, "
+            "must be an image reference such as vllm/vllm-openai:v0.34.0 (lowercase repository, "
             "no spaces, an optional :tag and @sha256:<64 hex digits>)"
         )
     if match["digest"]:
@@ -263,7 +263,7 @@ def port_name(value: str) -> str:
 
 def with_registry(reference: str, registry: str) -> str:
     """A valid image reference pulled from another registry (a mirror): its own registry, if any,
-    replaced, e.g. vllm/vllm-openai:v0.11.0 -> harbor.internal/hub/vllm/vllm-openai:v0.11.0."""
+    replaced, e.g. vllm/vllm-openai:v0.34.0 -> harbor.internal/hub/vllm/vllm-openai:v0.34.0."""
     # Without '.', ':' or localhost the first component is a Docker Hub path, as
     # distribution/reference's normalize.go splits it.
     match = _IMAGE.fullmatch(reference)

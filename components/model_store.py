@@ -132,7 +132,7 @@ class ModelStoreArgs(TypedDict):
     """The hub token as a Pulumi secret; the component keeps it in a Secret <name>-hub-token. At
     most one of token and token_secret."""
     image: NotRequired[str]
-    """Image of the Job; needs python3 and pip (the vLLM image has both). Default vllm/vllm-openai:v0.11.0."""
+    """Image of the Job; needs python3 and pip (the vLLM image has both). Default vllm/vllm-openai:v0.34.0."""
     install_client: NotRequired[bool]
     """Install the tested hub client when the Job starts, every package pinned by hash (needs a Python
     package index). False runs the client the image ships. Default true."""
@@ -174,7 +174,7 @@ class ModelStoreArgs(TypedDict):
 
 
 DEFAULTS: dict[str, Any] = {
-    "image": "vllm/vllm-openai:v0.11.0",
+    "image": "vllm/vllm-openai:v0.34.0",
     "source": "modelscope",
     "revision": None,
     "endpoint": None,

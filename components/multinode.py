@@ -8,9 +8,14 @@ headless and connecting to the leader's front end (``data_expert_group``).
 
 For ``pipeline``: vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
 across nodes (docs: serving/parallelism_scaling; deployment/frameworks/lws), through the
-Ray executor; vLLM 0.11.0 has no other multi-node executor (no --nnodes). The Ray cluster is
+Ray executor; vLLM 0.11.0 has no other multi-node executor (no --nnodes). Ray must be in the
+image: vLLM 0.11.0's wheel requires ray[cgraph]>=2.48.0, 0.34.0's requires no Ray at all (its
+METADATA; dropped from vLLM's requirements by 0.19.1, ai-dynamo/dynamo PR #8515), so a 0.34.0
+image runs this only if its Dockerfile installs Ray separately (not verified here). The Ray cluster is
 started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
-copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group.
+copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group; its
+arguments read the same at vllm-project/vllm 2584e94bc2b500b84af054a71559f04e60c4aec2 (the copy
+available here; the v0.34.0 tag's could not be read).
 LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) injects LWS_LEADER_ADDRESS, LWS_GROUP_SIZE and
 LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole groups.
 """

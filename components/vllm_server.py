@@ -5,6 +5,7 @@ several (``nodes``; see ``multinode``).
 """
 
 import posixpath
+import re
 from typing import Annotated, Any, Literal, NotRequired, Optional, TypedDict
 
 import pulumi
@@ -90,7 +91,7 @@ PORT = 8000
 PORT_NAME = "http"
 PARALLEL_SHM_SIZE = "20Gi"
 SINGLE_GPU_SHM_SIZE = "2Gi"
-DEFAULT_IMAGE = "vllm/vllm-openai:v0.11.0"
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.34.0"
 """The release this project's facts were checked against (API key scope, loading options, flags)."""
 
 
@@ -114,7 +115,7 @@ class VLLMServerArgs(TypedDict):
     namespace: pulumi.Input[str]
     """Namespace of the Deployment."""
     image: NotRequired[str]
-    """vLLM OpenAI server image, pinned by tag or digest. Default vllm/vllm-openai:v0.11.0."""
+    """vLLM OpenAI server image, pinned by tag or digest. Default vllm/vllm-openai:v0.34.0."""
     vllm_release: NotRequired[Optional[str]]
     """The vLLM release the image runs, e.g. 0.11.0, whose flag table checks the server's flags;
     None reads it from a v<release> image tag."""
@@ -192,7 +193,8 @@ class VLLMServerArgs(TypedDict):
     network_volume: NotRequired[bool]
     """The model volume is a network file system (NFS, Lustre): load the weights eagerly. Default false."""
     load_strategy: NotRequired[Optional[str]]
-    """vllm --safetensors-load-strategy, lazy or eager; None: eager on a network volume, else vLLM's default."""
+    """vllm --safetensors-load-strategy: lazy, eager, or (vLLM 0.34.0 and later) prefetch; None: eager
+    on a network volume, else vLLM's default."""
     drain_seconds: NotRequired[int]
     """How long a stopping pod keeps serving its open streams after it leaves the Service. Default 120."""
     max_surge: NotRequired[int]
@@ -254,6 +256,25 @@ DEFAULTS: dict[str, Any] = {
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", **SCRATCH_ENV}
 """Environment the server always gets: serve only the staged files, send no usage reports, keep
 every cache in the scratch directory."""
+ENGINE_READY_TIMEOUT_ENV = "VLLM_ENGINE_READY_TIMEOUT_S"
+"""How long an API server process waits for its engines to report ready, which is after they
+have loaded the weights and profiled the KV cache (vLLM 0.34.0 v1/engine/core_client.py
+MPClient.__init__: "often caused by slow weight loading"; v1/engine/core.py sends the ready
+message after EngineCore.__init__). Default 600 s (vllm/envs.py). It bounds the load whenever
+the API servers run in processes of their own (--api-server-count > 1, the default with
+--data-parallel-size > 1: entrypoints/cli/serve.py run_multi_api_server starts them before it
+waits for the engines); a lone in-process API server polls only after wait_for_engine_startup
+returned (v1/engine/utils.py launch_core_engines). Not read by 0.11.0 (absent from its
+vllm/envs.py; added by vllm PR #27444, merged after 0.11.0), and ignored by a release that
+does not read it. The server sets it to its startup budget, so vLLM never gives up before the
+startup probe does."""
+ENGINE_READY_TIMEOUT_SINCE = (0, 11, 1)
+"""The first release that may read ENGINE_READY_TIMEOUT_ENV: every one after 0.11.0."""
+PREFETCH_SINCE = (0, 34, 0)
+"""--safetensors-load-strategy prefetch: absent from 0.11.0 (vllm/config/load.py, a str whose
+docstring names lazy and eager), a SafetensorsLoadStrategy value in 0.34.0 (vllm/config/load.py:
+"Checkpoint files are read into the OS page cache before workers load them ... Useful on network
+or high-latency storage"); the releases between were not read, so they are not offered it."""
 API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
 
@@ -352,10 +373,27 @@ def _startup_budget_reads_the_weights(args: dict) -> Problems:
     return {}
 
 
-@check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca")
+@check("load_strategy", "image", "vllm_release")
+def _load_strategy_exists_in_the_release(args: dict) -> Problems:
+    release = release_of(args["image"], args["vllm_release"])
+    if release is not None and args["load_strategy"] == "prefetch" and not release_at_least(release, PREFETCH_SINCE):
+        return {
+            "load_strategy": f"prefetch is not a --safetensors-load-strategy of vLLM {release} (lazy or eager "
+            "there; prefetch from 0.34.0 on): use eager, or an image of 0.34.0 or later"
+        }
+    return {}
+
+
+@check("env", "secret_env", "api_key_secret", "api_key", "nccl_socket_ifname", "nccl_ib_hca", "image", "vllm_release")
 def _env_names_are_free(args: dict) -> Problems:
     takes_key = args["api_key_secret"] or args["api_key"] is not None
-    taken = {*SERVER_ENV, *([API_KEY_ENV] if takes_key else []), *nccl_env(args)}
+    reads_timeout = reads_engine_ready_timeout(args["image"], args["vllm_release"])
+    taken = {
+        *SERVER_ENV,
+        *([API_KEY_ENV] if takes_key else []),
+        *nccl_env(args),
+        *([ENGINE_READY_TIMEOUT_ENV] if reads_timeout else []),
+    }
     problems = {}
     for argument in ("env", "secret_env"):
         if clash := sorted(taken & args[argument].keys()):
@@ -512,7 +550,7 @@ SPEC = ArgsSpec(
         "image_pull_minutes": int_range(0, 24 * 60),
         "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
         "min_read_mb_per_s": int_range(1, 10**6),
-        "load_strategy": Literal["lazy", "eager"],
+        "load_strategy": Literal["lazy", "eager", "prefetch"],
         "drain_seconds": int_range(0, 24 * 3600),
         "min_replicas": int_range(0),
         "max_surge": int_range(0, 64),
@@ -529,6 +567,7 @@ SPEC = ArgsSpec(
         _fewest_within_most,
         _shm_fits_in_memory,
         _extra_args_exist_in_the_release,
+        _load_strategy_exists_in_the_release,
         _own_flags_exist_in_the_release,
         _startup_budget_reads_the_weights,
         _env_names_are_free,
@@ -576,10 +615,29 @@ def api_key_ref(name: str, args: VLLMServerArgs) -> Optional[SecretKeyArgs]:
 
 def container_env(name: str, args: VLLMServerArgs) -> list[dict]:
     args = with_defaults(args, DEFAULTS)
-    env = [{"name": key, "value": value} for key, value in SERVER_ENV.items()]
+    env = [{"name": key, "value": value} for key, value in {**SERVER_ENV, **engine_ready_env(args)}.items()]
     if secret := api_key_ref(name, args):
         env += env_list({}, {API_KEY_ENV: secret})
     return env + env_list({**nccl_env(args), **args["env"]}, args["secret_env"])
+
+
+def release_at_least(release: Optional[str], first: tuple[int, int, int]) -> bool:
+    """Whether a release (e.g. 0.34.0, 0.11.0.post1) is `first` or later; False when unknown."""
+    numbers = re.match(r"(\d+)\.(\d+)\.(\d+)", release or "")
+    return numbers is not None and tuple(map(int, numbers.groups())) >= first
+
+
+def reads_engine_ready_timeout(image: str, vllm_release: Optional[str]) -> bool:
+    """Whether the image's vLLM release reads VLLM_ENGINE_READY_TIMEOUT_S."""
+    return release_at_least(release_of(image, vllm_release), ENGINE_READY_TIMEOUT_SINCE)
+
+
+def engine_ready_env(args: VLLMServerArgs) -> dict[str, str]:
+    """VLLM_ENGINE_READY_TIMEOUT_S: the startup budget in seconds, on releases that read it."""
+    args = with_defaults(args, DEFAULTS)
+    if not reads_engine_ready_timeout(args["image"], args["vllm_release"]):
+        return {}
+    return {ENGINE_READY_TIMEOUT_ENV: str(60 * startup_budget_minutes(args))}
 
 
 def nccl_env(args: VLLMServerArgs) -> dict[str, str]:
@@ -594,7 +652,10 @@ def nccl_env(args: VLLMServerArgs) -> dict[str, str]:
 
 def load_flags(args: VLLMServerArgs) -> list[str]:
     """Eager loading from network file systems: vLLM's lazy default memory-maps every file, and each
-    rank reads it again (vllm/config/load.py recommends eager for NFS and Lustre)."""
+    rank reads it again (vllm/config/load.py recommends eager for NFS and Lustre). Values: lazy
+    and eager in 0.11.0 (a str, default "lazy"); lazy, eager, prefetch and torchao in 0.34.0
+    (SafetensorsLoadStrategy; default None, lazy with a page-cache prefetch when it detects NFS
+    and the checkpoint fits in 90 % of RAM). The two passed here mean the same in both."""
     args = with_defaults(args, DEFAULTS)
     strategy = args["load_strategy"] or ("eager" if args["network_volume"] else None)
     return ["--safetensors-load-strategy", strategy] if strategy else []
@@ -657,7 +718,9 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
 def drain_hook(drain_seconds: int) -> dict:
     """A preStop delay: a stopping pod leaves the Service's endpoints at once and keeps serving
     its open streams this long. vLLM 0.11.0 stops its engine at SIGTERM before its HTTP server
-    drains (entrypoints/openai/api_server.py run_server_worker), so what still runs then is cut."""
+    drains (entrypoints/openai/api_server.py run_server_worker), so what still runs then is cut;
+    0.34.0 does the same with its default --shutdown-timeout 0, "abort" (entrypoints/launchers/
+    launcher.py handle_shutdown, config/vllm.py shutdown_timeout)."""
     return {"lifecycle": {"preStop": {"sleep": {"seconds": drain_seconds}}}} if drain_seconds else {}
 
 

@@ -56,8 +56,9 @@ SECRET_WORDS = frozenset({"KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDE
 components/pods.py reads them: HF_TOKEN is one, TOKENIZERS_PARALLELISM is not."""
 API_KEY_ENV = "VLLM_API_KEY"
 API_PATH = "/v1"
-"""vLLM checks the API key on paths under /v1 alone; /invocations, /tokenize, /metrics and more
-answer anyone (0.11.0 api_server.py, AuthenticationMiddleware)."""
+"""vLLM checks the API key on paths under /v1 (0.11.0 api_server.py AuthenticationMiddleware: /v1
+alone; 0.34.0 entrypoints/serve/middleware/authenticate.py: /v1, /v2, /inference, /cohere);
+/invocations, /tokenize, /metrics and more answer anyone in both."""
 ALLOW_PUBLIC_WITHOUT_API_KEY = "allowPublicWithoutApiKey"
 """The stack setting (and policy config value) that serves a public route without an API key."""
 
@@ -80,7 +81,7 @@ HEADLESS_FLAG = "--headless"
 SERVER_MODULES = ("vllm.entrypoints.openai.api_server", "vllm.entrypoints.cli.main")
 SERVER_IMAGE_NAME = "vllm-openai"
 """vLLM's server images (vllm/vllm-openai and its mirrors) run ``vllm serve`` as their entrypoint."""
-PINNED_EXAMPLE = "vllm/vllm-openai:v0.11.0"
+PINNED_EXAMPLE = "vllm/vllm-openai:v0.34.0"
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 # Where each workload kind keeps its pod templates, by (API group, kind).

@@ -15,7 +15,9 @@ The API key is read from an environment variable (``--api-key-env``, default ``V
 or from the stack's ``apiKey`` output, never from the command line, and is never printed.
 Exit status: 0 all passed, 1 a check failed, 2 bad usage.
 
-The vLLM behaviours relied on were read in vLLM 0.11.0's source (the wheel), cited where used.
+The vLLM behaviours relied on were read in vLLM 0.11.0's source (the wheel), cited where used,
+and again in 0.34.0's: the same paths, status codes, bodies and stream format; an unknown
+model's message adds "Valid aliases: ..." and param "model" (docs/vllm-releases.md).
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ Answers as vLLM 0.11.0 does (read in the release's wheel, vllm/entrypoints/opena
   then ``data: [DONE]`` (serving_chat.py ``chat_completion_stream_generator``);
 - any other path: FastAPI's 404 ``{"detail":"Not Found"}``.
 
+vLLM 0.34.0 answers these paths the same way (entrypoints/serve/instrumentator/health.py,
+entrypoints/serve/middleware/authenticate.py, entrypoints/openai/models/api_router.py,
+entrypoints/openai/chat_completion/serving.py), but for an unknown model's message, which adds
+"Valid aliases: <served names>." with ``param`` "model" (entrypoints/serve/engine/serving.py).
+
 Faults (``FakeVLLM.fault``): ``cut`` (the connection closes in the middle of a chunk after two
 tokens, no [DONE]), ``no-done`` (the response ends cleanly after two tokens without [DONE]),
 ``non-json`` (a chunk whose data is not JSON), ``error-chunk`` (vLLM's in-stream error chunk,

@@ -1,15 +1,18 @@
-"""Scrape targets that expose what a vLLM 0.11.0 server, the DCGM exporter and kube-state-metrics
-expose, under a synthetic load whose rates and quantiles are known in advance.
+"""Scrape targets that expose what a vLLM server of a given release, the DCGM exporter and
+kube-state-metrics expose, under a synthetic load whose rates and quantiles are known in advance.
 
-vLLM 0.11.0 (vllm/v1/metrics/loggers.py, PrometheusStatLogger) registers prometheus_client
-metrics with the labels ``model_name`` (the served model name) and ``engine`` (the engine
-index, one per data-parallel rank), and serves them in prometheus_client's text format:
+vLLM registers prometheus_client metrics with the labels ``model_name`` (the served model name)
+and ``engine`` (the engine index, one per data-parallel rank), and serves them in
+prometheus_client's text format. The names, help texts and histogram buckets served are those
+of the release's metric table (components/vllm_metrics/v<release>.json, read from the release's
+wheel by tools/vllm_metric_table.py); a name the release does not register unconditionally is
+not served:
 
 * gauges ``vllm:num_requests_waiting``, ``vllm:num_requests_running``, ``vllm:kv_cache_usage_perc``;
 * counters ``vllm:num_preemptions``, ``vllm:prompt_tokens``, ``vllm:generation_tokens``, exposed
   as ``<name>_total`` with a ``<name>_created`` gauge;
 * histograms ``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds`` and
-  ``vllm:e2e_request_latency_seconds`` with the buckets below.
+  ``vllm:e2e_request_latency_seconds``.
 
 The load: gauges hold fixed values; every counter (histogram buckets, sums and counts included)
 is its per-second rate times the seconds since the process "started", an hour before the
@@ -21,44 +24,77 @@ quantile of the configured distribution, whatever the extrapolation at the windo
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Optional
 
 UPTIME_AT_START = 3600.0
 """Seconds the fake processes claim to have run when the targets are created."""
 
-# vllm/v1/metrics/loggers.py (0.11.0), PrometheusStatLogger.__init__.
-TTFT_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)
-ITL_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-    40.0, 80.0,
-)
-E2E_BUCKETS = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-    480.0, 960.0, 1920.0, 7680.0,
-)
-HISTOGRAMS = {
-    "ttft": ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS),
-    "itl": ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS),
-    "e2e": ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", E2E_BUCKETS),
+METRIC_TABLES = Path(__file__).resolve().parent.parent / "components" / "vllm_metrics"
+RELEASES = sorted(path.stem.removeprefix("v") for path in METRIC_TABLES.glob("v*.json"))
+"""Every release with a metric table."""
+
+# What the fake serves, by metric name: the Engine attribute that holds its value (its rate, for
+# counters; its Latency, for histograms).
+GAUGES = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv_cache",
 }
-GAUGES = (
-    ("vllm:num_requests_running", "Number of requests in model execution batches.", "running"),
-    ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", "waiting"),
-    ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", "kv_cache"),
-)
-COUNTERS = (
-    ("vllm:num_preemptions", "Cumulative number of preemption from the engine.", "preemptions_per_second"),
-    ("vllm:prompt_tokens", "Number of prefill tokens processed.", "prompt_tokens_per_second"),
-    ("vllm:generation_tokens", "Number of generation tokens processed.", "generation_tokens_per_second"),
-)
+COUNTERS = {
+    "vllm:num_preemptions": "preemptions_per_second",
+    "vllm:prompt_tokens": "prompt_tokens_per_second",
+    "vllm:generation_tokens": "generation_tokens_per_second",
+}
+HISTOGRAMS = {
+    "vllm:time_to_first_token_seconds": "ttft",
+    "vllm:inter_token_latency_seconds": "itl",
+    "vllm:e2e_request_latency_seconds": "e2e",
+}
+
+
+@dataclass(frozen=True)
+class Served:
+    """One metric as a release serves it."""
+
+    name: str
+    help: str
+    attribute: str
+    buckets: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseMetrics:
+    """The served metrics of one vLLM release, from its metric table."""
+
+    release: str
+    gauges: tuple[Served, ...]
+    counters: tuple[Served, ...]
+    histograms: tuple[Served, ...]
+
+    def buckets(self, attribute: str) -> tuple[float, ...]:
+        """The bucket bounds of the histogram held in an Engine attribute (ttft, itl, e2e)."""
+        (histogram,) = [h for h in self.histograms if h.attribute == attribute]
+        return histogram.buckets
+
+
+def release_metrics(release: str) -> ReleaseMetrics:
+    table = json.loads((METRIC_TABLES / f"v{release}.json").read_text())["metrics"]
+
+    def served(names: dict[str, str]) -> tuple[Served, ...]:
+        return tuple(
+            Served(name, table[name]["documentation"], attribute, tuple(table[name].get("buckets") or ()))
+            for name, attribute in names.items()
+            if name in table and table[name]["condition"] is None
+        )
+
+    return ReleaseMetrics(release, served(GAUGES), served(COUNTERS), served(HISTOGRAMS))
 
 
 def go_float(value: float) -> str:
@@ -99,7 +135,7 @@ class Latency:
 
     def check(self, buckets: tuple[float, ...]) -> None:
         assert set(self.shares) <= set(buckets), f"{sorted(self.shares)} are not all bucket bounds of {buckets}"
-        assert math.isclose(sum(self.shares.values()), 1.0), self.shares
+        assert math.isclose(sum(self.shares.values()), 1.0) or not (self.shares or self.per_second), self.shares
 
     def cumulative(self, buckets: tuple[float, ...]) -> list[float]:
         """The share of observations at or below each bound, then +Inf."""
@@ -125,13 +161,10 @@ class Engine:
     preemptions_per_second: float = 0.0
     prompt_tokens_per_second: float = 0.0
     generation_tokens_per_second: float = 0.0
-    ttft: Latency = field(default_factory=lambda: Latency(0.0, {TTFT_BUCKETS[0]: 1.0}))
-    itl: Latency = field(default_factory=lambda: Latency(0.0, {ITL_BUCKETS[0]: 1.0}))
-    e2e: Latency = field(default_factory=lambda: Latency(0.0, {E2E_BUCKETS[0]: 1.0}))
-
-    def __post_init__(self) -> None:
-        for kind, (_, _, buckets) in HISTOGRAMS.items():
-            getattr(self, kind).check(buckets)
+    ttft: Latency = field(default_factory=lambda: Latency(0.0, {}))
+    itl: Latency = field(default_factory=lambda: Latency(0.0, {}))
+    e2e: Latency = field(default_factory=lambda: Latency(0.0, {}))
+    """Latencies: none observed, by default."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +183,9 @@ class Pod:
     None: they keep growing."""
 
 
-def vllm_exposition(pod: Pod, uptime: float, started: float) -> str:
-    """/metrics of a vLLM 0.11.0 server, as prometheus_client writes it (text format 0.0.4, labels
-    in name order)."""
+def vllm_exposition(pod: Pod, uptime: float, started: float, metrics: ReleaseMetrics) -> str:
+    """/metrics of a vLLM server of the release, as prometheus_client writes it (text format
+    0.0.4, labels in name order)."""
     if pod.frozen_at is not None:
         uptime = min(uptime, pod.frozen_at)
     per_engine = [({"engine": str(index), "model_name": pod.model_name}, engine) for index, engine in enumerate(pod.engines)]
@@ -161,24 +194,26 @@ def vllm_exposition(pod: Pod, uptime: float, started: float) -> str:
         return _sample(name, dict(sorted(labels.items())), value)
 
     out: list[str] = []
-    for name, help_text, attribute in GAUGES:
-        out += [f"# HELP {name} {help_text}\n", f"# TYPE {name} gauge\n"]
-        out += [sample(name, labels, getattr(engine, attribute)) for labels, engine in per_engine]
-    for name, help_text, attribute in COUNTERS:
-        out += [f"# HELP {name}_total {help_text}\n", f"# TYPE {name}_total counter\n"]
-        out += [sample(f"{name}_total", labels, getattr(engine, attribute) * uptime) for labels, engine in per_engine]
-        out += [f"# HELP {name}_created {help_text}\n", f"# TYPE {name}_created gauge\n"]
+    for gauge in metrics.gauges:
+        out += [f"# HELP {gauge.name} {gauge.help}\n", f"# TYPE {gauge.name} gauge\n"]
+        out += [sample(gauge.name, labels, getattr(engine, gauge.attribute)) for labels, engine in per_engine]
+    for counter in metrics.counters:
+        name = counter.name
+        out += [f"# HELP {name}_total {counter.help}\n", f"# TYPE {name}_total counter\n"]
+        out += [sample(f"{name}_total", labels, getattr(engine, counter.attribute) * uptime) for labels, engine in per_engine]
+        out += [f"# HELP {name}_created {counter.help}\n", f"# TYPE {name}_created gauge\n"]
         out += [sample(f"{name}_created", labels, started) for labels, _ in per_engine]
-    for kind, (name, help_text, buckets) in HISTOGRAMS.items():
-        out += [f"# HELP {name} {help_text}\n", f"# TYPE {name} histogram\n"]
+    for histogram in metrics.histograms:
+        name, buckets = histogram.name, histogram.buckets
+        out += [f"# HELP {name} {histogram.help}\n", f"# TYPE {name} histogram\n"]
         for labels, engine in per_engine:
-            latency: Latency = getattr(engine, kind)
+            latency: Latency = getattr(engine, histogram.attribute)
             observed = latency.per_second * uptime
             for bound, share in zip((*buckets, math.inf), latency.cumulative(buckets)):
                 out.append(sample(f"{name}_bucket", {**labels, "le": go_float(bound)}, share * observed))
             out.append(sample(f"{name}_count", labels, observed))
             out.append(sample(f"{name}_sum", labels, latency.mean(buckets) * observed))
-        out += [f"# HELP {name}_created {help_text}\n", f"# TYPE {name}_created gauge\n"]
+        out += [f"# HELP {name}_created {histogram.help}\n", f"# TYPE {name}_created gauge\n"]
         out += [sample(f"{name}_created", labels, started) for labels, _ in per_engine]
     return "".join(out)
 
@@ -291,16 +326,24 @@ def closed_address() -> str:
 
 class Cluster:
     """The scrape targets of a namespace-spanning synthetic cluster: one endpoint per vLLM pod
-    (none for a pod that is not up), the DCGM exporter and kube-state-metrics."""
+    (none for a pod that is not up) serving the release's metrics, the DCGM exporter and
+    kube-state-metrics."""
 
-    def __init__(self, pods: list[Pod], gpus: list[Gpu], deployments: list[Deployment]):
+    def __init__(self, pods: list[Pod], gpus: list[Gpu], deployments: list[Deployment], release: str):
         self.started = time.time() - UPTIME_AT_START
         self.pods = pods
+        self.metrics = release_metrics(release)
+        for pod in pods:
+            for engine in pod.engines:
+                for histogram in self.metrics.histograms:
+                    getattr(engine, histogram.attribute).check(histogram.buckets)
         self.endpoints: dict[str, MetricsEndpoint] = {}
         self.down: dict[str, str] = {}
         for pod in pods:
             if pod.up:
-                self.endpoints[pod.name] = MetricsEndpoint(lambda pod=pod: vllm_exposition(pod, self.uptime(), self.started))
+                self.endpoints[pod.name] = MetricsEndpoint(
+                    lambda pod=pod: vllm_exposition(pod, self.uptime(), self.started, self.metrics)
+                )
             else:
                 self.down[pod.name] = closed_address()
         self.dcgm = MetricsEndpoint(lambda: dcgm_exposition(gpus))

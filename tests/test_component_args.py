@@ -54,7 +54,7 @@ def test_model_store_in_the_readme_form_with_several_mistakes():
     )
     assert error.problems == {
         "model_id": "must be owner/name, e.g. Qwen/Qwen3-0.6B: names of letters, digits, '.', '_' and '-' (not starting with '.'), separated by '/'",
-        "image": "uses the moving tag latest; pin a release, e.g. vllm/vllm-openai:v0.11.0, or a digest",
+        "image": "uses the moving tag latest; pin a release, e.g. vllm/vllm-openai:v0.34.0, or a digest",
         "size": "'20 gigs' is not a Kubernetes quantity such as 500m, 8, 32Gi or 500G",
         "revison": "is not an argument of ModelStore; did you mean revision?",
     }

@@ -40,7 +40,7 @@ def store_args(**changes):
         "namespace": "ns",
         "model_id": "Qwen/Qwen3-0.6B",
         "revision": "master",
-        "image": "vllm/vllm-openai:v0.11.0",
+        "image": "vllm/vllm-openai:v0.34.0",
         "size": "20Gi",
         **changes,
     }
@@ -244,11 +244,11 @@ def test_the_plan_warns_of_a_moving_revision_and_of_an_image_the_lock_is_not_for
     assert run_component(lambda: ModelStore("m", store_args(revision="0" * 40))).warnings == []
     (warning,) = run_component(lambda: ModelStore("m", store_args())).warnings
     assert warning.startswith("ModelStore m: revision master is the hub's default branch")
-    mirrored = store_args(revision="0" * 40, image="harbor.internal/hub/vllm/vllm-openai:v0.11.0")
+    mirrored = store_args(revision="0" * 40, image="harbor.internal/hub/vllm/vllm-openai:v0.34.0")
     assert run_component(lambda: ModelStore("m", mirrored)).warnings == []
     (warning,) = run_component(lambda: ModelStore("m", store_args(revision="0" * 40, image="python:3.13"))).warnings
     assert warning == (
-        "ModelStore m: the hub client's lock pins wheels for vllm/vllm-openai:v0.11.0's Python and platform; on image "
+        "ModelStore m: the hub client's lock pins wheels for vllm/vllm-openai:v0.34.0's Python and platform; on image "
         "python:3.13 with another Python the Job's install fails on their hashes: stage with that image, or set "
         "install_client false to run the image's own client"
     )
@@ -349,6 +349,32 @@ def server_pod(**changes):
     rendering = run_component(lambda: VLLMServer("srv", server_args(**changes)))
     deployment = rendering.only("Deployment")
     return deployment, deployment["spec"]["template"]["spec"]
+
+
+def test_the_engine_ready_timeout_follows_the_startup_budget_on_releases_that_read_it():
+    """vLLM 0.34.0 gives up on engines that are not ready after VLLM_ENGINE_READY_TIMEOUT_S
+    (600 s by default), which a 470 GB load exceeds: the server sets it to the startup probe's
+    budget. 0.11.0 has no such variable."""
+    _, pod = server_pod(image="vllm/vllm-openai:v0.34.0", startup_timeout_minutes=45)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    startup = pod["containers"][0]["startupProbe"]
+    assert env["VLLM_ENGINE_READY_TIMEOUT_S"] == str(45 * 60)
+    assert int(env["VLLM_ENGINE_READY_TIMEOUT_S"]) <= startup["periodSeconds"] * startup["failureThreshold"]
+    _, old = server_pod(startup_timeout_minutes=45)
+    assert "VLLM_ENGINE_READY_TIMEOUT_S" not in {e["name"] for e in old["containers"][0]["env"]}
+    problems = assert_refused(
+        VLLMServer, server_args(image="vllm/vllm-openai:v0.34.0", env={"VLLM_ENGINE_READY_TIMEOUT_S": "60"}), ["env"]
+    ).problems
+    assert "VLLM_ENGINE_READY_TIMEOUT_S, which the server sets itself" in problems["env"]
+
+
+def test_prefetch_loading_only_on_releases_that_have_it():
+    _, pod = server_pod(image="vllm/vllm-openai:v0.34.0", load_strategy="prefetch")
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--safetensors-load-strategy") + 1] == "prefetch"
+    problems = assert_refused(VLLMServer, server_args(image="vllm/vllm-openai:v0.11.0", load_strategy="prefetch"), ["load_strategy"]).problems
+    assert problems["load_strategy"].startswith("prefetch is not a --safetensors-load-strategy of vLLM 0.11.0")
+    assert_refused(VLLMServer, server_args(image="vllm/vllm-openai:v0.34.0", load_strategy="torchao"), ["load_strategy"])
 
 
 def test_server_deployment_wiring():

@@ -17,6 +17,8 @@ from stack.render import EchoMocks, render_stack
 PROJECT = read_project(ROOT)
 DIGEST = "sha256:" + "a" * 64
 WITH_HOST = {"host": "vllm.example.com", "apiKeySecretName": "vllm-key"}
+V0_11 = {"image": "vllm/vllm-openai:v0.11.0"}
+"""Flags 0.34.0 removed (--swap-space, --task, --rope-scaling) still pass on a stack that pins 0.11.0."""
 GATEWAY = {**WITH_HOST, "exposureRoute": "gateway", "gatewayName": "public"}
 AUTOSCALING = {"autoscalingEnabled": True, "autoscalingMaxReplicas": 3, "storageAccessMode": "ReadWriteMany"}
 
@@ -50,7 +52,9 @@ BAD_CONFIGS = [
     ({"extraArgs": ["--api-key abc"]}, "extraArgs", "plain text"),
     ({"extraArgs": ["--max-num-seqs 64"]}, "extraArgs", "next item"),
     ({"extraArgs": ["--tensor-paralel-size", "1"]}, "extraArgs", "did you mean --tensor-parallel-size"),
-    ({"extraArgs": ["--no-such-flag"]}, "extraArgs", "not a flag of vLLM 0.11.0"),
+    ({"extraArgs": ["--no-such-flag"]}, "extraArgs", "not a flag of vLLM 0.34.0"),
+    ({"extraArgs": ["--swap-space", "4"]}, "extraArgs", "--swap-space is not a flag of vLLM 0.34.0"),
+    ({**V0_11, "safetensorsLoadStrategy": "prefetch"}, "safetensorsLoadStrategy", "prefetch is not a --safetensors-load-strategy of vLLM 0.11.0"),
     ({"extraArgs": ["--max-num-seqs"]}, "extraArgs", "needs a value"),
     ({"extraArgs": ["--max-num-seqs", "--enable-prefix-caching"]}, "extraArgs", "needs a value"),
     ({"extraArgs": ["--enable-prefix-caching=true"]}, "extraArgs", "takes no value"),
@@ -119,7 +123,7 @@ BAD_CONFIGS = [
     ({"modelSizeGB": 2, "storageSize": "3Gi"}, "storageSize", "cannot hold 2 revisions"),
     ({"modelSizeGB": 5, "modelLoadMinReadMBps": 1, "startupTimeoutMinutes": 60}, "startupTimeoutMinutes", "shorter than the 89 minutes"),
     ({"modelRevisionsToKeep": 1}, "modelRevisionsToKeep", "at least 2"),
-    ({"safetensorsLoadStrategy": "fast"}, "safetensorsLoadStrategy", "lazy or eager"),
+    ({"safetensorsLoadStrategy": "fast"}, "safetensorsLoadStrategy", "lazy, eager or prefetch"),
     ({"drainSeconds": -1}, "drainSeconds", "at least 0"),
     ({"imagePullMinutes": -1}, "imagePullMinutes", "at least 0"),
     ({"modelLoadMinReadMBps": 0}, "modelLoadMinReadMBps", "at least 1"),
@@ -342,9 +346,9 @@ VALID_EDGES = [
     ({**GATEWAY, "gatewayListener": "public.https"}, lambda r: r.only("HTTPRoute")["spec"]["parentRefs"][0]["sectionName"] == "public.https"),
     ({**GATEWAY, "pathPrefix": "qwen"}, lambda r: r.outputs["endpoint"].endswith("/qwen/v1")
      and r.only("HTTPRoute")["spec"]["rules"][0]["filters"][0]["type"] == "URLRewrite"),
-    ({"extraArgs": ["--swap-space", "4"]}, lambda r: first_container(r, "Deployment")["args"][-2:] == ["--swap-space", "4"]),
-    ({"extraArgs": ["--task", "generate"]}, lambda r: "--task" in first_container(r, "Deployment")["args"]),
-    ({"extraArgs": ["--rope-scaling", '{"rope_type":"yarn","factor":4.0}']}, lambda r: "--rope-scaling" in first_container(r, "Deployment")["args"]),
+    ({**V0_11, "extraArgs": ["--swap-space", "4"]}, lambda r: first_container(r, "Deployment")["args"][-2:] == ["--swap-space", "4"]),
+    ({**V0_11, "extraArgs": ["--task", "generate"]}, lambda r: "--task" in first_container(r, "Deployment")["args"]),
+    ({**V0_11, "extraArgs": ["--rope-scaling", '{"rope_type":"yarn","factor":4.0}']}, lambda r: "--rope-scaling" in first_container(r, "Deployment")["args"]),
     ({"extraArgs": ["--max_num_seqs=64", "--no-enable-prefix-caching"]}, lambda r: "--max_num_seqs=64" in first_container(r, "Deployment")["args"]),
     ({"extraArgs": ["--max-num-seqs", "64", "--enable-prefix-caching"]}, lambda r: first_container(r, "Deployment")["args"][-1] == "--enable-prefix-caching"),
     ({"name": "v" * 48}, lambda r: r.only("Deployment")["metadata"]["name"] == "v" * 48),
@@ -362,7 +366,7 @@ VALID_EDGES = [
     ({"modelRevision": "v1.0.0", "createNamespace": False}, lambda r: "Namespace" not in {o.kind for o in r.objects}),
     ({"hamiCores": 0, "hamiMemoryMiB": 4096}, lambda r: first_container(r, "Deployment")["resources"]["limits"]["nvidia.com/gpumem"] == "4096"),
     ({"modelAllowPatterns": ["*.json", "original/*"]}, lambda r: "original/*" in first_container(r, "Job")["args"]),
-    ({"imageRegistry": "harbor.internal/hub"}, lambda r: first_container(r, "Deployment")["image"] == "harbor.internal/hub/vllm/vllm-openai:v0.11.0"),
+    ({"imageRegistry": "harbor.internal/hub"}, lambda r: first_container(r, "Deployment")["image"] == "harbor.internal/hub/vllm/vllm-openai:v0.34.0"),
     ({"imagePullSecrets": ["regcred"], "priorityClassName": "inference"}, lambda r: pod_of(r, "Job")["imagePullSecrets"] == pod_of(r, "Deployment")["imagePullSecrets"] == [{"name": "regcred"}]),
     ({"nodeSelector": ["pool=gpu-a"], "tolerations": ["dedicated=inference:NoSchedule", "spot"]}, lambda r: pod_of(r, "Deployment")["nodeSelector"] == {"pool": "gpu-a"} and "nodeSelector" not in pod_of(r, "Job")),
     ({"serverEnv": ["NCCL_DEBUG=INFO", "NCCL_SOCKET_IFNAME=$(POD_IFACE)"], "serverSecretEnv": ["HF_TOKEN=hub-token:token"]}, lambda r: {"name": "NCCL_SOCKET_IFNAME", "value": "$$(POD_IFACE)"} in first_container(r, "Deployment")["env"]),

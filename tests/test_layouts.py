@@ -13,7 +13,7 @@ from vllm_serving_components.vllm_server import offload_mib_per_pod, pod_memory,
 from stack.config import ConfigError
 from stack.render import render_stack
 
-NEW_RELEASE = "vllm/vllm-openai:v0.33.0"
+NEW_RELEASE = "vllm/vllm-openai:v0.34.0"
 """A release with --kv-offloading-size (0.11.0 has none)."""
 QWEN3_235B = {"layers": 94, "kv_heads": 4, "head_dim": 128, "expert_fraction": 0.966}
 EIGHT_80 = pod_fragment(gpu_args(count=8, products=["NVIDIA-H100-80GB-HBM3"]))

@@ -67,7 +67,7 @@ def consumer(tmp_path_factory, wheel) -> Path:
 
 def test_the_package_installs_under_its_own_name_with_its_data(consumer):
     package = consumer / "site" / IMPORT_NAME
-    for pattern in ("*.py", "vllm_flags/*.json", "stage_client/*.txt"):
+    for pattern in ("*.py", "vllm_flags/*.json", "vllm_metrics/*.json", "stage_client/*.txt"):
         assert sorted(p.name for p in package.glob(pattern)) == sorted(p.name for p in (ROOT / "components").glob(pattern))
     assert (package / "py.typed").is_file()
     assert not (consumer / "site" / "components").exists()

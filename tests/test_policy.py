@@ -315,7 +315,7 @@ def test_pinned_images_pass(image):
 def test_unpinned_server_images_fail(image, words):
     (message,) = check(rules.pinned_images, server(image=image))
     assert message.startswith("Deployment ai/qwen: container vllm ")
-    assert words in message and "pin a release tag, e.g. vllm/vllm-openai:v0.11.0, or a digest" in message
+    assert words in message and "pin a release tag, e.g. vllm/vllm-openai:v0.34.0, or a digest" in message
 
 
 def test_init_containers_and_jobs_need_pinned_images_too():

@@ -1,7 +1,8 @@
 """The scaling queries, alert rules and dashboard of components/monitoring.py, run by a real
 Prometheus (Debian's package; .ci/run installs it) and promtool.
 
-A Prometheus on loopback scrapes, every second, fake vLLM 0.11.0 pods (tests/fake_vllm_metrics.py)
+A Prometheus on loopback scrapes, every second, fake vLLM pods (tests/fake_vllm_metrics.py), once
+per release with a metric table (0.11.0 and 0.34.0: each serves its release's names and buckets),
 of two served models in one namespace and of a model with A's served name and deployment name
 in another namespace, beside a DCGM exporter and kube-state-metrics, all under a known load.
 Every scaling query must return model A's value (and, the second model's name needing
@@ -15,15 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_vllm_metrics import (
-    E2E_BUCKETS,
-    ITL_BUCKETS,
-    TTFT_BUCKETS,
+    RELEASES,
     Cluster,
     Deployment,
     Engine,
     Gpu,
     Latency,
     Pod,
+    release_metrics,
 )
 from prometheus_server import Prometheus, QueryError, binary, promtool, version
 
@@ -197,12 +197,19 @@ SIGNALS = {
 
 
 
+@pytest.fixture(scope="module", params=RELEASES)
+def release(request) -> str:
+    """The vLLM release whose metrics the fake pods serve: every test on the scraped values runs
+    once per release."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory):
+def prometheus(tmp_path_factory, release):
     """Prometheus scraping the synthetic cluster every second, once every target has been scraped
     long enough for a RATE_WINDOW rate; stopped (and the targets closed) whatever happens."""
     binary("promtool")
-    cluster = Cluster(PODS, GPUS, DEPLOYMENTS)
+    cluster = Cluster(PODS, GPUS, DEPLOYMENTS, release)
     server = Prometheus(tmp_path_factory.mktemp("prometheus"), cluster.scrape_configs())
     try:
         cluster.start()
@@ -219,7 +226,11 @@ def prometheus(tmp_path_factory):
         cluster.stop()
 
 
-def test_the_fake_targets_are_scraped_as_vllm_exposes_them(prometheus):
+def test_the_releases_are_those_of_the_metric_tables():
+    assert {"0.11.0", "0.34.0"} <= set(RELEASES)
+
+
+def test_the_fake_targets_are_scraped_as_vllm_exposes_them(prometheus, release):
     up = {item["metric"]["pod"]: item["value"] for item in prometheus.query("up")}
     assert up.pop("vllm-qwen3-7c9d8b6f5-b9n3c") == 0, "the loading pod's target is down"
     assert set(up.values()) == {1}
@@ -228,14 +239,12 @@ def test_the_fake_targets_are_scraped_as_vllm_exposes_them(prometheus):
     assert sorted((s["metric"]["namespace"], s["metric"]["pod"], s["metric"]["model_name"], s["metric"]["engine"]) for s in served) == sorted(
         (pod.namespace, pod.name, pod.model_name, str(index)) for pod in PODS if pod.up for index in range(len(pod.engines))
     )
-    # Counters are exported with _total, histograms with every vLLM bucket and +Inf.
-    for name, buckets in (
-        ("vllm:time_to_first_token_seconds", TTFT_BUCKETS),
-        ("vllm:inter_token_latency_seconds", ITL_BUCKETS),
-        ("vllm:e2e_request_latency_seconds", E2E_BUCKETS),
-    ):
-        bounds = prometheus.query(f'count by (le) ({name}_bucket{{pod="vllm-qwen3-7c9d8b6f5-m8q7z"}})')
-        assert sorted(float(s["metric"]["le"]) for s in bounds) == [*buckets, math.inf]
+    # Counters are exported with _total, histograms with every bucket of the release and +Inf.
+    histograms = release_metrics(release).histograms
+    assert sorted(h.name for h in histograms) == sorted(queries.LATENCY_HISTOGRAMS.values())
+    for histogram in histograms:
+        bounds = prometheus.query(f'count by (le) ({histogram.name}_bucket{{pod="vllm-qwen3-7c9d8b6f5-m8q7z"}})')
+        assert sorted(float(s["metric"]["le"]) for s in bounds) == [*histogram.buckets, math.inf]
     for counter in (queries.PREEMPTIONS, queries.PROMPT_TOKENS, queries.GENERATION_TOKENS):
         assert prometheus.query(f"count({counter})")[0]["value"] == 8
     # The exporters' series keep the workloads' namespace and pod (honor_labels); a GPU no pod

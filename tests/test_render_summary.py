@@ -36,7 +36,7 @@ def block(rendering, kind, name=None) -> str:
 def test_prod_server(rendered):
     assert block(rendered["prod"], "Deployment") == """\
 Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
-  image      vllm/vllm-openai:v0.11.0
+  image      vllm/vllm-openai:v0.34.0
   layout     tensor parallel 8, one engine
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
   resources  cpu 32, memory 160Gi (requests = limits)
@@ -47,7 +47,7 @@ Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
   rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
              at 1 replica a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 80m, update 166m
-  dependsOn  Job/vllm-qwen3-235b-stage-c1c88a40, PersistentVolumeClaim/vllm-qwen3-235b-models,
+  dependsOn  Job/vllm-qwen3-235b-stage-139e6c8f, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b"""
 
 
@@ -73,8 +73,8 @@ ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
 ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim
   quota      requests.nvidia.com/gpu: 16"""
     assert block(prod, "Job") == """\
-Job                    ai-serving  vllm-qwen3-235b-stage-c1c88a40  ModelStore
-  image      vllm/vllm-openai:v0.11.0
+Job                    ai-serving  vllm-qwen3-235b-stage-139e6c8f  ModelStore
+  image      vllm/vllm-openai:v0.34.0
   resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
   options    customTimeouts create 485m, update 485m; deleteBeforeReplace
   dependsOn  ConfigMap/vllm-qwen3-235b-stage-script, PersistentVolumeClaim/vllm-qwen3-235b-models,
@@ -91,7 +91,7 @@ def test_dev_server_on_a_hami_slice_and_its_volume(rendered):
     dev = rendered["dev"]
     assert block(dev, "Deployment") == """\
 Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServer
-  image      vllm/vllm-openai:v0.11.0
+  image      vllm/vllm-openai:v0.34.0
   layout     tensor parallel 1, one engine
   gpus       nvidia.com/gpu: 1, nvidia.com/gpucores: 50, nvidia.com/gpumem: 12288; scheduler hami-scheduler
   resources  cpu 4, memory 16Gi (requests = limits)
@@ -102,7 +102,7 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
   rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
              1 keeps serving
   options    customTimeouts create 35m, update 38m
-  dependsOn  Job/vllm-qwen3-0-6b-stage-ce450ccc, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
+  dependsOn  Job/vllm-qwen3-0-6b-stage-0aec26f8, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
              ServiceAccount/vllm-qwen3-0-6b"""
     assert block(dev, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
@@ -125,7 +125,7 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
   rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 100m, update 206m
-  dependsOn  Job/vllm-qwen3-235b-mn-stage-c3d80ec7, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
+  dependsOn  Job/vllm-qwen3-235b-mn-stage-ac460a7f, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
              ServiceAccount/vllm-qwen3-235b-mn"""
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
 
@@ -177,7 +177,7 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
     assert lines[0] == "### Stack `prod`: 18 objects"
     assert lines[2:4] == ["| Kind | Namespace | Name | Component | What to check |", "|---|---|---|---|---|"]
     assert (
-        "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.11.0"
+        "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.34.0"
         "<br>**layout** tensor parallel 8, one engine"
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
         "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**vllm** --served-model-name qwen3-235b, "
@@ -185,7 +185,7 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
         "--safetensors-load-strategy eager<br>**api key** $VLLM_API_KEY from Secret vllm-api-key, key api-key"
         "<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
         "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
-        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-c1c88a40, "
+        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-139e6c8f, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines

@@ -169,7 +169,7 @@ def test_prod_server_matches_the_reference_case(rendered):
     def flag(name):
         return args[args.index(name) + 1]
 
-    assert server["image"] == "vllm/vllm-openai:v0.11.0"
+    assert server["image"] == "vllm/vllm-openai:v0.34.0"
     assert flag("--tensor-parallel-size") == "8"
     assert flag("--gpu-memory-utilization") == "0.9"
     assert flag("--max-model-len") == "32768"

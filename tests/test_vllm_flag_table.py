@@ -263,18 +263,25 @@ PROJECT_FLAGS = (
 
 
 def test_the_releases_the_project_relies_on_are_checked_in():
-    assert {p.name for p in CHECKED_IN} >= {"v0.11.0.json", "v0.33.0.json"}
+    assert {p.name for p in CHECKED_IN} >= {"v0.11.0.json", "v0.33.0.json", "v0.34.0.json"}
+
+
+def checked_table(path: Path, keys: set[str]) -> dict:
+    """A checked-in per-release table (of flags or metrics): in the generators' stable format, with
+    these keys, named after its release, read from that release's wheel."""
+    text = path.read_text()
+    document = json.loads(text)
+    assert text == tool.dump(document), "not in the generator's stable format"
+    assert set(document) == {"release", "source", "sha256", *keys}
+    assert path.name == f"v{document['release']}.json"
+    assert re.fullmatch(r"vllm-" + re.escape(document["release"]) + r"-.+\.whl", document["source"])
+    assert re.fullmatch(r"[0-9a-f]{64}", document["sha256"])
+    return document
 
 
 @pytest.mark.parametrize("path", CHECKED_IN, ids=lambda p: p.name)
 def test_checked_in_table_is_well_formed(path):
-    text = path.read_text()
-    document = json.loads(text)
-    assert text == tool.dump(document), "not in the generator's stable format"
-    assert set(document) == {"release", "source", "sha256", "normalisation", "options"}
-    assert path.name == f"v{document['release']}.json"
-    assert re.fullmatch(r"vllm-" + re.escape(document["release"]) + r"-.+\.whl", document["source"])
-    assert re.fullmatch(r"[0-9a-f]{64}", document["sha256"])
+    document = checked_table(path, {"normalisation", "options"})
     assert set(document["normalisation"]) == {
         "underscores_to_dashes", "equals_value", "dotted_json_keys", "enable_disable_pairs", "abbreviations"}
     assert all(isinstance(v, bool) for v in document["normalisation"].values())
@@ -302,8 +309,9 @@ def test_checked_in_table_is_well_formed(path):
     assert options["-h"] == options["--help"] == {"dest": "help", "takes_value": "none"}
 
 
-def test_the_flags_the_project_passes_exist_in_0_11_0():
-    options = json.loads((TABLES / "v0.11.0.json").read_text())["options"]
+@pytest.mark.parametrize("release", ["0.11.0", "0.34.0"])
+def test_the_flags_the_project_passes_exist(release):
+    options = json.loads((TABLES / f"v{release}.json").read_text())["options"]
     missing = [flag for flag in PROJECT_FLAGS if flag not in options]
     assert missing == []
     assert options["-tp"]["dest"] == options["--tensor-parallel-size"]["dest"]

@@ -63,6 +63,12 @@ IMAGE_RUNTIMES = {
     # deadsnakes PPA into the final stage FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu22.04
     # (Ubuntu 22.04: glibc 2.35); x86_64, the GPU nodes' platform (arm64 nodes need an entry of their own).
     "vllm/vllm-openai:v0.11.0": Runtime("3.12", (2, 35), "x86_64"),
+    # v0.34.0: its docker/Dockerfile at the tag could not be read here (the stored copy of
+    # vllm-project/vllm's docker/Dockerfile is of an older commit, with ARG PYTHON_VERSION=3.12);
+    # the release's wheel accepts Python >=3.11,<3.15 (its METADATA Requires-Python) and is built
+    # for manylinux_2_28. CPython 3.12 as in every release's Dockerfile read so far, and glibc 2.35
+    # as the floor (an Ubuntu 22.04 or newer base runs every wheel chosen for it).
+    "vllm/vllm-openai:v0.34.0": Runtime("3.12", (2, 35), "x86_64"),
 }
 
 

@@ -110,7 +110,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "components" / "vllm_flags"
@@ -1960,11 +1960,21 @@ def download_wheel(release: str, directory: Path) -> Path:
     return existing[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def table_command(
+    argv: list[str] | None,
+    *,
+    description: str,
+    default_out: Path,
+    document_of: Callable[[Path, str], dict[str, Any]],
+    errors: tuple[type[Exception], ...],
+    describe: Callable[[dict[str, Any]], str],
+) -> int:
+    """The command line of a per-release table generator: read each release's wheel (given, or
+    pip-downloaded), write <out>/v<release>.json, or exit 1 naming what could not be read."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("releases", nargs="+", help="vLLM releases, e.g. 0.11.0 0.33.0")
     parser.add_argument("--wheel", type=Path, help="read this wheel instead of downloading (one release only)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for v<release>.json")
+    parser.add_argument("--out", type=Path, default=default_out, help="directory for v<release>.json")
     parser.add_argument("--download-dir", type=Path, help="keep downloaded wheels here (default: a temporary dir)")
     args = parser.parse_args(argv)
     if args.wheel and len(args.releases) != 1:
@@ -1976,14 +1986,25 @@ def main(argv: list[str] | None = None) -> int:
         for release in args.releases:
             try:
                 wheel = args.wheel or download_wheel(release, download_dir)
-                document = table_document(wheel, release)
-            except (FlagTableError, subprocess.CalledProcessError) as exc:
+                document = document_of(wheel, release)
+            except (*errors, subprocess.CalledProcessError) as exc:
                 print(f"error: vllm {release}: {exc}", file=sys.stderr)
                 return 1
             target = args.out / f"v{release}.json"
             target.write_text(dump(document))
-            print(f"{target}: {len(document['options'])} option strings")
+            print(f"{target}: {describe(document)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return table_command(
+        argv,
+        description=__doc__.split("\n\n")[0],
+        default_out=DEFAULT_OUT,
+        document_of=table_document,
+        errors=(FlagTableError,),
+        describe=lambda document: f"{len(document['options'])} option strings",
+    )
 
 
 if __name__ == "__main__":

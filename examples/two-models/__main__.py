@@ -14,7 +14,7 @@ import pulumi
 from vllm_serving_components import PORT, PORT_NAME, Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
 from vllm_serving_components.stage_model import MARKER_NAME
 
-IMAGE = "vllm/vllm-openai:v0.11.0"
+IMAGE = "vllm/vllm-openai:v0.34.0"
 
 config = pulumi.Config()
 api_key: SecretKeyArgs = {"name": config.get("apiKeySecretName") or "models-api-key", "key": "api-key"}

@@ -4,7 +4,7 @@
   pod allowed). The KV heads split over the tensor ranks, replicated when there are fewer heads
   than ranks (Qwen3-235B-A22B has 4: at tensor 8 each is held twice).
 * ``pipeline``: one engine over a LeaderWorkerSet group, tensor parallel inside each node and
-  pipeline parallel across the nodes, over Ray (``multinode``).
+  pipeline parallel across the nodes (``multinode``).
 * ``data-expert``: data-parallel attention with expert-parallel experts, vLLM's layout for MoE
   models (docs serving/data_parallel_deployment.md and expert_parallel_deployment.md; llm-d's
   wide-EP path): ``--data-parallel-size`` engines, each tensor parallel over its own GPUs and
@@ -21,11 +21,15 @@ first. With ``--data-parallel-backend ray`` vLLM would place the remote engines 
 cluster the pods must first form (docs: "Remote DP ranks will be allocated based on node
 resources of the Ray cluster"), which adds the Ray start and its wait for no gain here.
 
-``pipeline`` keeps Ray on every release: 0.11.0 has no other multi-node executor (no ``--nnodes``),
-and the image's helper both bounds the group's wait (``--ray_init_timeout``) and gives each worker
-a readiness check (its Ray node alive), which the rollout timing is built on.
+``pipeline`` across nodes uses the same multiprocess path on releases that have it (``--nnodes``,
+``--node-rank``, ``--master-addr``, ``--headless``: 0.33.0 and later), and Ray only on releases that
+have no other multi-node executor (0.11.0). A 0.34.0 image cannot be relied on to hold Ray: the
+0.34.0 wheel requires none (its METADATA; 0.11.0's requires ray[cgraph]>=2.48.0). The leader's
+executor waits for the other nodes' workers before its engine reports ready, so here too the
+leader's /health speaks for the group, and the workers probe it.
 """
 
+from dataclasses import dataclass
 from typing import Optional
 
 LAYOUTS = ("tensor", "pipeline", "data-expert")
@@ -106,25 +110,50 @@ def _data_expert_problems(
 
 
 def data_expert_flags(data: int, nodes: int) -> list[str]:
-    """The leader's (or the only pod's) data-parallel and expert-parallel flags. Across nodes each
-    pod names its local engines and the leader's handshake port; the leader's address is appended
-    at start (data_expert_script), as it is known only in the pod."""
+    """The data-parallel and expert-parallel flags every pod runs with. Across nodes each pod names
+    its local engines and the leader's handshake port; what differs by pod is added at start
+    (group_scripts)."""
     flags = ["--data-parallel-size", str(data), "--enable-expert-parallel"]
     if nodes > 1:
         flags += ["--data-parallel-size-local", str(data // nodes), "--data-parallel-rpc-port", str(DATA_PARALLEL_RPC_PORT)]
     return flags
 
 
-WORKER_FLAGS = ["--headless", "--data-parallel-start-rank", "0", "--data-parallel-address", "leader"]
-"""The flags data_expert_script adds to a worker, with sample values: to check the release has them."""
+def multiprocess_pipeline_flags(nodes: int) -> list[str]:
+    """One engine over the nodes through vLLM's multiprocess executor (docs serving/
+    parallelism_scaling.md, "Running vLLM with MultiProcessing": --nnodes, --node-rank and
+    --master-addr on every node, --headless on all but the first; vllm/config/parallel.py)."""
+    return ["--distributed-executor-backend", "mp", "--nnodes", str(nodes)]
 
 
-def data_expert_script(local_engines: int, worker: bool) -> str:
-    """Run the vLLM command ("$0" "$@") with the leader's address, and on a worker, headless from
-    its first rank: the worker index (LWS_WORKER_INDEX, 1 and up) x its local engines. No value from
-    configuration is spliced into shell text, only this whole number."""
-    address = f'--data-parallel-address "${LEADER_ADDRESS_ENV}"'
-    if not worker:
-        return f'exec "$0" "$@" {address}'
-    start = f'"$((LWS_WORKER_INDEX * {int(local_engines)}))"'
-    return f'exec "$0" "$@" {address} --headless --data-parallel-start-rank {start}'
+@dataclass(frozen=True)
+class GroupScripts:
+    """What the leader's and a worker's shell add to the vLLM command ("$0" "$@") at start, from
+    the group's environment. No value from configuration is spliced into shell text, only whole
+    numbers."""
+
+    leader: str
+    worker: str
+    worker_flags: tuple[str, ...]
+    """The flags the worker's script adds, with sample values: to check the release has them."""
+
+
+def group_scripts(layout: str, local_engines: int) -> GroupScripts:
+    """data-expert: every pod names the leader's address; a worker runs headless from its first
+    engine's rank, the worker index (LWS_WORKER_INDEX, 1 and up) x its local engines.
+    pipeline: every pod names the leader as the master and its own node rank; a worker is headless."""
+    run = 'exec "$0" "$@"'
+    if layout == DATA_EXPERT:
+        address = f'--data-parallel-address "${LEADER_ADDRESS_ENV}"'
+        start = f'"$((LWS_WORKER_INDEX * {int(local_engines)}))"'
+        return GroupScripts(
+            leader=f"{run} {address}",
+            worker=f"{run} {address} --headless --data-parallel-start-rank {start}",
+            worker_flags=("--data-parallel-address", "leader", "--headless", "--data-parallel-start-rank", "1"),
+        )
+    master = f'--master-addr "${LEADER_ADDRESS_ENV}"'
+    return GroupScripts(
+        leader=f"{run} {master} --node-rank 0",
+        worker=f'{run} {master} --node-rank "$LWS_WORKER_INDEX" --headless',
+        worker_flags=("--master-addr", "leader", "--node-rank", "1", "--headless"),
+    )

@@ -1,28 +1,24 @@
 """A replica larger than one node: a LeaderWorkerSet group.
 
 One group is one replica, every pod with its GPU fragment and the same read-only model claim.
-The layout (``components.layout``) decides what the pods run: for ``pipeline``, a leader pod
-running the Ray head and the OpenAI API server, and workers joining its Ray cluster; for
-``data-expert``, one ``vllm serve`` per pod with its local data-parallel engines, the workers
-headless and connecting to the leader's front end (``data_expert_group``).
+The layout (``components.layout``) decides what the pods run. On vLLM's own multi-node path
+(``multiprocess_group``: a data-expert group, or a pipeline on releases with ``--nnodes``) every
+pod runs ``vllm serve``, the leader with the API, the workers headless and joining it. On releases
+without it (0.11.0), a pipeline runs over Ray: a leader pod running the Ray head and the API
+server, and workers joining its Ray cluster (``ray_group``).
 
-For ``pipeline``: vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
-across nodes (docs: serving/parallelism_scaling; deployment/frameworks/lws), through the
-Ray executor; vLLM 0.11.0 has no other multi-node executor (no --nnodes). Ray must be in the
-image: vLLM 0.11.0's wheel requires ray[cgraph]>=2.48.0, 0.34.0's requires no Ray at all (its
-METADATA; dropped from vLLM's requirements by 0.19.1, ai-dynamo/dynamo PR #8515), so a 0.34.0
-image runs this only if its Dockerfile installs Ray separately (not verified here). The Ray cluster is
-started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
-copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group; its
-arguments read the same at vllm-project/vllm 2584e94bc2b500b84af054a71559f04e60c4aec2 (the copy
-available here; the v0.34.0 tag's could not be read).
+Over Ray: vLLM spreads the model with tensor parallelism inside a node and pipeline parallelism
+across nodes (docs: serving/parallelism_scaling; deployment/frameworks/lws), through the Ray
+executor. Ray must be in the image: vLLM 0.11.0's wheel requires ray[cgraph]>=2.48.0. The Ray
+cluster is started by vLLM's own helper in the image (examples/online_serving/multi-node-serving.sh,
+copied to /vllm-workspace/examples by vLLM's Dockerfile), which waits for the whole group.
 LeaderWorkerSet (leaderworkerset.x-k8s.io/v1) injects LWS_LEADER_ADDRESS, LWS_GROUP_SIZE and
 LWS_WORKER_INDEX, restarts the group as a unit, and rolls out and scales whole groups.
 """
 
 import math
 
-from .layout import LEADER_ADDRESS_ENV, data_expert_script
+from .layout import LEADER_ADDRESS_ENV, GroupScripts
 from .probes import HEALTH_PATH, probes_with
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
@@ -122,26 +118,30 @@ def leader_health_check(port: int) -> str:
     )
 
 
-def data_expert_group(
-    leader_pod: dict, local_engines: int, port: int, startup_minutes: int, leader_env: tuple[str, ...]
+def multiprocess_group(
+    leader_pod: dict, scripts: GroupScripts, port: int, startup_minutes: int, leader_env: tuple[str, ...]
 ) -> tuple[dict, dict]:
-    """The leader's and the workers' pod specs of a data-expert group, from the server's pod (its
-    server already with the data-parallel flags, its startup probe covering the group's start).
+    """The leader's and the workers' pod specs of a group that runs vLLM's own multi-node path (a
+    data-expert group, or a pipeline on releases with --nnodes), from the server's pod (its server
+    already with the layout's flags, its startup probe covering the group's start).
 
     A worker runs the same ``vllm serve``, headless: no API, no port, none of leader_env (the API
-    key). Its engines are ready when the leader's front end is, which serves only once every engine
-    of the group has reported ready; so its probes ask the leader's /health, on the leader's own
-    timing: a group whose API stays down after it started is recreated through any of its pods.
+    key). Its share of the engine is ready when the leader's front end is, which serves only once
+    every worker of the group has reported ready; so its probes ask the leader's /health, on the
+    leader's own timing: a group whose API stays down after it started is recreated through any of
+    its pods.
     """
     server = server_of(leader_pod)
-    leader = {**leader_pod, "containers": [in_shell(server, data_expert_script(local_engines, worker=False))]}
     worker = {
         "name": "vllm-worker",
         **{key: server[key] for key in ("command", "args", *WORKER_KEPT) if key in server},
         "env": [variable for variable in server.get("env", []) if variable["name"] not in leader_env],
         **probes_with({"exec": {"command": ["python3", "-c", leader_health_check(port)]}}, startup_minutes),
     }
-    return leader, {**leader_pod, "containers": [in_shell(worker, data_expert_script(local_engines, worker=True))]}
+    return (
+        {**leader_pod, "containers": [in_shell(server, scripts.leader)]},
+        {**leader_pod, "containers": [in_shell(worker, scripts.worker)]},
+    )
 
 
 def lws_spec(

@@ -51,7 +51,7 @@ def termination_grace_seconds(drain_seconds: int) -> int:
 
 
 def group_wait_seconds(image_pull_minutes: int) -> int:
-    """How long the pods of a multi-node group wait for each other to join its Ray cluster.
+    """How long the pods of a multi-node group wait for each other to join its leader.
 
     They are created together; one may still be pulling its image on a fresh node while another
     runs, so the wait covers one image pull and the scheduling margin.

@@ -278,7 +278,7 @@ SCRIPT_EXEC = 'exec "$0" "$@"'
 
 def _serve_arguments(container: dict) -> Optional[list[str]]:
     """What follows `vllm serve` in a container's command and args (a multi-node leader runs it
-    after its Ray script), or None when the container does not run it."""
+    after its start script), or None when the container does not run it."""
     words = [*(container.get("command") or []), *(container.get("args") or [])]
     starts = [index for index in range(len(words) - 1) if words[index : index + 2] == VLLM_SERVE]
     return words[starts[0] + 2 :] if starts else None
@@ -341,8 +341,9 @@ def _vllm_flags(pod: dict) -> str:
 
 
 def _api_key(pod: dict) -> str:
-    """Where the server's API key comes from: a Secret's key, or none (anyone may call /v1)."""
-    if (server := _server(pod)) is None:
+    """Where the server's API key comes from: a Secret's key, or none (anyone may call /v1). A
+    headless server (a multi-node worker) has no API, so nothing to say."""
+    if (server := _server(pod)) is None or "--headless" in _flag_values(pod):
         return ""
     for env in server.get("env") or []:
         if env.get("name") == API_KEY_ENV:

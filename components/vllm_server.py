@@ -1,6 +1,6 @@
 """VLLMServer: vLLM's OpenAI-compatible server on a staged model.
 
-A Deployment when one replica fits one node; a LeaderWorkerSet of Ray groups when it spans
+A Deployment when one replica fits one node; a LeaderWorkerSet of groups when it spans
 several (``nodes``; see ``multinode``).
 """
 
@@ -33,13 +33,21 @@ from .escaping import container_text, container_texts
 from .capacity import Architecture, Layout, capacity
 from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
-from .layout import DATA_EXPERT, LAYOUTS, WORKER_FLAGS, data_expert_flags, default_layout, layout_problems
+from .layout import (
+    DATA_EXPERT,
+    LAYOUTS,
+    data_expert_flags,
+    default_layout,
+    group_scripts,
+    layout_problems,
+    multiprocess_pipeline_flags,
+)
 from .multinode import (
     LWS_API_VERSION,
     LWS_KIND,
     LWS_NAME_LABEL,
     RAY_EXECUTOR_FLAGS,
-    data_expert_group,
+    multiprocess_group,
     group_traffic,
     lws_spec,
     ray_group,
@@ -131,8 +139,8 @@ class VLLMServerArgs(TypedDict):
     """The name clients pass as `model`."""
     layout: NotRequired[Optional[str]]
     """How a replica's GPUs serve the model (components.layout): tensor (one engine on one pod),
-    pipeline (one engine, tensor parallel inside each node and pipeline parallel across nodes, over
-    Ray), or data-expert (data_parallel_size engines with their own KV caches, the experts of a MoE
+    pipeline (one engine, tensor parallel inside each node and pipeline parallel across nodes), or
+    data-expert (data_parallel_size engines with their own KV caches, the experts of a MoE
     model spread over all of them). None: tensor on one node, pipeline across nodes."""
     tensor_parallel_size: NotRequired[int]
     """vllm --tensor-parallel-size: GPUs of one engine (of one node's share of it, across nodes). Default 1."""
@@ -157,8 +165,8 @@ class VLLMServerArgs(TypedDict):
     gpu: GpuPodFragment
     """How each pod gets GPUs (GpuClaim.pod_fragment)."""
     nodes: NotRequired[int]
-    """Pods (nodes) per replica. Above 1, a LeaderWorkerSet group runs vLLM over Ray: tensor
-    parallelism inside each pod's GPUs, pipeline parallelism across the pods. Default 1."""
+    """Pods (nodes) per replica. Above 1, a LeaderWorkerSet group runs one replica: its leader serves
+    the API, its workers join it (vLLM's own multi-node executor; Ray on 0.11.0). Default 1."""
     nccl_socket_ifname: NotRequired[Optional[str]]
     """The network interface NCCL and Gloo use between nodes (NCCL_SOCKET_IFNAME), e.g. eth0."""
     nccl_ib_hca: NotRequired[Optional[str]]
@@ -465,13 +473,30 @@ def kv_offload_flags(args: VLLMServerArgs) -> list[str]:
     return ["--kv-offloading-size", str(args["kv_offload_gib"]), "--kv-offloading-backend", "native"]
 
 
-def layout_flags(args: VLLMServerArgs) -> list[str]:
-    """The executor and data-parallel flags of the layout."""
+def over_ray(args: VLLMServerArgs) -> bool:
+    """Whether a replica runs over Ray: a pipeline across nodes on a release without vLLM's own
+    multi-node executor (no --nnodes in its flag table: 0.11.0; components.layout)."""
     args = with_defaults(args, DEFAULTS)
-    layout = layout_name(args)
-    if layout == DATA_EXPERT:
+    if args["nodes"] == 1 or layout_name(args) == DATA_EXPERT:
+        return False
+    table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
+    return table is not None and table.lookup("--nnodes")[1] is None
+
+
+def layout_flags(args: VLLMServerArgs) -> list[str]:
+    """The executor and data-parallel flags of the layout, alike on every pod."""
+    args = with_defaults(args, DEFAULTS)
+    if layout_name(args) == DATA_EXPERT:
         return data_expert_flags(args["data_parallel_size"], args["nodes"])
-    return RAY_EXECUTOR_FLAGS if args["nodes"] > 1 else []
+    if args["nodes"] == 1:
+        return []
+    return RAY_EXECUTOR_FLAGS if over_ray(args) else multiprocess_pipeline_flags(args["nodes"])
+
+
+def scripts(args: VLLMServerArgs):
+    """What each pod of a group on vLLM's own multi-node path adds at start (components.layout)."""
+    args = with_defaults(args, DEFAULTS)
+    return group_scripts(layout_name(args), args["data_parallel_size"] // args["nodes"])
 
 
 def pod_memory(args: VLLMServerArgs) -> str:
@@ -500,7 +525,7 @@ def _own_flags_exist_in_the_release(args: dict) -> Problems:
     table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
     if table is None:  # reported by _extra_args_exist_in_the_release
         return {}
-    worker = WORKER_FLAGS if layout_name(args) == DATA_EXPERT and args["nodes"] > 1 else []
+    worker = list(scripts(args).worker_flags) if args["nodes"] > 1 and not over_ray(args) else []
     backend = [*args["gpu"]["vllm_args"], *load_flags(args), *layout_flags(args), *worker]
     problems = {}
     if missing := unknown_flags(serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=backend), table):
@@ -877,11 +902,10 @@ def gap_warning(name: str) -> str:
 def group_spec(name: str, args: VLLMServerArgs) -> dict:
     """The LeaderWorkerSet spec of a replica spanning args["nodes"] nodes."""
     args = with_defaults(args, DEFAULTS)
-    if layout_name(args) == DATA_EXPERT:
-        local_engines = args["data_parallel_size"] // args["nodes"]
-        leader, worker = data_expert_group(pod_spec(name, args), local_engines, PORT, startup_budget_minutes(args), (API_KEY_ENV,))
-    else:
+    if over_ray(args):
         leader, worker = ray_group(pod_spec(name, args), group_wait(args))
+    else:
+        leader, worker = multiprocess_group(pod_spec(name, args), scripts(args), PORT, startup_budget_minutes(args), (API_KEY_ENV,))
     return lws_spec(
         leader_pod=leader,
         worker_pod=worker,

@@ -41,8 +41,39 @@ def test_one_replica_is_a_group_of_two_nodes_restarted_as_a_unit_once_started(mu
     assert "replicas" not in lws["spec"], "the autoscaler owns the groups"
 
 
-def test_the_leader_runs_the_ray_head_and_the_api_and_the_workers_join_it(multinode):
+def test_the_leader_runs_the_engine_and_the_api_and_the_headless_worker_joins_it(multinode):
+    """vLLM's own multi-node executor (0.34.0): every pod runs vllm serve with --nnodes, the leader
+    as node 0 and the master, the worker headless as node LWS_WORKER_INDEX."""
     _, leader, worker = templates(multinode)
+    (server,) = leader["spec"]["containers"]
+    (joiner,) = worker["spec"]["containers"]
+    for container in (server, joiner):
+        assert container["command"][:2] == ["sh", "-c"] and container["command"][3:] == ["vllm"]
+        flags = container["args"]
+        assert flags[:2] == ["serve", "/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master"]
+        for flag, value in [("--tensor-parallel-size", "8"), ("--pipeline-parallel-size", "2"),
+                            ("--distributed-executor-backend", "mp"), ("--nnodes", "2")]:
+            assert flags[flags.index(flag) + 1] == value
+    assert server["command"][2] == 'exec "$0" "$@" --master-addr "$LWS_LEADER_ADDRESS" --node-rank 0'
+    assert joiner["command"][2] == 'exec "$0" "$@" --master-addr "$LWS_LEADER_ADDRESS" --node-rank "$LWS_WORKER_INDEX" --headless'
+    assert "multi-node-serving.sh" not in server["command"][2] + joiner["command"][2]
+    # The leader's startup budget covers the wait for its group (a pull, 15 min, and 5), then the load (60 min).
+    assert server["startupProbe"]["failureThreshold"] * server["startupProbe"]["periodSeconds"] == (20 + 60) * 60
+    # The worker has no API: it probes the leader's, on the leader's timing, and has no key.
+    assert "ports" not in joiner and "VLLM_API_KEY" not in {e["name"] for e in joiner["env"]}
+    assert "os.environ['LWS_LEADER_ADDRESS']" in joiner["readinessProbe"]["exec"]["command"][2]
+    assert joiner["startupProbe"]["failureThreshold"] == server["startupProbe"]["failureThreshold"]
+
+
+@pytest.fixture(scope="module")
+def over_ray(tmp_path_factory):
+    """The multinode stack on 0.11.0, which has no multi-node executor of its own (no --nnodes)."""
+    tmp = tmp_path_factory.mktemp("ray")
+    return render_stack(project_with_stack(tmp, {"image": "vllm/vllm-openai:v0.11.0"}, base="multinode"), tmp)
+
+
+def test_on_0_11_the_leader_runs_the_ray_head_and_the_api_and_the_workers_join_it(over_ray):
+    _, leader, worker = templates(over_ray)
     (server,) = leader["spec"]["containers"]
     # The group's pods wait for each other one image pull (15 min) and the margin (5 min).
     assert server["command"] == ["sh", "-c", leader_script(1200), "vllm"]

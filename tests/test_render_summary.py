@@ -113,14 +113,18 @@ PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStor
 def test_multinode_leader_worker_set(multinode):
     assert block(multinode, "LeaderWorkerSet") == """\
 LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMServer
-  image      vllm/vllm-openai:v0.11.0
+  image      vllm/vllm-openai:v0.34.0
   group      2 pods (leader + 1 worker)
   layout     tensor parallel 8 x pipeline parallel 2, one engine
   gpus       each pod: nvidia.com/gpu: 8 on NVIDIA-A100-SXM4-40GB or NVIDIA-A100-PCIE-40GB
   resources  each pod: cpu 32, memory 160Gi (requests = limits)
   vllm       leader: --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 2,
              --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager,
-             --distributed-executor-backend ray
+             --distributed-executor-backend mp, --nnodes 2, --master-addr $LWS_LEADER_ADDRESS, --node-rank 0
+  vllm       worker: --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 2,
+             --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager,
+             --distributed-executor-backend mp, --nnodes 2, --master-addr $LWS_LEADER_ADDRESS,
+             --node-rank $LWS_WORKER_INDEX, --headless
   api key    leader: $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
   rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving

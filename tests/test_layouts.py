@@ -169,7 +169,7 @@ MULTI = {"gpu": EIGHT_80, "nodes": 2}
         ({"extra_args": ["--enable-expert-parallel"]}, "extra_args", "set layout data-expert instead"),
         ({"extra_args": ["--headless"]}, "extra_args", "the layout places the engines on the pods"),
         ({"extra_args": ["--data-parallel-hybrid-lb"]}, "extra_args", "the layout places the engines on the pods"),
-        ({"extra_args": ["--master-addr", "10.0.0.1"]}, "extra_args", "the layout places the engines on the pods"),
+        ({"image": NEW_RELEASE, "extra_args": ["--master-addr", "10.0.0.1"]}, "extra_args", "the layout places the engines on the pods"),
         ({"extra_args": ["--distributed-executor-backend=ray"]}, "extra_args", "the layout places the engines on the pods"),
         ({"image": NEW_RELEASE, "extra_args": ["--kv-offloading-size", "8"]}, "extra_args", "set kv_offload_gib instead"),
     ],

@@ -35,9 +35,16 @@ NAMESPACE = "ai-serving-upgrade"
 CLAIM = "vllm-qwen3-235b-models"
 
 
+def files_at(commit: str) -> tuple[str, ...]:
+    """The project files that existed at ``commit`` (stack files added since did not)."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", commit], check=True, capture_output=True,
+                            text=True, timeout=60).stdout.split()
+    return tuple(name for name in PROJECT_FILES if name in listed)
+
+
 def checkout(commit: str, target) -> None:
     """The stack program's files as they were at ``commit``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, *PROJECT_FILES, *PROJECT_DIRS,
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit, *files_at(commit), *PROJECT_DIRS,
                               "pyproject.toml", "README.md"], check=True, capture_output=True, timeout=60).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
@@ -57,7 +64,7 @@ def before(e2e_bin, e2e_work, cluster, tmp_path_factory) -> PulumiProject:
     stack["config"]["vllm-serving:namespace"] = NAMESPACE
     (source / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack))
     project = PulumiProject(e2e_bin, e2e_work, cluster.kubeconfig, source=source,
-                            files=(*PROJECT_FILES, "pyproject.toml", "README.md", f"Pulumi.{STACK}.yaml"), dirs=PROJECT_DIRS)
+                            files=(*files_at(BEFORE), "pyproject.toml", "README.md", f"Pulumi.{STACK}.yaml"), dirs=PROJECT_DIRS)
     (project.dir / ".venv").unlink()
     (project.dir / ".venv").symlink_to(venv)
     project.run("plugin", "install", "resource", "kubernetes", BEFORE_PROVIDER,

@@ -37,15 +37,6 @@ MARGIN_MINUTES = 5
 IntOrPercent = Union[int, str]
 
 
-def load_minutes(model_size_gb: float, read_mb_per_s: int) -> int:
-    """Minutes a pod needs to load a model: one read of the weights at the given rate, then start.
-
-    The tensor-parallel ranks of one pod share the node's page cache, so the volume is read
-    about once per pod.
-    """
-    return math.ceil(model_size_gb * 1000 / read_mb_per_s / 60) + ENGINE_START_MINUTES
-
-
 def termination_grace_seconds(drain_seconds: int) -> int:
     return drain_seconds + SHUTDOWN_SECONDS
 

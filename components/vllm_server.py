@@ -31,6 +31,7 @@ from .arguments import (
 )
 from .escaping import container_text, container_texts
 from .capacity import Architecture, Layout, capacity
+from .load_time import LoadPath, TimeToReady, derived_startup_minutes
 from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
 from .layout import (
@@ -53,6 +54,7 @@ from .multinode import (
     ray_group,
 )
 from .network import egress_dns_only
+from .node_cache import NodeCacheMount
 from .ordering import value_only, waits_for
 from .readiness import rolled_out
 from .pods import (
@@ -75,7 +77,6 @@ from .probes import MAX_STARTUP_MINUTES, health_probes
 from .rollout import (
     disruption_budget,
     group_wait_seconds,
-    load_minutes,
     rolling_update,
     rollout_stops_the_last,
     rollout_timeouts,
@@ -190,19 +191,34 @@ class VLLMServerArgs(TypedDict):
     api_key: NotRequired[Optional[pulumi.Input[str]]]
     """The API key itself (a Pulumi secret), stored in a Secret the component creates. Without it
     and api_key_secret the server takes no key."""
-    startup_timeout_minutes: NotRequired[int]
-    """How long a pod may take to load the model (the startup probe's budget). Default 30."""
+    startup_timeout_minutes: NotRequired[Optional[int]]
+    """How long a pod may take to load the model (the startup probe's budget). None derives it:
+    model_size_gb read at the rate of the path the pods load from, plus the engine's start (30
+    minutes when the size is unknown; components.load_time). Set, it overrides the derived figure,
+    which it must cover."""
     image_pull_minutes: NotRequired[int]
     """Time allowed to pull the image on a fresh node (about 10 GB), per pod of a rollout. Default 15."""
     model_size_gb: NotRequired[Optional[float]]
     """Size of the model's weights in GB; with it, a startup budget too short to read them is refused."""
     min_read_mb_per_s: NotRequired[int]
-    """The slowest rate, in MB/s, the model volume is expected to deliver during a load. Default 200."""
+    """The slowest rate, in MB/s, the model volume is expected to deliver to one loader. Default 200."""
+    parallel_read_mb_per_s: NotRequired[Optional[int]]
+    """The slowest rate, in MB/s, the model volume is expected to deliver to the parallel loader
+    (load_strategy prefetch), which a network file system serves faster than one reader. None:
+    min_read_mb_per_s."""
+    node_cache: NotRequired[Optional[NodeCacheMount]]
+    """The node-local copy of the weights (NodeCache.mount): the pods load it, at its read rate, and
+    fall back to model_path, with a warning in the log, on a node that has no copy. None: the pods
+    load model_path."""
     network_volume: NotRequired[bool]
     """The model volume is a network file system (NFS, Lustre): load the weights eagerly. Default false."""
     load_strategy: NotRequired[Optional[str]]
-    """vllm --safetensors-load-strategy: lazy, eager, or (vLLM 0.34.0 and later) prefetch; None: eager
-    on a network volume, else vLLM's default."""
+    """vllm --safetensors-load-strategy: lazy, eager, or (vLLM 0.34.0 and later) prefetch. None, on a
+    network volume without node_cache: prefetch where the release has it and the weights fit in 90 %
+    of the pod's memory, else eager; otherwise vLLM's default."""
+    prefetch_threads: NotRequired[Optional[int]]
+    """vllm --safetensors-prefetch-num-threads: readers per rank of the prefetch (vLLM's default 8);
+    only with the prefetch strategy. None: vLLM's default."""
     drain_seconds: NotRequired[int]
     """How long a stopping pod keeps serving its open streams after it leaves the Service. Default 120."""
     max_surge: NotRequired[int]
@@ -242,10 +258,13 @@ DEFAULTS: dict[str, Any] = {
     "max_replicas": None,
     "api_key_secret": None,
     "api_key": None,
-    "startup_timeout_minutes": 30,
+    "startup_timeout_minutes": None,
     "image_pull_minutes": 15,
     "model_size_gb": None,
     "min_read_mb_per_s": 200,
+    "parallel_read_mb_per_s": None,
+    "prefetch_threads": None,
+    "node_cache": None,
     "network_volume": False,
     "load_strategy": None,
     "drain_seconds": 120,
@@ -283,6 +302,8 @@ PREFETCH_SINCE = (0, 34, 0)
 docstring names lazy and eager), a SafetensorsLoadStrategy value in 0.34.0 (vllm/config/load.py:
 "Checkpoint files are read into the OS page cache before workers load them ... Useful on network
 or high-latency storage"); the releases between were not read, so they are not offered it."""
+PREFETCH_MEMORY_SHARE = 0.9
+"""The share of the pod's memory the weights may fill for a prefetch (vLLM's own threshold)."""
 API_KEY_ENV = "VLLM_API_KEY"
 API_KEY_SECRET_KEY = "api-key"
 
@@ -367,16 +388,32 @@ def _extra_args_exist_in_the_release(args: dict) -> Problems:
     return {}
 
 
-@check("startup_timeout_minutes", "model_size_gb", "min_read_mb_per_s")
+LOAD_STRATEGY_READS = ("load_strategy", "node_cache", "network_volume", "image", "vllm_release", "model_size_gb",
+                       "memory", "kv_offload_gib", "layout", "data_parallel_size", "nodes")
+"""What the load strategy (load_strategy(), and so the load path and flags) is derived from."""
+
+
+@check("startup_timeout_minutes", "min_read_mb_per_s", "parallel_read_mb_per_s", *LOAD_STRATEGY_READS)
 def _startup_budget_reads_the_weights(args: dict) -> Problems:
-    if args["model_size_gb"] is None:
+    given, path = args["startup_timeout_minutes"], load_path(args)
+    if args["model_size_gb"] is None or given is None:
         return {}
-    needed = load_minutes(args["model_size_gb"], args["min_read_mb_per_s"])
-    if args["startup_timeout_minutes"] < needed:
+    needed = derived_startup_minutes(args["model_size_gb"], path)
+    if given < needed:
         return {
-            "startup_timeout_minutes": f"({args['startup_timeout_minutes']}) is shorter than the {needed} minutes a "
-            f"{args['model_size_gb']:g} GB model needs to load at min_read_mb_per_s ({args['min_read_mb_per_s']} MB/s); "
-            "raise it, or min_read_mb_per_s if the volume is faster"
+            "startup_timeout_minutes": f"({given}) is shorter than the {needed} minutes a {args['model_size_gb']:g} GB "
+            f"model needs to load from {path.source} at {path.setting} ({path.read_mb_per_s} MB/s); leave it unset to "
+            f"derive it, raise it, or raise {path.setting} if the path is faster"
+        }
+    return {}
+
+
+@check("prefetch_threads", *LOAD_STRATEGY_READS)
+def _prefetch_threads_prefetch(args: dict) -> Problems:
+    if args["prefetch_threads"] and load_strategy(args) != "prefetch":
+        return {
+            "prefetch_threads": f"applies to the prefetch load strategy only, and the pods load with "
+            f"{load_strategy(args) or 'vLLM default'}: set load_strategy prefetch, or leave it unset"
         }
     return {}
 
@@ -520,7 +557,7 @@ SAMPLE_SETTINGS = {
 """Values for the program's own flags when only their names matter."""
 
 
-@check("image", "vllm_release", "gpu", "layout", "nodes", "kv_offload_gib", "load_strategy", "network_volume")
+@check("gpu", "prefetch_threads", *LOAD_STRATEGY_READS)
 def _own_flags_exist_in_the_release(args: dict) -> Problems:
     table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
     if table is None:  # reported by _extra_args_exist_in_the_release
@@ -571,10 +608,12 @@ SPEC = ArgsSpec(
         "max_replicas": int_range(1),
         **rules_under("api_key_secret", SECRET_KEY_RULES),
         "api_key": Token,
-        "startup_timeout_minutes": int_range(1, MAX_STARTUP_MINUTES),
+        "startup_timeout_minutes": Optional[int_range(1, MAX_STARTUP_MINUTES)],
         "image_pull_minutes": int_range(0, 24 * 60),
         "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
         "min_read_mb_per_s": int_range(1, 10**6),
+        "parallel_read_mb_per_s": Optional[int_range(1, 10**6)],
+        "prefetch_threads": Optional[int_range(1, 256)],
         "load_strategy": Literal["lazy", "eager", "prefetch"],
         "drain_seconds": int_range(0, 24 * 3600),
         "min_replicas": int_range(0),
@@ -595,6 +634,7 @@ SPEC = ArgsSpec(
         _load_strategy_exists_in_the_release,
         _own_flags_exist_in_the_release,
         _startup_budget_reads_the_weights,
+        _prefetch_threads_prefetch,
         _env_names_are_free,
         one_secret_source("api_key", "api_key_secret", "the key"),
         tolerations_problems("pod"),
@@ -682,29 +722,115 @@ def load_flags(args: VLLMServerArgs) -> list[str]:
     (SafetensorsLoadStrategy; default None, lazy with a page-cache prefetch when it detects NFS
     and the checkpoint fits in 90 % of RAM). The two passed here mean the same in both."""
     args = with_defaults(args, DEFAULTS)
-    strategy = args["load_strategy"] or ("eager" if args["network_volume"] else None)
-    return ["--safetensors-load-strategy", strategy] if strategy else []
+    strategy = load_strategy(args)
+    if not strategy:
+        return []
+    threads = ["--safetensors-prefetch-num-threads", str(args["prefetch_threads"])] if args["prefetch_threads"] else []
+    return ["--safetensors-load-strategy", strategy, *threads]
+
+
+def load_strategy(args: VLLMServerArgs) -> Optional[str]:
+    """As given. Else, when the pods read a network volume (no node-local copy): prefetch where the
+    release has it and the weights fit in PREFETCH_MEMORY_SHARE of the pod's memory, else eager.
+    Else None, vLLM's default (memory-mapped files, which the ranks of a pod share)."""
+    args = with_defaults(args, DEFAULTS)
+    if args["load_strategy"] or args["node_cache"] or not args["network_volume"]:
+        return args["load_strategy"]
+    return "prefetch" if prefetch_fits(args) else "eager"
+
+
+def prefetch_fits(args: VLLMServerArgs) -> bool:
+    """Whether the release prefetches and the weights fit in the pod's page cache.
+
+    vLLM 0.34.0's prefetch reads every checkpoint file once per node into the page cache, the
+    files split over the ranks, each with safetensors_prefetch_num_threads readers (default 8),
+    while the ranks load from the cache (model_loader/weight_utils.py _prefetch_all_checkpoints):
+    many concurrent readers, which a network file system serves faster than one. The page cache
+    is charged to the pod's memory, so weights that do not fit are evicted before they are loaded
+    and read again: vLLM prefetches by itself only when they fit in 90 % of the available memory,
+    cgroup limit included (safetensors_weights_iterator, ram_threshold_pct), and only on the mount
+    types it recognises (nfs, nfs4, lustre in /proc/mounts). The plan applies the same share to
+    the pod's memory limit, whatever the volume's mount type."""
+    args = with_defaults(args, DEFAULTS)
+    release = release_of(args["image"], args["vllm_release"])
+    if not release_at_least(release, PREFETCH_SINCE) or args["model_size_gb"] is None:
+        return False
+    return args["model_size_gb"] * 1e9 <= PREFETCH_MEMORY_SHARE * float(grammar.parse_quantity(pod_memory(args)))
+
+
+STORE_CHECK = (
+    'if [ -f "$MODEL_PATH/$MARKER" ]; then echo "model store complete: $MODEL_PATH"; '
+    'else echo "model store incomplete: $MODEL_PATH/$MARKER is missing; '
+    'the model download Job has not completed" >&2; exit 1; fi'
+)
+"""The init container's check without a node cache."""
+CACHE_CHOICE = (
+    'if [ -f "$CACHED_PATH/$MARKER" ]; then ln -sfn "$CACHED_PATH" "$MODEL_LINK"; '
+    'echo "loading the node-local copy: $CACHED_PATH"; '
+    'elif [ -f "$MODEL_PATH/$MARKER" ]; then ln -sfn "$MODEL_PATH" "$MODEL_LINK"; '
+    'echo "warning: this node has no complete copy at $CACHED_PATH; loading from the model volume at $MODEL_PATH, '
+    'slower than the startup budget assumes: a load that outlasts it restarts, and finds the copy once the '
+    'node cache has made it" >&2; '
+    'else echo "model store incomplete: $MODEL_PATH/$MARKER is missing; '
+    'the model download Job has not completed" >&2; exit 1; fi'
+)
+"""The init container's choice with a node cache: the node's copy when complete (its marker is
+written last), else the model volume's, else refuse; the server serves what MODEL_LINK points to."""
+MODEL_LINK_DIR = "/run/vllm-model"
+MODEL_LINK = f"{MODEL_LINK_DIR}/current"
 
 
 def store_check_container(args: VLLMServerArgs) -> dict:
-    """An init container that refuses to start vLLM on an incomplete model store."""
+    """An init container that refuses to start vLLM on an incomplete model store and, with a node
+    cache, points the server at the node's copy or, failing that, the model volume's."""
     args = with_defaults(args, DEFAULTS)
-    script = (
-        'if [ -f "$MODEL_PATH/$MARKER" ]; then echo "model store complete: $MODEL_PATH"; '
-        'else echo "model store incomplete: $MODEL_PATH/$MARKER is missing; '
-        'the model download Job has not completed" >&2; exit 1; fi'
-    )
+    cache = args["node_cache"]
+    env = [
+        {"name": "MODEL_PATH", "value": _container_input(args["model_path"])},
+        {"name": "MARKER", "value": _container_input(args["marker_name"])},
+    ]
+    mounts = [{"name": "models", "mountPath": args["mount_path"], "readOnly": True}]
+    if cache:
+        env += [
+            {"name": "CACHED_PATH", "value": _container_input(cache["model_path"])},
+            {"name": "MODEL_LINK", "value": MODEL_LINK},
+        ]
+        mounts += [
+            {"name": "node-cache", "mountPath": cache["mount_path"], "readOnly": True},
+            {"name": "model-link", "mountPath": MODEL_LINK_DIR},
+        ]
     return {
         "name": "check-model-store",
         "image": args["image"],
-        "command": ["sh", "-c", script],
-        "env": [
-            {"name": "MODEL_PATH", "value": _container_input(args["model_path"])},
-            {"name": "MARKER", "value": _container_input(args["marker_name"])},
-        ],
+        "command": ["sh", "-c", CACHE_CHOICE if cache else STORE_CHECK],
+        "env": env,
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
-        "volumeMounts": [{"name": "models", "mountPath": args["mount_path"], "readOnly": True}],
+        "volumeMounts": mounts,
     }
+
+
+def served_path(args: VLLMServerArgs) -> pulumi.Input[str]:
+    """What vllm serve loads: the store's path, or the link the init container set with a node cache."""
+    args = with_defaults(args, DEFAULTS)
+    return MODEL_LINK if args["node_cache"] else _container_input(args["model_path"])
+
+
+def model_volumes(args: VLLMServerArgs) -> tuple[list[dict], list[dict]]:
+    """(volumes, the server container's mounts) of the weights: the store's claim and, with a node
+    cache, the node's copy and the link to the one chosen."""
+    args = with_defaults(args, DEFAULTS)
+    volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}}]
+    mounts = [{"name": "models", "mountPath": args["mount_path"], "readOnly": True}]
+    if cache := args["node_cache"]:
+        volumes += [
+            {"name": "node-cache", "persistentVolumeClaim": {"claimName": cache["claim_name"], "readOnly": True}},
+            {"name": "model-link", "emptyDir": {"sizeLimit": "1Mi"}},
+        ]
+        mounts += [
+            {"name": "node-cache", "mountPath": cache["mount_path"], "readOnly": True},
+            {"name": "model-link", "mountPath": MODEL_LINK_DIR, "readOnly": True},
+        ]
+    return volumes, mounts
 
 
 def server_container(name: str, args: VLLMServerArgs) -> dict:
@@ -719,7 +845,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
         "image": args["image"],
         "command": SERVE_COMMAND,
         "args": [
-            _container_input(args["model_path"]),
+            served_path(args),
             *container_texts(
                 serve_flags(
                     **_serve_settings(args),
@@ -731,10 +857,7 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "env": container_env(name, args),
         "resources": resources,
-        "volumeMounts": [
-            {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
-            {"name": "dshm", "mountPath": "/dev/shm"},
-        ],
+        "volumeMounts": [*model_volumes(args)[1], {"name": "dshm", "mountPath": "/dev/shm"}],
         **health_probes(PORT_NAME, startup_budget_minutes(args)),
         **drain_hook(args["drain_seconds"]),
     }
@@ -756,10 +879,7 @@ def pod_spec(name: str, args: VLLMServerArgs) -> dict:
     spec: dict = {
         "initContainers": [store_check_container(args)],
         "containers": [server_container(name, args)],
-        "volumes": [
-            {"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
-        ],
+        "volumes": [*model_volumes(args)[0], {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}],
         "tolerations": gpu["tolerations"],
     }
     optional = {
@@ -846,10 +966,36 @@ def group_wait(args: VLLMServerArgs) -> int:
     return group_wait_seconds(args["image_pull_minutes"]) if args["nodes"] > 1 else 0
 
 
+def load_path(args: VLLMServerArgs) -> LoadPath:
+    """Where the pods read the weights, and the slowest rate expected there (components.load_time)."""
+    args = with_defaults(args, DEFAULTS)
+    if args["node_cache"]:
+        return LoadPath("node-local disk", args["node_cache"]["read_mb_per_s"], "node_cache.read_mb_per_s")
+    if load_strategy(args) == "prefetch" and args["parallel_read_mb_per_s"]:
+        return LoadPath("the model volume, parallel reads", args["parallel_read_mb_per_s"], "parallel_read_mb_per_s")
+    return LoadPath("the model volume", args["min_read_mb_per_s"], "min_read_mb_per_s")
+
+
+def time_to_ready(args: VLLMServerArgs) -> TimeToReady:
+    """A new replica's time to ready: the image pull and the load budget (derived or as set)."""
+    args = with_defaults(args, DEFAULTS)
+    path = load_path(args)
+    derived = derived_startup_minutes(args["model_size_gb"], path)
+    given = args["startup_timeout_minutes"]
+    return TimeToReady(
+        image_pull_minutes=args["image_pull_minutes"],
+        startup_minutes=derived if given is None else given,
+        derived_minutes=derived,
+        overridden=given is not None,
+        path=path,
+        model_size_gb=args["model_size_gb"],
+    )
+
+
 def startup_budget_minutes(args: VLLMServerArgs) -> int:
     """The startup probe's budget: the model's load, after a group's wait for its pods."""
     args = with_defaults(args, DEFAULTS)
-    return args["startup_timeout_minutes"] + group_wait(args) // 60
+    return time_to_ready(args).startup_minutes + group_wait(args) // 60
 
 
 def server_timeouts(args: VLLMServerArgs) -> tuple[int, int]:
@@ -960,13 +1106,20 @@ class VLLMServer(pulumi.ComponentResource):
     capacity: pulumi.Output[dict[str, Any]]
     """Per-GPU weights, memory budget and KV cache left, and KV cache tokens, when the weights'
     size and the devices' memory are known; else empty."""
+    time_to_ready: pulumi.Output[dict[str, Any]]
+    """A new replica's time to ready and its parts (components.load_time.TimeToReady.summary): the
+    image pull, the load budget and what it is derived from, and whether it is overridden."""
 
     def __init__(self, name: str, args: VLLMServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
         super().__init__("vllm-serving:index:VLLMServer", name, None, opts)
         # The pods wait for the store's Job through depends_on only (components/ordering.py).
-        staged = waits_for(args["model_path"])
+        staged = [waits_for(args["model_path"])]
         args = {**args, "model_path": value_only(args["model_path"])}
+        if cache := args["node_cache"]:
+            # Every node's copy complete before the pods start: an upgrade warms the caches first.
+            staged.append(waits_for(cache["model_path"]))
+            args["node_cache"] = {**cache, "model_path": value_only(cache["model_path"])}
         namespace, labels = args["namespace"], object_labels(name, COMPONENT)
         child = pulumi.ResourceOptions(parent=self)
         needs = [
@@ -982,7 +1135,7 @@ class VLLMServer(pulumi.ComponentResource):
             needs.append(secret_of(f"{name}-api-key", namespace, labels, API_KEY_SECRET_KEY, args["api_key"], self))
         create, update = server_timeouts(args)
         timeouts = pulumi.CustomTimeouts(create=f"{create}m", update=f"{update}m")
-        workload_opts = pulumi.ResourceOptions(parent=self, depends_on=[*needs, staged], custom_timeouts=timeouts)
+        workload_opts = pulumi.ResourceOptions(parent=self, depends_on=[*needs, *staged], custom_timeouts=timeouts)
         kind = workload_kind(args["nodes"])
         # Ready when the promised replicas run the new template, whatever an autoscaler added.
         ready = rolled_out(promised_replicas(args))
@@ -1050,6 +1203,8 @@ class VLLMServer(pulumi.ComponentResource):
                 resource=self,
             )
         self.capacity = pulumi.Output.from_input(estimate.summary() if estimate else {})
+        ready_in = time_to_ready(args)
+        self.time_to_ready = pulumi.Output.from_input(ready_in.summary())
         self.register_outputs(
             {
                 "deploymentName": self.deployment_name,
@@ -1060,5 +1215,6 @@ class VLLMServer(pulumi.ComponentResource):
                 "portName": self.port_name,
                 "takesApiKey": self.takes_api_key,
                 "capacity": self.capacity,
+                "timeToReady": self.time_to_ready,
             }
         )

@@ -11,7 +11,8 @@ from test_stacks import render_variant
 from vllm_serving_components import VLLMServer
 from vllm_serving_components.readiness import WAIT_FOR, rolled_out
 
-from vllm_serving_components.rollout import load_minutes, rollout_timeouts
+from vllm_serving_components.load_time import load_minutes
+from vllm_serving_components.rollout import rollout_timeouts
 from stack.render import EchoMocks, RecordingMonitor, render_stack
 
 
@@ -45,8 +46,17 @@ def test_a_replaced_download_job_leaves_the_server_in_place(stack):
     assert job_urn in request.dependencies
     assert {key: list(deps.urns) for key, deps in request.propertyDependencies.items() if job_urn in deps.urns} == {}
     # The server is told the staged path all the same.
-    (container,) = [c for c in _pod_spec(request.object)["containers"] if c["name"] == "vllm"]
-    assert any(arg.startswith("/models/") for arg in container["args"])
+    (check,) = _pod_spec(request.object)["initContainers"]
+    assert {"name": "MODEL_PATH", "value": rendered_path(stack)} in check["env"]
+    # So is the node cache's copier, which the same replacement would otherwise replace.
+    for urn, copier in monitor.requests.items():
+        if copier.type == "kubernetes:apps/v1:DaemonSet" and "--source" in str(copier.object):
+            assert job_urn in copier.dependencies
+            assert {key: list(deps.urns) for key, deps in copier.propertyDependencies.items() if job_urn in deps.urns} == {}
+
+
+def rendered_path(stack: str) -> str:
+    return render_stack(stack).outputs["modelPath"]
 
 
 def _pod_spec(obj) -> dict:
@@ -58,18 +68,18 @@ def _pod_spec(obj) -> dict:
 
 @pytest.mark.parametrize(("stack", "protected"), [("dev", False), ("prod", True)])
 def test_the_weights_and_the_namespace_survive_a_destroy(rendered, stack, protected):
-    claim = rendered[stack].options("PersistentVolumeClaim")
+    claim = rendered[stack].options("PersistentVolumeClaim", rendered[stack].outputs["claimName"])
     assert claim.retain_on_delete
     assert claim.protect is protected
-    assert rendered[stack].options("Namespace").retain_on_delete
+    assert rendered[stack].options("Namespace", rendered[stack].outputs["namespace"]).retain_on_delete
 
 
 def test_the_prod_rollout_timeout_covers_every_replica_in_turn(rendered):
     options = rendered["prod"].options("Deployment")
     # 2 replicas, one at a time (at two the quota has no room for a surge replica): each waits
     # for the old pod to drain (120 s) and stop (30 s), then the new one pulls (15 min), loads
-    # (60 min) and gets its margin (5 min).
-    assert options.timeouts == {"create": "80m", "update": "166m"}
+    # its node's copy (13 min) and gets its margin (5 min).
+    assert options.timeouts == {"create": "33m", "update": "72m"}
     assert rendered["dev"].options("Deployment").timeouts == {"create": "35m", "update": "38m"}
 
 
@@ -108,9 +118,11 @@ def test_what_selects_the_server_waits_for_it(rendered, stack):
         assert deployment in rendered[stack].options("PodMonitor").depends_on
 
 
-def test_prod_loads_eagerly_from_its_network_volume_and_dev_lazily(rendered):
+def test_prod_loads_its_nodes_copy_and_dev_its_volume_with_vllms_default(rendered):
+    """Memory-mapped files, which the ranks of a pod share, from a local disk; eager or prefetch
+    on a network volume only (tests/test_cold_start.py)."""
     _, prod = server(rendered["prod"])
-    assert prod["containers"][0]["args"][-2:] == ["--safetensors-load-strategy", "eager"]
+    assert "--safetensors-load-strategy" not in prod["containers"][0]["args"]
     _, dev = server(rendered["dev"])
     assert "--safetensors-load-strategy" not in dev["containers"][0]["args"]
 

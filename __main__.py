@@ -3,7 +3,17 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
-from vllm_serving_components import PORT, PORT_NAME, Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from vllm_serving_components import (
+    PORT,
+    PORT_NAME,
+    Autoscaler,
+    Exposure,
+    GpuClaim,
+    ImagePrePull,
+    ModelStore,
+    NodeCache,
+    VLLMServer,
+)
 from vllm_serving_components.arguments import argument_words
 from vllm_serving_components.kept import kept_metadata, kept_options
 from stack.checks import stack_words
@@ -11,9 +21,12 @@ from stack.component_args import (
     autoscaler_args,
     exposure_args,
     gpu_claim_args,
+    image_pre_pull_args,
     model_store_args,
+    node_cache_args,
     vllm_server_args,
 )
+from vllm_serving_components.vllm_server import time_to_ready
 from stack.loading import load_stack_config
 from stack.namespace import pod_security_labels
 
@@ -34,22 +47,19 @@ if config.create_namespace:
 with argument_words(stack_words):
     gpu = GpuClaim(name, gpu_claim_args(config, namespace))
     store = ModelStore(name, model_store_args(config, namespace, gpu.pod_fragment["tolerations"]))
-    server = VLLMServer(
-        name,
-        vllm_server_args(
-            config,
-            namespace,
-            gpu.pod_fragment,
-            {
-                "claim_name": store.claim_name,
-                "mount_path": store.mount_path,
-                "model_path": store.model_path,
-                "marker_name": store.marker_name,
-            },
-        ),
-    )
+    stored = {
+        "claim_name": store.claim_name,
+        "mount_path": store.mount_path,
+        "model_path": store.model_path,
+        "marker_name": store.marker_name,
+    }
+    if pre_pull := image_pre_pull_args(config, namespace, gpu.pod_fragment):
+        ImagePrePull(name, pre_pull)
+    cache = NodeCache(name, caching) if (caching := node_cache_args(config, namespace, gpu.pod_fragment, stored)) else None
+    server_args = vllm_server_args(config, namespace, gpu.pod_fragment, stored, cache.mount if cache else None)
+    server = VLLMServer(name, server_args)
     exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME, server.takes_api_key))
-    if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME):
+    if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME, time_to_ready(server_args)):
         scaler = Autoscaler(name, scaling)
         if config.autoscaling_engine == "hpa":
             pulumi.export("adapterRules", scaler.adapter_rules)
@@ -62,5 +72,6 @@ pulumi.export("modelPath", store.model_path)
 pulumi.export("claimName", store.claim_name)
 pulumi.export("deploymentName", server.deployment_name)
 pulumi.export("gpuCapacity", server.capacity)
+pulumi.export("timeToReady", server.time_to_ready.apply(lambda ready: ready["text"]))
 if config.api_key is not None:
     pulumi.export("apiKey", pulumi.Output.secret(config.api_key))

@@ -9,7 +9,9 @@ from .arguments import ComponentArgsError
 from .autoscaler import Autoscaler, AutoscalerArgs, autoscaler_problems
 from .exposure import Exposure, ExposureArgs, exposure_problems
 from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs, gpu_claim_problems
+from .image_pre_pull import ImagePrePull, ImagePrePullArgs, image_pre_pull_problems
 from .model_store import ModelStore, ModelStoreArgs, model_store_problems
+from .node_cache import NodeCache, NodeCacheArgs, NodeCacheMount, node_cache_problems
 from .pods import PodSettingsArgs, SecretKeyArgs, TolerationArgs
 from .vllm_server import PORT, PORT_NAME, VLLMServer, VLLMServerArgs, vllm_server_problems
 
@@ -23,10 +25,15 @@ __all__ = [
     "GpuClaimArgs",
     "GpuPodFragment",
     "HamiSliceArgs",
+    "ImagePrePull",
+    "ImagePrePullArgs",
     "PORT",
     "PORT_NAME",
     "ModelStore",
     "ModelStoreArgs",
+    "NodeCache",
+    "NodeCacheArgs",
+    "NodeCacheMount",
     "PodSettingsArgs",
     "SecretKeyArgs",
     "TolerationArgs",
@@ -35,6 +42,8 @@ __all__ = [
     "autoscaler_problems",
     "exposure_problems",
     "gpu_claim_problems",
+    "image_pre_pull_problems",
     "model_store_problems",
+    "node_cache_problems",
     "vllm_server_problems",
 ]

@@ -48,3 +48,8 @@ def egress_only_to(selector: dict, tcp_ports: list[int]) -> dict:
 def egress_dns_only(selector: dict) -> dict:
     """The selected pods call nothing but DNS; who may call them is another policy's business."""
     return {"podSelector": {"matchLabels": selector}, "policyTypes": ["Egress"], "egress": [DNS_EGRESS]}
+
+
+def isolated(selector: dict) -> dict:
+    """The selected pods call nothing and take no connections."""
+    return {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"]}

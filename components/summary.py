@@ -108,7 +108,16 @@ def object_details(obj: RenderedObject, objects: Sequence[RenderedObject]) -> li
         size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "?")
         storage_class = spec.get("storageClassName")
         modes = ", ".join(spec.get("accessModes") or []) or "no access mode"
-        details.append(("storage", f"{size}, class {storage_class if storage_class is not None else '(cluster default)'}, {modes}"))
+        if storage_class == "" and spec.get("volumeName"):
+            where = f"bound to PersistentVolume {spec['volumeName']}"
+        else:
+            where = f"class {storage_class if storage_class is not None else '(cluster default)'}"
+        details.append(("storage", f"{size}, {where}, {modes}"))
+    if obj.kind == "PersistentVolume":
+        size = (spec.get("capacity") or {}).get("storage", "?")
+        source = f"hostPath {spec['hostPath'].get('path')} on each node" if "hostPath" in spec else "a volume"
+        claim = spec.get("claimRef") or {}
+        details.append(("storage", f"{size}, {source}" + (f", for claim {claim.get('name')}" if claim else "")))
     if obj.kind == "Ingress":
         details += [("host", text) for text in _ingress_hosts(spec)]
     if obj.kind == "HTTPRoute":

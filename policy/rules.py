@@ -29,7 +29,7 @@ import os
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
 from pulumi_policy.proxy import (
@@ -183,6 +183,8 @@ class Pod:
     """The workload's own labels."""
     spec: Mapping
     """The pod spec."""
+    annotations: Mapping = field(default_factory=dict)
+    """The pod's annotations."""
 
     def containers(self) -> list[tuple[str, Mapping]]:
         """(how a message names it, container) for every init, regular and ephemeral container."""
@@ -238,6 +240,7 @@ def pods_of(resource_type: str, props: Mapping) -> list[Pod]:
             Pod(
                 where=where + suffix,
                 labels=mapping(dig(template, "metadata", "labels")),
+                annotations=mapping(dig(template, "metadata", "annotations")),
                 owner_labels=owner_labels,
                 spec=mapping(template.get("spec")),
             )
@@ -475,6 +478,23 @@ def no_plain_secret_env(resource_type: str, props: Mapping) -> list[str]:
     return problems
 
 
+ROOT_INIT_ANNOTATION = "vllm-serving.io/root-init-container"
+"""A pod template's annotation naming the one init container that runs as root, adding CHOWN alone
+(the node cache's, which makes a host directory its unprivileged copier's)."""
+
+
+def root_allowed(pod: Pod, label: str, context: Mapping) -> bool:
+    """Whether the container is the pod's declared root init container, with CHOWN its only added capability."""
+    name = pod.annotations.get(ROOT_INIT_ANNOTATION)
+    added = dig(context, "capabilities", "add")
+    return (
+        isinstance(name, str)
+        and label == f"init container {name}"
+        and added is not UNKNOWN
+        and set(items(added)) <= {"CHOWN"}
+    )
+
+
 def runs_as_non_root(resource_type: str, props: Mapping) -> list[str]:
     """Every container runs as non-root (runAsNonRoot: true, no runAsUser 0), cannot escalate its
     privileges and drops every capability."""
@@ -493,9 +513,10 @@ def runs_as_non_root(resource_type: str, props: Mapping) -> list[str]:
             # A container's own setting overrides the pod's.
             non_root = context.get("runAsNonRoot", pod_context.get("runAsNonRoot"))
             user = context.get("runAsUser", pod_context.get("runAsUser"))
-            if non_root is not True and non_root is not UNKNOWN:
+            as_root = root_allowed(pod, label, context)
+            if non_root is not True and non_root is not UNKNOWN and not as_root:
                 wrong.append("runAsNonRoot is not true")
-            if user is not UNKNOWN and count(user) == 0:
+            if user is not UNKNOWN and count(user) == 0 and not as_root:
                 where = "its" if "runAsUser" in context else "the pod's"
                 wrong.append(f"{where} runAsUser is 0 (root)")
             escalation = context.get("allowPrivilegeEscalation")

@@ -14,9 +14,13 @@ from vllm_serving_components import (
     autoscaler_problems,
     exposure_problems,
     gpu_claim_problems,
+    image_pre_pull_problems,
     model_store_problems,
+    node_cache_problems,
     vllm_server_problems,
 )
+from vllm_serving_components.load_time import TimeToReady
+from vllm_serving_components.vllm_server import time_to_ready
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.grammar import registry
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
@@ -27,12 +31,16 @@ from .component_args import (
     AUTOSCALER_KEYS,
     EXPOSURE_KEYS,
     GPU_KEYS,
+    NODE_CACHE_KEYS,
+    PRE_PULL_KEYS,
     SERVER_KEYS,
     StoreOutputs,
     autoscaler_args,
     exposure_args,
     gpu_claim_args,
+    image_pre_pull_args,
     model_store_args,
+    node_cache_args,
     most_replicas,
     nodes,
     store_keys,
@@ -76,13 +84,33 @@ def component_problems(config: StackConfig) -> list[Problem]:
     # a name too long for any component is told the one limit that fits them all.
     problems = as_config_problems(store_problems, store_keys(config))
     problems += as_config_problems(gpu_problems, GPU_KEYS)
-    problems += as_config_problems(vllm_server_problems(server, config.name), SERVER_KEYS)
+    server_problems = vllm_server_problems(server, config.name)
+    problems += as_config_problems(server_problems, SERVER_KEYS)
+    # Beside the server on its nodes, which the GPU settings select: checked once those are right.
+    if not gpu_problems and (cache := node_cache_args(config, config.namespace, pod_fragment(gpu_args), store)):
+        problems += as_config_problems(node_cache_problems(cache, config.name), NODE_CACHE_KEYS)
+    if not gpu_problems and (pre_pull := image_pre_pull_args(config, config.namespace, pod_fragment(gpu_args))):
+        problems += as_config_problems(image_pre_pull_problems(pre_pull, config.name), PRE_PULL_KEYS)
     problems += as_config_problems(
         exposure_problems(exposure_args(config, config.namespace, {}, PORT, PORT_NAME, takes_api_key(config)), config.name), EXPOSURE_KEYS
     )
-    if scaler := autoscaler_args(config, "deployment", {"app": "placeholder"}, PORT_NAME):
+    ready = _ready_for_checks(server, server_problems)
+    if scaler := autoscaler_args(config, "deployment", {"app": "placeholder"}, PORT_NAME, ready):
         problems += as_config_problems(autoscaler_problems(scaler, config.name), AUTOSCALER_KEYS)
     return problems
+
+
+READY_READS = ("startup_timeout_minutes", "image_pull_minutes", "model_size_gb", "min_read_mb_per_s",
+               "parallel_read_mb_per_s", "node_cache", "load_strategy", "network_volume", "image", "vllm_release",
+               "memory", "kv_offload_gib", "gpu", "nodes", "data_parallel_size", "layout")
+"""The server arguments its time to ready reads."""
+
+
+def _ready_for_checks(server, server_problems) -> TimeToReady:
+    """The server's time to ready; a stand-in (its defaults) while what it reads is wrong."""
+    if any(problem.split(".")[0] in READY_READS for problem in server_problems):
+        return time_to_ready({"image_pull_minutes": 0})
+    return time_to_ready(server)
 
 
 def _fragment_for_checks(gpu_args, gpu_problems):

@@ -17,7 +17,10 @@ from vllm_serving_components import (
     ExposureArgs,
     GpuClaimArgs,
     GpuPodFragment,
+    ImagePrePullArgs,
     ModelStoreArgs,
+    NodeCacheArgs,
+    NodeCacheMount,
     VLLMServerArgs,
 )
 from vllm_serving_components.autoscaler import MAX_PERIOD_SECONDS
@@ -136,8 +139,12 @@ SERVER_KEYS = {
     "image_pull_minutes": "imagePullMinutes",
     "model_size_gb": "modelSizeGB",
     "min_read_mb_per_s": "modelLoadMinReadMBps",
+    "parallel_read_mb_per_s": "modelLoadParallelReadMBps",
+    "node_cache": "nodeCache",
+    "node_cache.read_mb_per_s": "nodeCacheReadMBps",
     "network_volume": "modelVolumeIsNetwork",
     "load_strategy": "safetensorsLoadStrategy",
+    "prefetch_threads": "safetensorsPrefetchThreads",
     "drain_seconds": "drainSeconds",
     "min_replicas": "autoscalingMinReplicas",
     "max_surge": "maxSurge",
@@ -206,6 +213,40 @@ AUTOSCALER_KEYS = {
 }
 
 
+NODE_CACHE_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "cache_namespace": "nodeCacheNamespace",
+    "image": "image",
+    "size": "storageSize",
+    "host_path": "nodeCacheHostPath",
+    "model_size_gb": "modelSizeGB",
+    "copy_read_mb_per_s": "modelLoadMinReadMBps",
+    "read_mb_per_s": "nodeCacheReadMBps",
+    "reserve_gb": "nodeCacheReserveGB",
+    "image_pull_minutes": "imagePullMinutes",
+    "tolerations": "gpuProducts",
+    "node_affinity": "gpuProducts",
+    "pod.image_pull_secrets": "imagePullSecrets",
+    "pod.priority_class_name": "priorityClassName",
+    "pod.node_selector": "nodeSelector",
+    "pod.tolerations": "tolerations",
+    "network_policy": "networkPolicies",
+}
+PRE_PULL_KEYS = {
+    "name": "name",
+    "namespace": "namespace",
+    "image": "image",
+    "priority_class_name": "imagePrePullPriorityClass",
+    "tolerations": "gpuProducts",
+    "node_affinity": "gpuProducts",
+    "pod.image_pull_secrets": "imagePullSecrets",
+    "pod.node_selector": "nodeSelector",
+    "pod.tolerations": "tolerations",
+    "network_policy": "networkPolicies",
+}
+
+
 def store_keys(config: StackConfig) -> dict[str, str]:
     """STORE_KEYS, with the Job's image fed by the server's image unless downloaderImage is set."""
     return {**STORE_KEYS, "image": "downloaderImage" if config.downloader_image else "image"}
@@ -228,19 +269,19 @@ def gpus_per_pod(config: StackConfig) -> Any:
     return config.gpu_count if nodes(config) == 1 else config.gpus_per_node
 
 
-def scale_up_period(config: StackConfig) -> Any:
-    """As set, or the startup budget: the next replica waits for the last one to load (the HPA allows
-    at most 1800 s)."""
-    if config.autoscaling_scale_up_period_seconds or config.startup_timeout_minutes is INVALID:
+def scale_up_period(config: StackConfig, ready: Any) -> Any:
+    """As set, or the load budget: the next replica waits for the last one to load (the HPA allows
+    at most 1800 s). ``ready`` is the server's TimeToReady, INVALID while its settings are wrong."""
+    if config.autoscaling_scale_up_period_seconds or ready is INVALID:
         return config.autoscaling_scale_up_period_seconds
-    return min(MAX_PERIOD_SECONDS, config.startup_timeout_minutes * 60)
+    return min(MAX_PERIOD_SECONDS, ready.startup_minutes * 60)
 
 
-def not_ready_alert_minutes(config: StackConfig) -> Any:
-    """How long replicas may stay not ready before an alert: as long as a new one may take to load."""
-    if INVALID in (config.startup_timeout_minutes, config.image_pull_minutes):
+def not_ready_alert_minutes(ready: Any) -> Any:
+    """How long replicas may stay not ready before an alert: as long as a new one may take to be ready."""
+    if ready is INVALID:
         return INVALID
-    return ready_within_minutes(config.startup_timeout_minutes, config.image_pull_minutes)
+    return ready_within_minutes(ready.startup_minutes, ready.image_pull_minutes)
 
 
 def model_architecture(config: StackConfig) -> Optional[dict]:
@@ -334,7 +375,11 @@ def model_store_args(
 
 
 def vllm_server_args(
-    config: StackConfig, namespace: pulumi.Input[str], gpu: GpuPodFragment, store: StoreOutputs
+    config: StackConfig,
+    namespace: pulumi.Input[str],
+    gpu: GpuPodFragment,
+    store: StoreOutputs,
+    node_cache: Optional[NodeCacheMount] = None,
 ) -> VLLMServerArgs:
     secret = config.api_key_secret_name
     scaling = config.autoscaling_enabled is True
@@ -368,12 +413,15 @@ def vllm_server_args(
         "api_key_secret": {"name": secret, "key": config.api_key_secret_key} if secret else None,
         # The component keeps it in a Secret, as a Pulumi secret; it is never in a plain value.
         "api_key": config.api_key,
-        "startup_timeout_minutes": config.startup_timeout_minutes,
+        "startup_timeout_minutes": config.startup_timeout_minutes or None,
         "image_pull_minutes": config.image_pull_minutes,
         "model_size_gb": config.model_size_gb or None,
         "min_read_mb_per_s": config.model_load_min_read_m_bps,
+        "parallel_read_mb_per_s": config.model_load_parallel_read_m_bps or None,
+        "node_cache": node_cache,
         "network_volume": config.model_volume_is_network is True or shared_volume,
         "load_strategy": config.safetensors_load_strategy,
+        "prefetch_threads": config.safetensors_prefetch_threads or None,
         "drain_seconds": config.drain_seconds,
         "max_surge": config.max_surge,
         "accept_service_gap": config.accept_service_gap,
@@ -386,6 +434,65 @@ def vllm_server_args(
             "node_selector": config.node_selector,
             "tolerations": config.tolerations,
         },
+        "network_policy": config.network_policies,
+    }
+
+
+def node_cache_namespace(config: StackConfig) -> Any:
+    """As set, or <namespace>-node-cache."""
+    if config.node_cache_namespace or config.namespace is INVALID:
+        return config.node_cache_namespace
+    return f"{config.namespace}-node-cache"
+
+
+def gpu_node_pods(config: StackConfig) -> dict:
+    """Pod settings of what runs beside the server on its nodes: the same nodes and pull secrets."""
+    return {
+        "image_pull_secrets": config.image_pull_secrets,
+        "node_selector": config.node_selector,
+        "tolerations": config.tolerations,
+    }
+
+
+def node_cache_args(
+    config: StackConfig, namespace: pulumi.Input[str], gpu: GpuPodFragment, store: StoreOutputs
+) -> Optional[NodeCacheArgs]:
+    """The node cache's arguments, or None when it is off."""
+    if config.node_cache is not True:
+        return None
+    return {
+        "namespace": namespace,
+        "cache_namespace": node_cache_namespace(config),
+        "image": image(config, config.image),
+        "claim_name": store["claim_name"],
+        "mount_path": store["mount_path"],
+        "model_path": store["model_path"],
+        "marker_name": store["marker_name"],
+        "size": config.storage_size,
+        "host_path": config.node_cache_host_path,
+        "model_size_gb": config.model_size_gb or None,
+        "copy_read_mb_per_s": config.model_load_min_read_m_bps,
+        "read_mb_per_s": config.node_cache_read_m_bps,
+        "reserve_gb": config.node_cache_reserve_g_b,
+        "image_pull_minutes": config.image_pull_minutes,
+        "tolerations": gpu["tolerations"],
+        "node_affinity": gpu["affinity"],
+        "pod": {**gpu_node_pods(config), "priority_class_name": config.priority_class_name},
+        "network_policy": config.network_policies,
+    }
+
+
+def image_pre_pull_args(config: StackConfig, namespace: pulumi.Input[str], gpu: GpuPodFragment) -> Optional[ImagePrePullArgs]:
+    """The image pre-pull's arguments, or None when it is off."""
+    if config.image_pre_pull is not True:
+        return None
+    return {
+        "namespace": namespace,
+        "image": image(config, config.image),
+        "priority_class_name": config.image_pre_pull_priority_class,
+        "tolerations": gpu["tolerations"],
+        "node_affinity": gpu["affinity"],
+        "pod": gpu_node_pods(config),
         "network_policy": config.network_policies,
     }
 
@@ -434,8 +541,10 @@ def autoscaler_args(
     deployment_name: pulumi.Input[str],
     selector: pulumi.Input[dict],
     port_name: str,
+    ready: Any,
 ) -> Optional[AutoscalerArgs]:
-    """The autoscaler's arguments, or None when autoscaling is off."""
+    """The autoscaler's arguments, or None when autoscaling is off; ``ready`` is the server's
+    TimeToReady (vllm_server.time_to_ready), or INVALID while the server's settings are wrong."""
     if config.autoscaling_enabled is not True:
         return None
     return {
@@ -448,13 +557,13 @@ def autoscaler_args(
         "engine": config.autoscaling_engine,
         "signals": config.autoscaling_signals,
         "scale_up_pods": config.autoscaling_scale_up_pods,
-        "scale_up_period_seconds": scale_up_period(config),
+        "scale_up_period_seconds": scale_up_period(config, ready),
         "scale_down_period_seconds": config.autoscaling_scale_down_period_seconds,
         "fallback_replicas": config.autoscaling_fallback_replicas or None,
         "scale_to_zero": config.autoscaling_scale_to_zero,
         "activation_query": config.autoscaling_activation_query,
         "alerts": config.monitoring_alerts,
-        "not_ready_alert_minutes": not_ready_alert_minutes(config),
+        "not_ready_alert_minutes": not_ready_alert_minutes(ready),
         "dashboard": config.monitoring_dashboard,
         "prometheus_address": config.autoscaling_prometheus_address,
         "scale_down_stabilization_seconds": config.autoscaling_scale_down_stabilization_seconds,

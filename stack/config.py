@@ -128,8 +128,17 @@ class StackConfig(BaseModel):
     allow_public_without_api_key: bool
     startup_timeout_minutes: int
     model_load_min_read_m_bps: int = Field(alias="modelLoadMinReadMBps")
+    model_load_parallel_read_m_bps: int = Field(alias="modelLoadParallelReadMBps")
+    node_cache: bool
+    node_cache_read_m_bps: int = Field(alias="nodeCacheReadMBps")
+    node_cache_host_path: str
+    node_cache_namespace: Optional[str]
+    node_cache_reserve_g_b: int = Field(alias="nodeCacheReserveGB")
+    image_pre_pull: bool
+    image_pre_pull_priority_class: Optional[str]
     model_volume_is_network: bool
     safetensors_load_strategy: Optional[str]
+    safetensors_prefetch_threads: int
     image_pull_minutes: int
     drain_seconds: int
     max_surge: int

@@ -68,10 +68,10 @@ def test_every_signal_through_an_hpa_and_prometheus_adapter(tmp_path, tmp_path_f
 
 def test_slow_pods_scale_up_one_at_a_time_and_down_after_a_quiet_window(rendered):
     behavior = rendered["prod"].only("ScaledObject")["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    # One replica per 30 minutes up (prod loads for up to an hour; the HPA allows at most 1800 s),
-    # one per 5 minutes down, and only after 10 minutes of low load.
+    # One replica per load budget up (prod loads its node's copy in 13 minutes; the HPA allows at
+    # most 1800 s), one per 5 minutes down, and only after 10 minutes of low load.
     assert behavior == {
-        "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 1800}]},
+        "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 780}]},
         "scaleDown": {"stabilizationWindowSeconds": 600, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]},
     }
 

@@ -40,6 +40,7 @@ NESTED_TYPES = {
     "GpuPodFragment",
     "GpuQuotaArgs",
     "HamiSliceArgs",
+    "NodeCacheMount",
     "PodSettingsArgs",
     "SecretKeyArgs",
     "ServerPodsArgs",

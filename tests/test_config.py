@@ -373,7 +373,11 @@ VALID_EDGES = [
     ({**WITH_HOST, "ingressWaitForAddress": False}, lambda r: r.only("Ingress")["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"),
     ({"drainSeconds": 0}, lambda r: "lifecycle" not in first_container(r, "Deployment") and pod_of(r, "Deployment")["terminationGracePeriodSeconds"] == 30),
     # storageSize back at Pulumi.yaml's default: dev's own would have no effect on an existing claim.
-    ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True}, lambda r: "eager" in first_container(r, "Deployment")["args"]),
+    # A network volume: many readers where the release prefetches and the weights fit in memory,
+    # one reader per file otherwise.
+    ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True}, lambda r: "prefetch" in first_container(r, "Deployment")["args"]),
+    ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True, "image": "vllm/vllm-openai:v0.11.0"}, lambda r: "eager" in first_container(r, "Deployment")["args"]),
+    ({"existingClaim": "nfs-models", "storageSize": "100Gi", "modelVolumeIsNetwork": True, "memory": "2000Mi", "shmSize": "256Mi"}, lambda r: "eager" in first_container(r, "Deployment")["args"]),
     ({"storageAccessMode": "ReadWriteMany", "safetensorsLoadStrategy": "lazy"}, lambda r: first_container(r, "Deployment")["args"][-2:] == ["--safetensors-load-strategy", "lazy"]),
     ({"modelRevisionsToKeep": 0}, lambda r: "--keep-revisions" not in first_container(r, "Job")["args"]),
     ({"downloaderPackageIndex": "https://pypi.internal/simple"}, lambda r: {"name": "PIP_INDEX_URL", "value": "https://pypi.internal/simple"} in first_container(r, "Job")["env"]),

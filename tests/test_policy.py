@@ -265,8 +265,8 @@ def test_type_tokens_are_those_the_program_registers(rendered):
     types = (urn.split("::")[2].split("$")[-1] for urn in monitor.resources)
     registered = sorted(resource_type for resource_type in types if resource_type.startswith("kubernetes:"))
     # What a destroy keeps is registered as a Patch resource of its kind (components/kept.py).
-    kept = {"Namespace", "PersistentVolumeClaim"}
-    expected = sorted(type_token(o.manifest) + ("Patch" if o.kind in kept else "") for o in rendering.objects)
+    kept = {("Namespace", rendering.outputs["namespace"]), ("PersistentVolumeClaim", rendering.outputs["claimName"])}
+    expected = sorted(type_token(o.manifest) + ("Patch" if (o.kind, o.name) in kept else "") for o in rendering.objects)
     assert registered == expected
     assert "kubernetes:networking.k8s.io/v1:Ingress" in registered
     assert rules.kind_of("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute") == ("gateway.networking.k8s.io", "HTTPRoute")

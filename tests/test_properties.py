@@ -21,7 +21,7 @@ from vllm_serving_components.grammar import single_line
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
 from vllm_serving_components.model_store import job_spec, model_path
 from vllm_serving_components.stage_model import MARKER_NAME
-from vllm_serving_components.vllm_server import PORT, PORT_NAME, deployment_spec
+from vllm_serving_components.vllm_server import PORT, PORT_NAME, deployment_spec, time_to_ready
 from stack.component_args import (
     StoreOutputs,
     autoscaler_args,
@@ -122,7 +122,7 @@ def build(config) -> list[dict]:
     server = vllm_server_args(config, namespace, pod_fragment(gpu_claim_args(config, namespace)), outputs)
     exposure = exposure_args(config, namespace, {"app": "x"}, PORT, PORT_NAME, takes_api_key(config))
     route = http_route_spec(name, exposure) if config.exposure_route == "gateway" else ingress_spec(name, name, exposure)
-    scaler = autoscaler_args(config, name, {"app": "x"}, PORT_NAME)
+    scaler = autoscaler_args(config, name, {"app": "x"}, PORT_NAME, time_to_ready(server))
     return [
         {"kind": "Job", "spec": job_spec(store, name, "claim", "script")},
         {"kind": "Deployment", "spec": deployment_spec(name, server)},

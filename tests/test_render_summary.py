@@ -35,56 +35,82 @@ def block(rendering, kind, name=None) -> str:
 
 def test_prod_server(rendered):
     assert block(rendered["prod"], "Deployment") == """\
-Deployment             ai-serving  vllm-qwen3-235b                 VLLMServer
+Deployment             ai-serving             vllm-qwen3-235b                        VLLMServer
   image      vllm/vllm-openai:v0.34.0
   layout     tensor parallel 8, one engine
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
   resources  cpu 32, memory 160Gi (requests = limits)
   vllm       --served-model-name qwen3-235b, --tensor-parallel-size 8, --pipeline-parallel-size 1,
-             --gpu-memory-utilization 0.9, --max-model-len 32768, --safetensors-load-strategy eager
+             --gpu-memory-utilization 0.9, --max-model-len 32768
   api key    $VLLM_API_KEY from Secret vllm-api-key, key api-key
   replicas   1-2, by ScaledObject vllm-qwen3-235b
-  rollout    maxSurge 1, maxUnavailable 50%, progress deadline 83m;
+  rollout    maxSurge 1, maxUnavailable 50%, progress deadline 36m;
              at 1 replica a new one starts before an old one stops, 1 keeps serving
-  options    customTimeouts create 80m, update 166m
-  dependsOn  Job/vllm-qwen3-235b-stage-139e6c8f, PersistentVolumeClaim/vllm-qwen3-235b-models,
-             ServiceAccount/vllm-qwen3-235b"""
+  options    customTimeouts create 33m, update 72m
+  dependsOn  DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-139e6c8f,
+             PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b"""
 
 
 def test_prod_storage_route_scaler_quota_and_download(rendered):
     prod = rendered["prod"]
-    assert block(prod, "PersistentVolumeClaim") == """\
-PersistentVolumeClaim  ai-serving  vllm-qwen3-235b-models          ModelStore
+    assert block(prod, "PersistentVolumeClaim", "vllm-qwen3-235b-models") == """\
+PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-models                 ModelStore
   storage    1Ti, class nfs-client, ReadWriteMany
   options    retainOnDelete; protect; adoptsExisting"""
     assert block(prod, "Ingress") == """\
-Ingress                ai-serving  vllm-qwen3-235b                 Exposure
+Ingress                ai-serving             vllm-qwen3-235b                        Exposure
   host       vllm.ai-serving.company.com /v1, TLS, class nginx
   options    customTimeouts create 10m, update 10m
   dependsOn  Service/vllm-qwen3-235b"""
     assert block(prod, "ScaledObject") == """\
-ScaledObject           ai-serving  vllm-qwen3-235b                 Autoscaler
+ScaledObject           ai-serving             vllm-qwen3-235b                        Autoscaler
   replicas   1-2 of Deployment/vllm-qwen3-235b
   triggers   prometheus sum(vllm:num_requests_waiting{namespace="ai-serving",model_name="qwen3-235b"}) above 5 per
              replica
   options    customTimeouts create 10m, update 10m
   dependsOn  Deployment/vllm-qwen3-235b"""
     assert block(prod, "ResourceQuota") == """\
-ResourceQuota          ai-serving  vllm-qwen3-235b-gpus            GpuClaim
+ResourceQuota          ai-serving             vllm-qwen3-235b-gpus                   GpuClaim
   quota      requests.nvidia.com/gpu: 16"""
     assert block(prod, "Job") == """\
-Job                    ai-serving  vllm-qwen3-235b-stage-139e6c8f  ModelStore
+Job                    ai-serving             vllm-qwen3-235b-stage-139e6c8f         ModelStore
   image      vllm/vllm-openai:v0.34.0
   resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
   options    customTimeouts create 485m, update 485m; deleteBeforeReplace
   dependsOn  ConfigMap/vllm-qwen3-235b-stage-script, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b-stage"""
-    assert block(prod, "Namespace") == """\
-Namespace              -           ai-serving                      -
+    assert block(prod, "Namespace", "ai-serving") == """\
+Namespace              -                      ai-serving                             -
   options    retainOnDelete; adoptsExisting"""
     assert block(prod, "ServiceAccount", "vllm-qwen3-235b") == (
-        "ServiceAccount         ai-serving  vllm-qwen3-235b                 VLLMServer"
+        "ServiceAccount         ai-serving             vllm-qwen3-235b                        VLLMServer"
     ), "only what depends on the namespace: nothing to show"
+
+
+def test_prod_node_cache_and_image_pre_pull(rendered):
+    prod = rendered["prod"]
+    assert block(prod, "PersistentVolume") == """\
+PersistentVolume       -                      ai-serving-node-cache-vllm-qwen3-235b  NodeCache
+  storage    1Ti, hostPath /var/lib/vllm-serving/ai-serving-node-cache/vllm-qwen3-235b on each node,
+             for claim vllm-qwen3-235b-node-cache
+  dependsOn  Namespace/ai-serving"""
+    assert block(prod, "PersistentVolumeClaim", "vllm-qwen3-235b-node-cache") == """\
+PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-node-cache             NodeCache
+  storage    1Ti, bound to PersistentVolume ai-serving-node-cache-vllm-qwen3-235b, ReadWriteOnce
+  dependsOn  PersistentVolume/ai-serving-node-cache-vllm-qwen3-235b"""
+    assert block(prod, "DaemonSet", "vllm-qwen3-235b-node-cache") == """\
+DaemonSet              ai-serving             vllm-qwen3-235b-node-cache             NodeCache
+  image      vllm/vllm-openai:v0.34.0
+  resources  requests cpu 500m, memory 256Mi; limits cpu 2, memory 1Gi
+  options    customTimeouts create 60m, update 60m
+  dependsOn  ConfigMap/vllm-qwen3-235b-node-cache-script, DaemonSet/vllm-qwen3-235b-node-cache-prepare,
+             Job/vllm-qwen3-235b-stage-139e6c8f, PersistentVolumeClaim/vllm-qwen3-235b-models,
+             PersistentVolumeClaim/vllm-qwen3-235b-node-cache, RoleBinding/vllm-qwen3-235b-node-cache"""
+    assert block(prod, "DaemonSet", "vllm-qwen3-235b-image-pre-pull") == """\
+DaemonSet              ai-serving             vllm-qwen3-235b-image-pre-pull         ImagePrePull
+  image      vllm/vllm-openai:v0.34.0
+  resources  cpu 1m, memory 16Mi (requests = limits)
+  dependsOn  PriorityClass/vllm-qwen3-235b-image-pre-pull, ServiceAccount/vllm-qwen3-235b-image-pre-pull"""
 
 
 def test_dev_server_on_a_hami_slice_and_its_volume(rendered):
@@ -170,33 +196,34 @@ def test_the_table_fits_the_terminal(rendered, multinode, width):
 
 def test_the_summary_ends_with_the_outputs_and_the_warnings(rendered):
     text = summary(rendered["prod"])
-    assert "\n18 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
-    assert '  servedModelName: "qwen3-235b"\nWarnings:\n  - ModelStore vllm-qwen3-235b: revision master' in text
+    assert "\n33 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
+    assert '  servedModelName: "qwen3-235b"\n  timeToReady: "28 min: image pull 15 min + read 470 GB from node-local disk at 1000 MB/s 8 min + engine start 5 min"\nWarnings:\n  - ModelStore vllm-qwen3-235b: revision master' in text
     assert text.endswith("/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master/.modelstore-complete.json)")
 
 
 def test_summary_md_is_a_markdown_table_of_the_same(rendered):
     text = markdown_summary(rendered["prod"])
     lines = text.splitlines()
-    assert lines[0] == "### Stack `prod`: 18 objects"
+    assert lines[0] == "### Stack `prod`: 33 objects"
     assert lines[2:4] == ["| Kind | Namespace | Name | Component | What to check |", "|---|---|---|---|---|"]
     assert (
         "| Deployment | ai-serving | vllm-qwen3-235b | VLLMServer | **image** vllm/vllm-openai:v0.34.0"
         "<br>**layout** tensor parallel 8, one engine"
         "<br>**gpus** nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200"
         "<br>**resources** cpu 32, memory 160Gi (requests = limits)<br>**vllm** --served-model-name qwen3-235b, "
-        "--tensor-parallel-size 8, --pipeline-parallel-size 1, --gpu-memory-utilization 0.9, --max-model-len 32768, "
-        "--safetensors-load-strategy eager<br>**api key** $VLLM_API_KEY from Secret vllm-api-key, key api-key"
+        "--tensor-parallel-size 8, --pipeline-parallel-size 1, --gpu-memory-utilization 0.9, --max-model-len 32768"
+        "<br>**api key** $VLLM_API_KEY from Secret vllm-api-key, key api-key"
         "<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
-        "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 83m; at 1 replica a new one starts before an "
-        "old one stops, 1 keeps serving<br>**options** customTimeouts create 80m, update 166m<br>**dependsOn** Job/vllm-qwen3-235b-stage-139e6c8f, "
+        "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 36m; at 1 replica a new one starts before an "
+        "old one stops, 1 keeps serving<br>**options** customTimeouts create 33m, update 72m<br>**dependsOn** "
+        "DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-139e6c8f, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines
     assert "| endpoint | `\"https://vllm.ai-serving.company.com/v1\"` |" in lines
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| Kind") and not line.startswith("| Output")]
-    assert len(rows) == 18 + len(rendered["prod"].outputs)
-    assert all(line.count(" | ") == 4 for line in rows[:18]), "no cell breaks the table"
+    assert len(rows) == 33 + len(rendered["prod"].outputs)
+    assert all(line.count(" | ") == 4 for line in rows[:33]), "no cell breaks the table"
 
 
 def test_markdown_cells_escape_what_would_break_the_table():
@@ -219,7 +246,7 @@ def test_options_json_holds_every_set_option_by_object(rendered):
         "protect": True, "retainOnDelete": True, "adoptsExisting": True, "dependsOn": ["Namespace/ai-serving"],
     }
     assert document["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
-    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "80m", "update": "166m"}
+    assert document["Deployment/ai-serving/vllm-qwen3-235b"]["customTimeouts"] == {"create": "33m", "update": "72m"}
     assert len(document) == len(rendered["prod"].objects)
 
 
@@ -227,7 +254,7 @@ def test_the_renderer_writes_the_summary_and_the_options(tmp_path, capsys):
     assert render.main(["prod", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "  gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3" in printed
-    assert (tmp_path / "summary.md").read_text().startswith("### Stack `prod`: 18 objects\n")
+    assert (tmp_path / "summary.md").read_text().startswith("### Stack `prod`: 33 objects\n")
     assert json.loads((tmp_path / "options.json").read_text())["Namespace/ai-serving"] == {"retainOnDelete": True, "adoptsExisting": True}
 
 

@@ -48,7 +48,7 @@ def repository(tmp_path_factory) -> Path:
     run_git(repo, "init", "--quiet", "--initial-branch=main")
     run_git(repo, "add", ".")
     run_git(repo, "commit", "--quiet", "-m", "base")
-    edit(repo / "Pulumi.prod.yaml", "vllm-serving:startupTimeoutMinutes: 60", "vllm-serving:startupTimeoutMinutes: 90")
+    edit(repo / "Pulumi.prod.yaml", "vllm-serving:nodeCache: true", "vllm-serving:nodeCache: true\n  vllm-serving:nodeCacheReadMBps: 500")
     edit(repo / "components" / "labels.py", 'MANAGED_BY = "pulumi"', 'MANAGED_BY = "pulumi-at-head"')
     staging = (repo / "Pulumi.dev.yaml").read_text().replace("ai-serving-dev", "ai-serving-staging")
     (repo / "Pulumi.staging.yaml").write_text(staging)
@@ -84,7 +84,7 @@ def test_each_side_runs_its_own_program(reviewed):
     # The components changed at head; the base must not run them (nor the editable install's).
     _, out = reviewed
     labels = {
-        side: yaml.safe_load((out / side / "prod" / "12-deployment-vllm-qwen3-235b.yaml").read_text())["metadata"]["labels"]
+        side: yaml.safe_load(next((out / side / "prod").glob("*-deployment-vllm-qwen3-235b.yaml")).read_text())["metadata"]["labels"]
         for side in ("base", "head")
     }
     assert labels["base"]["app.kubernetes.io/managed-by"] == "pulumi"
@@ -97,8 +97,8 @@ def test_the_diff_shows_the_changed_setting(reviewed):
     assert "--- a/prod/Deployment/ai-serving/vllm-qwen3-235b.yaml\n+++ b/prod/Deployment/ai-serving/vllm-qwen3-235b.yaml\n" in diff
     assert "-    app.kubernetes.io/managed-by: pulumi\n+    app.kubernetes.io/managed-by: pulumi-at-head\n" in diff
     startup = [line for line in diff.splitlines() if re.match(r"^[-+]\s+failureThreshold: \d+$", line)]
-    assert len(startup) == 2, "the startup probe's budget follows startupTimeoutMinutes"
-    assert '"update": "166m"' in diff and "--- a/prod/options.json" in diff
+    assert len(startup) == 2, "the startup probe's budget follows the node cache's read rate"
+    assert '"update": "88m"' in diff and "--- a/prod/options.json" in diff
     new_stack = (out / "diff" / "staging.diff").read_text()
     assert "--- /dev/null\n+++ b/staging/Namespace/ai-serving-staging.yaml\n" in new_stack
     assert "--- /dev/null\n+++ b/staging/outputs.json\n" in new_stack
@@ -113,11 +113,13 @@ def test_the_summary_counts_each_stack_and_names_the_changed_options(reviewed):
     # Every object but the Namespace carries the label the components changed; the download Job,
     # named by all it runs, becomes a new Job (one added, one removed), which the server now waits for.
     assert "| `dev` | 12 → 12 | 1 | 1 | 10 | 1 | 0 |" in lines
-    assert "| `prod` | 18 → 18 | 1 | 1 | 16 | 2 | 0 |" in lines
-    assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 8 |" in lines
+    # In prod the node cache's read rate changed too: the server's budget, its timeouts and the
+    # stated time to ready follow it.
+    assert "| `prod` | 33 → 33 | 1 | 1 | 31 | 3 | 1 |" in lines
+    assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 9 |" in lines
     assert "A new stack: every object is added." in text
     timeouts = [line for line in lines if line.startswith("  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: ")]
-    assert timeouts == ["  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: create 80m, update 166m → create 110m, update 226m"]
+    assert timeouts == ["  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: create 33m, update 72m → create 41m, update 88m"]
     assert "<details><summary>Diff of <code>prod</code>" in text
     assert "<details><summary>What <code>prod</code> creates at head</summary>" in text
     assert len(text) <= COMMENT_LIMIT
@@ -135,7 +137,7 @@ def test_the_head_can_be_a_ref_too(repository, tmp_path):
     finally:
         run_git(repository, "checkout", "--quiet", "main")
     assert [(c.stack, len(c.added), len(c.changed), len(c.options_changed)) for c in changes] == [
-        ("dev", 1, 10, 1), ("prod", 1, 16, 2), ("staging", 12, 0, 0),
+        ("dev", 1, 10, 1), ("prod", 1, 31, 3), ("staging", 12, 0, 0),
     ]
     assert (tmp_path / "summary.md").read_text().splitlines()[1].startswith("## Rendered stacks: `main~1` (")
     assert len(run_git(repository, "worktree", "list").splitlines()) == 1

@@ -106,7 +106,7 @@ def test_two_replicas_need_no_surge(monkeypatch):
     assert rendering.only("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
-@pytest.mark.parametrize(("stack", "step"), [("dev", 3 + 15 + 15 + 5), ("prod", 3 + 15 + 60 + 5)])
+@pytest.mark.parametrize(("stack", "step"), [("dev", 3 + 15 + 15 + 5), ("prod", 3 + 15 + 13 + 5)])
 def test_the_progress_deadline_is_one_rollout_step_of_the_probes_budget(rendered, stack, step):
     deployment = rendered[stack].only("Deployment")
     (server,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -46,15 +46,21 @@ def test_every_container_of_every_stack_runs_unprivileged(rendered, tmp_path_fac
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_the_service_accounts_carry_no_token(rendered, stack):
-    accounts = [o.manifest for o in rendered[stack].objects if o.kind == "ServiceAccount"]
-    assert len(accounts) == 2  # the server's and the download Job's
-    for account in accounts:
-        assert account["automountServiceAccountToken"] is False
+    """The server's, the download Job's and the image pre-pull's; only the node cache's copier
+    reads the API (its own DaemonSet, at a destroy), and its role may do nothing else."""
+    accounts = {o.name: o.manifest for o in rendered[stack].objects if o.kind == "ServiceAccount"}
+    copier = "vllm-qwen3-235b-node-cache"
+    assert len(accounts) == (4 if stack == "prod" else 2)
+    for name, account in accounts.items():
+        assert account.get("automountServiceAccountToken") is (None if name == copier else False)
+    if stack == "prod":
+        assert rendered[stack].find("Role", copier)["rules"] == [
+            {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [copier], "verbs": ["get"]}]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_the_created_namespace_enforces_the_restricted_level(rendered, stack):
-    labels = rendered[stack].only("Namespace")["metadata"]["labels"]
+    labels = rendered[stack].find("Namespace", rendered[stack].outputs["namespace"])["metadata"]["labels"]
     assert labels == {"pod-security.kubernetes.io/enforce": "restricted"}
 
 

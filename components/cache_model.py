@@ -57,7 +57,7 @@ Exit codes:
     2  bad arguments, or ``<cache-root>/<name>`` is a directory this script did not make
     3  the source is not usable: a marker without a valid file list, a file missing or of
        another size than recorded, or a marker that changed during the copy
-    4  a copied file does not match its recorded size or sha256 (the copy is deleted)
+    4  a copied file does not match its recorded sha256 (the copy is deleted)
     5  not enough free space under the cache root
     6  reading or writing failed (I/O error)
 """

@@ -448,3 +448,29 @@ def test_a_marker_written_by_stage_model_is_read(tmp_path):
     assert [(f.path, f.size) for f in stage_model.recorded_files(json.loads(content))] == [
         (e.path, e.size) for e in entries
     ]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--name", "a/b"], "--name: must be one directory name"),
+        (["--name", ".hidden"], "--name: must be one directory name"),
+        (["--keep", ".."], "--keep: must be one directory name"),
+        (["--reserve-gb", "-1"], "--reserve-gb: must be a number of at least 0"),
+        (["--wait-seconds", "0"], "--wait-seconds: must be a positive number"),
+        (["--remove-when-gone", "kubernetes.default.svc/x"], "--remove-when-gone must be an http(s) URL"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_option(source, root, extra, message):
+    result = subprocess.run(command(source, root) + extra, capture_output=True, text=True, timeout=TIMEOUT)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (root / "v1").exists()
+
+
+def test_a_cache_root_that_is_not_a_directory_exits_2(tmp_path, source):
+    result = run(source, tmp_path / "absent")
+
+    assert result.returncode == 2
+    assert "--cache-root" in result.stderr and "is not a directory" in result.stderr

@@ -94,7 +94,8 @@ def drop_page_cache() -> bool:
 def run(command: List[str]) -> str:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:3])} ... failed ({result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        output = result.stdout[-2000:] + result.stderr[-2000:]
+        raise SystemExit(f"{' '.join(command[:3])} ... failed ({result.returncode}):\n{output}")
     return result.stdout
 
 
@@ -160,9 +161,13 @@ def copy_rates(args: argparse.Namespace, base: Path, figures: dict) -> dict:
     medians = {way: statistics.median(seconds) for way, seconds in results.items()}
     rates = {way: total / 1e6 / seconds for way, seconds in medians.items()}
     print()
-    print(f"revision: {len(manifest)} files, {total / 1e9:.2f} GB ({total / GIB:.2f} GiB); {args.rounds} rounds; "
-          + ("page cache dropped before each way (cold reads)" if cold else
-             "the page cache could not be dropped (not root?): the runs are WARM, the source may come from memory"))  # fmt: skip
+    reads = (
+        "page cache dropped before each way (cold reads)"
+        if cold
+        else "the page cache could not be dropped (not root?): the runs are WARM, the source may come from memory"
+    )
+    size = f"{total / 1e9:.2f} GB ({total / GIB:.2f} GiB)"
+    print(f"revision: {len(manifest)} files, {size}; {args.rounds} rounds; {reads}")
     print()
     print(f"{'way':<18} | {'median s':>8} | {'MB/s':>7} | {'cache rate / rate':>17}")
     print("-" * 60)

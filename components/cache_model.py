@@ -203,7 +203,8 @@ def wait_for_marker(source: str, marker_name: str, wait_seconds: float) -> bytes
         if parse_marker(content) is not None:
             return content  # type: ignore[return-value]
         what = "absent" if content is None else "not a JSON object"
-        log(f"waiting for the staging Job: {os.path.join(source, marker_name)} is {what}; next look in {wait_seconds:g} s")
+        marker_path = os.path.join(source, marker_name)
+        log(f"waiting for the staging Job: {marker_path} is {what}; next look in {wait_seconds:g} s")
         time.sleep(wait_seconds)
 
 
@@ -493,7 +494,8 @@ def claim(target: str) -> None:
     """Make target ours: create it with its mark, or refuse a directory made by someone else."""
     if owned(target):
         return
-    if os.path.lexists(target) and not (os.path.isdir(target) and not os.listdir(target)):
+    empty_dir = os.path.isdir(target) and not os.path.islink(target) and not os.listdir(target)
+    if os.path.lexists(target) and not empty_dir:
         raise CacheError(
             EXIT_USAGE,
             f"{target} exists and was not made by this script (no {OWNED_NAME} in it); it is left alone: "
@@ -656,7 +658,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         metavar="NAME",
         help="another revision to keep; repeatable (every other one this script made is evicted)",
     )
-    parser.add_argument("--marker-name", default=MARKER_NAME, help=f"the completion marker's name (default {MARKER_NAME})")
+    parser.add_argument(
+        "--marker-name", default=MARKER_NAME, help=f"the completion marker's name (default {MARKER_NAME})"
+    )
     parser.add_argument(
         "--reserve-gb", type=non_negative, default=0.0, help="GB (10^9 bytes) to leave free after the copy (default 0)"
     )

@@ -53,7 +53,8 @@ def write_store(source: Path, files: dict, hashes: bool = True) -> bytes:
         for path, content in sorted(files.items())
     ]
     marker = {"format": 2, "modelId": "acme/tiny", "revision": "v1", "source": "modelscope", "files": len(files),
-              "bytes": sum(len(c) for c in files.values()), "completedAt": "2026-01-01T00:00:00Z", "manifest": manifest}  # fmt: skip
+              "bytes": sum(len(c) for c in files.values()), "completedAt": "2026-01-01T00:00:00Z",
+              "manifest": manifest}  # fmt: skip
     content = json.dumps(marker, indent=1).encode()
     (source / MARKER).write_bytes(content)
     return content
@@ -291,12 +292,24 @@ def test_a_target_directory_made_by_someone_else_is_refused(source, root):
     assert sorted(p.name for p in (root / "v1").iterdir()) == ["theirs.bin"]
 
 
+def test_a_target_that_is_a_symlink_is_refused(tmp_path, source, root):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "v1").symlink_to(elsewhere)
+
+    result = run(source, root)
+
+    assert result.returncode == cache_model.EXIT_USAGE
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_too_little_free_space_is_refused_before_any_byte_is_copied(source, root):
     result = run(source, root, "--reserve-gb", "1000000")
 
     assert result.returncode == cache_model.EXIT_NO_SPACE
     total = sum(len(c) for c in FILES.values())
-    assert f"{total} bytes" in result.stderr and "1000000000000000 bytes" in result.stderr and "are free" in result.stderr
+    assert f"{total} bytes" in result.stderr and "1000000000000000 bytes" in result.stderr
+    assert "are free" in result.stderr
     assert model_files(root / "v1") == {}
 
 
@@ -395,7 +408,9 @@ DAEMONSET = {"kind": "DaemonSet", "metadata": {"name": "cache", "namespace": "ns
     ],
     ids=["gone", "being-deleted", "alive", "api-error"],
 )
-def test_sigterm_removes_the_cache_only_when_the_daemonset_is_being_deleted(tmp_path, source, root, status, body, removed):
+def test_sigterm_removes_the_cache_only_when_the_daemonset_is_being_deleted(
+    tmp_path, source, root, status, body, removed
+):
     (root / "foreign").mkdir()
     (root / "foreign" / "weights.bin").write_bytes(b"not ours")
     token = tmp_path / "token"

@@ -155,6 +155,23 @@ def test_the_marker_is_the_last_thing_put_in_place(source, root, monkeypatch):
     assert {"config.json", "model-00001-of-00002.safetensors", "tokenizer.json"} <= set(renamed[:-1])
 
 
+def test_copy_file_hashes_what_it_writes_and_starts_write_back_range_by_range(tmp_path, monkeypatch):
+    content = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "source").write_bytes(content)
+    ranges = []
+    monkeypatch.setattr(cache_model, "BLOCK", 256 * 1024)
+    monkeypatch.setattr(cache_model, "WRITE_BACK", 1024 * 1024)
+    monkeypatch.setattr(
+        cache_model.os, "posix_fadvise", lambda fd, offset, length, advice: ranges.append((offset, length))
+    )
+
+    digest = cache_model.copy_file(str(tmp_path / "source"), str(tmp_path / "copy"), len(content))
+
+    assert digest == hashlib.sha256(content).hexdigest()
+    assert (tmp_path / "copy").read_bytes() == content
+    assert ranges == [(offset, 1024 * 1024) for offset in range(0, 5 * 1024 * 1024, 1024 * 1024)]
+
+
 def test_a_second_run_finds_the_revision_cached_and_copies_nothing(source, root):
     assert run(source, root).returncode == 0
     before = {path: identity(path) for path in (root / "v1").rglob("*")}

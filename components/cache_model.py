@@ -4,7 +4,7 @@ Run by the node-cache DaemonSet on every GPU node, from a ConfigMap, with the se
 Python (standard library only, Python 3.9 or later; it imports nothing from this package):
 
     python cache_model.py --source DIR --cache-root DIR --name NAME [--keep NAME ...]
-        [--marker-name NAME] [--reserve-gb N] [--wait-seconds N] [--stay]
+        [--keep-stored DIR] [--marker-name NAME] [--reserve-gb N] [--wait-seconds N] [--stay]
         [--remove-when-gone URL [--token-file PATH] [--ca-file PATH]]
 
 ``--source`` is the revision's directory on the shared volume, as stage_model.py leaves it;
@@ -21,7 +21,8 @@ Steps, each logged for ``kubectl logs``:
    staging Job writes it last, so no copy ever starts from an incomplete store.
 2. Take a lock on the cache root (one copy per node at a time), and evict: every revision
    directory under the cache root that this script made (it holds OWNED_NAME) and that is
-   neither ``--name`` nor a ``--keep`` is removed. Anything else there is never touched.
+   neither ``--name`` nor a ``--keep``, nor (with ``--keep-stored``) a revision the model
+   volume still holds complete, is removed. Anything else there is never touched.
 3. If ``<cache-root>/<name>`` holds a marker equal to the source's and every file has its
    recorded size: "already cached", done.
 4. Otherwise the local marker goes first (the copy is not complete while it changes), files
@@ -536,6 +537,17 @@ def evict(root: str, keep: Set[str]) -> None:
             log(f"evicted {name} ({size_text(size)}): not among the revisions to keep ({', '.join(sorted(keep))})")
 
 
+def stored_revisions(root: str, store: str, marker_name: str) -> Set[str]:
+    """The cached revisions that the model volume still holds complete: a revision's name is its
+    path under the volume's mount with "--" for "/" (components/node_cache.py revision_name), and
+    the staging Job keeps its own revisions there (stage_model.py --keep-revisions)."""
+    kept = set()
+    for name in os.listdir(root):
+        if owned(os.path.join(root, name)) and os.path.isfile(os.path.join(store, *name.split("--"), marker_name)):
+            kept.add(name)
+    return kept
+
+
 def remove_all(root: str) -> None:
     """Everything this script made under root: its revision directories and its lock file."""
     for name in sorted(os.listdir(root)):
@@ -668,6 +680,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         help="another revision to keep; repeatable (every other one this script made is evicted)",
     )
     parser.add_argument(
+        "--keep-stored",
+        metavar="DIR",
+        help="also keep every cached revision that DIR (the model volume's mount) still holds complete",
+    )
+    parser.add_argument(
         "--marker-name", default=MARKER_NAME, help=f"the completion marker's name (default {MARKER_NAME})"
     )
     parser.add_argument(
@@ -706,7 +723,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             marker_content = wait_for_marker(args.source, args.marker_name, args.wait_seconds)
             entries = read_manifest(parse_marker(marker_content) or {}, args.marker_name)
             with RootLock(args.cache_root):
-                evict(args.cache_root, {args.name, *args.keep})
+                stored = stored_revisions(args.cache_root, args.keep_stored, args.marker_name) if args.keep_stored else set()
+                evict(args.cache_root, {args.name, *args.keep, *stored})
                 cache(args, marker_content, entries)
         except CacheError as error:
             print(f"cache_model: error: {error}", file=sys.stderr, flush=True)

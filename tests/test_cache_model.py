@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import shutil
 import os
 import signal
 import stat
@@ -296,6 +297,39 @@ def test_stale_revisions_are_evicted_and_foreign_data_is_never_touched(tmp_path,
     ]  # fmt: skip
     assert (root / "foreign" / "weights.bin").read_bytes() == b"not ours"
     assert "evicted older" in result.stdout and "evicted v0" in result.stdout
+
+
+def test_revisions_the_model_volume_still_holds_are_kept(tmp_path, root):
+    """--keep-stored: the cache keeps what the staging Job keeps (a name is the revision's path
+    under the volume's mount, "--" for "/"), and evicts what the Job has removed."""
+    store = tmp_path / "store"
+    for revision in ("v0", "v1", "v2"):
+        write_store(store / "org" / "model" / revision, {"config.json": revision.encode()})
+        assert run(store / "org" / "model" / revision, root, "--keep-stored", str(store),
+                   name=f"org--model--{revision}").returncode == 0
+    shutil.rmtree(store / "org" / "model" / "v0")  # the Job's own eviction on the volume
+    (store / "org" / "model" / "v1" / MARKER).unlink()  # a revision being staged again: not complete
+
+    result = run(store / "org" / "model" / "v2", root, "--keep-stored", str(store), name="org--model--v2")
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in root.iterdir() if cache_model.owned(str(p))) == ["org--model--v2"]
+    assert "evicted org--model--v0" in result.stdout and "evicted org--model--v1" in result.stdout
+
+
+def test_a_revision_still_complete_on_the_volume_stays(tmp_path, root):
+    store = tmp_path / "store"
+    for revision in ("v1", "v2"):
+        write_store(store / "org" / "model" / revision, {"config.json": revision.encode()})
+        assert run(store / "org" / "model" / revision, root, "--keep-stored", str(store),
+                   name=f"org--model--{revision}").returncode == 0
+
+    result = run(store / "org" / "model" / "v2", root, "--keep-stored", str(store), name="org--model--v2")
+    without = run(store / "org" / "model" / "v2", root, name="org--model--v2")
+
+    assert result.returncode == 0, result.stderr
+    assert "evicted" not in result.stdout
+    assert "evicted org--model--v1" in without.stdout, "without --keep-stored only --name and --keep stay"
 
 
 def test_a_target_directory_made_by_someone_else_is_refused(source, root):

@@ -82,7 +82,7 @@ def test_prod_up_in_the_namespace_the_docs_make_first(prod, cluster):
     products = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["vllm-serving:gpuProducts"]
     assert node["metadata"]["labels"]["nvidia.com/gpu.product"] in products
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
-    (claim,) = kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
+    claim = kubectl_json(cluster, "get", "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE)
     assert claim["status"]["phase"] == "Bound" and claim["spec"]["volumeName"].startswith("e2e-rwx-")
     for kind in ("scaledobject", "podmonitor", "ingress"):
         assert kubectl_json(cluster, "get", kind, "-n", NAMESPACE)["items"], kind
@@ -94,6 +94,71 @@ def test_prod_up_in_the_namespace_the_docs_make_first(prod, cluster):
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert uid(cluster, "secret", SECRET, "-n", NAMESPACE) == secret_uid
     assert SECRET not in {r.get("outputs", {}).get("metadata", {}).get("name") for r in prod.resources(STACK)}
+
+
+def prod_gpu_nodes(cluster) -> set[str]:
+    """The nodes of a GPU product prod allows: where its node cache and image pre-pull run."""
+    products = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["vllm-serving:gpuProducts"]
+    return {n["metadata"]["name"] for n in kubectl_json(cluster, "get", "nodes")["items"]
+            if n["metadata"]["labels"].get("nvidia.com/gpu.product") in products}
+
+
+def daemon_set_nodes(cluster, namespace: str, name: str) -> set[str]:
+    """The nodes of a DaemonSet's pods, once the set reports every one ready."""
+    daemon_set = kubectl_json(cluster, "get", "daemonset", name, "-n", namespace)
+    status = daemon_set["status"]
+    assert status["numberReady"] == status["desiredNumberScheduled"] == status.get("updatedNumberScheduled"), status
+    selector = ",".join(f"{k}={v}" for k, v in daemon_set["spec"]["selector"]["matchLabels"].items())
+    return {p["spec"]["nodeName"] for p in kubectl_json(cluster, "get", "pods", "-n", namespace, "-l", selector)["items"]}
+
+
+def test_the_node_cache_and_the_image_run_on_every_gpu_node_of_prod(prod, cluster):
+    """kwok runs no container: this proves the objects, their admission and their placement; the
+    copy itself is proven by tests/test_cache_model.py and bench/cold_start.py."""
+    gpu_nodes = prod_gpu_nodes(cluster)
+    assert gpu_nodes
+    cache_namespace = f"{NAMESPACE}-node-cache"
+    labels = kubectl_json(cluster, "get", "namespace", cache_namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert daemon_set_nodes(cluster, cache_namespace, "vllm-qwen3-235b-node-cache-prepare") == gpu_nodes
+    assert daemon_set_nodes(cluster, NAMESPACE, "vllm-qwen3-235b-node-cache") == gpu_nodes
+    assert daemon_set_nodes(cluster, NAMESPACE, "vllm-qwen3-235b-image-pre-pull") == gpu_nodes
+    volume = kubectl_json(cluster, "get", "pv", f"{cache_namespace}-vllm-qwen3-235b")
+    assert volume["status"]["phase"] == "Bound"
+    assert kubectl_json(cluster, "get", "pvc", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE)["spec"]["volumeName"] == (
+        volume["metadata"]["name"])
+    (server,) = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=server")["items"]
+    assert server["spec"]["nodeName"] in gpu_nodes
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in server["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"vllm-qwen3-235b-models", "vllm-qwen3-235b-node-cache"}
+    assert kubectl_json(cluster, "get", "priorityclass", "vllm-qwen3-235b-image-pre-pull")["value"] == -1000
+
+
+def test_a_new_revision_is_on_every_gpu_node_before_the_server_rolls(prod, cluster):
+    """A model upgrade: the staging Job of the new revision, then the copier's new pods on every
+    node, ready, and only then the server's new ReplicaSet (the objects' timestamps)."""
+    old_sets = {rs["metadata"]["name"] for rs in kubectl_json(cluster, "get", "replicasets", "-n", NAMESPACE)["items"]}
+    prod.run("config", "set", "vllm-serving:modelRevision", "0123456789abcdef0123456789abcdef01234567", stack=STACK)
+    try:
+        prod_up(prod, cluster)
+        (new_set,) = [rs for rs in kubectl_json(cluster, "get", "replicasets", "-n", NAMESPACE)["items"]
+                      if rs["metadata"]["name"] not in old_sets]
+        copier = kubectl_json(cluster, "get", "daemonset", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE)
+        assert "--name" in copier["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert "0123456789abcdef0123456789abcdef01234567" in " ".join(copier["spec"]["template"]["spec"]["containers"][0]["command"])
+        pods = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=node-cache")["items"]
+        assert {p["spec"]["nodeName"] for p in pods} == prod_gpu_nodes(cluster)
+        ready_at = max(
+            c["lastTransitionTime"] for p in pods for c in p["status"]["conditions"] if c["type"] == "Ready"
+        )
+        # RFC 3339 UTC timestamps of one format compare as text; a second's resolution can tie.
+        assert ready_at <= new_set["metadata"]["creationTimestamp"], (ready_at, new_set["metadata"]["creationTimestamp"])
+        job_done = max(j["status"]["completionTime"] for j in kubectl_json(cluster, "get", "jobs", "-n", NAMESPACE)["items"])
+        assert job_done <= min(p["metadata"]["creationTimestamp"] for p in pods)
+    finally:
+        # Back to the revision the later tests expect staged (they cordon every node).
+        prod.run("config", "rm", "vllm-serving:modelRevision", stack=STACK)
+        prod_up(prod, cluster)
 
 
 def test_an_up_finishes_beside_an_autoscaled_replica_that_cannot_start(prod, cluster):
@@ -108,7 +173,8 @@ def test_an_up_finishes_beside_an_autoscaled_replica_that_cannot_start(prod, clu
         prod_up(prod, cluster)
         d = kubectl_json(cluster, "get", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE)
         assert d["spec"]["replicas"] == 2 and d["status"].get("readyReplicas") == 1, d["status"]
-        assert d["spec"]["progressDeadlineSeconds"] == 60 * wave_minutes(60, 16, 120), d["spec"]
+        # prod's load budget: its node's copy, 470 GB at 1000 MB/s and the engine's start.
+        assert d["spec"]["progressDeadlineSeconds"] == 60 * wave_minutes(13, 16, 120), d["spec"]
     finally:
         prod.run("config", "rm", "vllm-serving:imagePullMinutes", stack=STACK)
         cluster.kubectl("scale", "deployment", "vllm-qwen3-235b", "-n", NAMESPACE, "--replicas=1")
@@ -129,6 +195,13 @@ def test_prod_destroy_stops_at_the_protected_claim_and_the_next_up_adopts_it(pro
     prod.run("destroy", "--yes", stack=STACK, timeout=300)
     assert prod.resources(STACK) == []
     assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid
+    # The node caches go with the stack: their DaemonSets, claim, volume and namespace.
+    for args in (("daemonset", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE),
+                 ("pvc", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE),
+                 ("pv", f"{NAMESPACE}-node-cache-vllm-qwen3-235b"),
+                 ("namespace", f"{NAMESPACE}-node-cache"),
+                 ("priorityclass", "vllm-qwen3-235b-image-pre-pull")):
+        assert cluster.kubectl("get", *args, check=False).returncode != 0, args
 
     prod_up(prod, cluster)
     assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid

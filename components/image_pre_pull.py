@@ -19,7 +19,7 @@ from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Problems, check, with_defaults
 from .labels import object_labels, selector_labels
 from .network import isolated
-from .node_cache import RUNNING_PROBES, daemon_set_spec, node_placement, required_node_affinity
+from .node_cache import RUNNING_PROBES, daemon_set_spec, node_placement, selects_the_gpu_nodes
 from .pods import RULES as POD_RULES
 from .pods import PodSettingsArgs, apply_pod_settings, locked_down, rules_under
 
@@ -60,14 +60,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@check("node_affinity", "pod")
-def _selects_the_gpu_nodes(args: dict) -> Problems:
-    if required_node_affinity(args["node_affinity"]) is None and not args["pod"].get("node_selector"):
-        return {
-            "node_affinity": "or pod.node_selector must select the GPU nodes: without either the image would be pulled "
-            "onto every node of the cluster; pin the GPU products or give the GPU nodes' labels"
-        }
-    return {}
+_selects_the_gpu_nodes = selects_the_gpu_nodes("the image would be pulled onto")
 
 
 @check("pod")

@@ -38,6 +38,7 @@ from . import grammar
 from .arguments import (
     ArgsSpec,
     ByteQuantity,
+    Check,
     DnsLabel,
     Image,
     Problems,
@@ -52,7 +53,6 @@ from .pods import RULES as POD_RULES
 from .pods import CONTAINER_SECURITY, RUN_AS, PodSettingsArgs, apply_pod_settings, locked_down, rules_under
 from .ordering import value_only, waits_for
 from .rollout import MARGIN_MINUTES
-from .stage_model import MARKER_NAME
 
 COMPONENT = "node-cache"
 PREPARE_COMPONENT = "node-cache-prepare"
@@ -169,14 +169,23 @@ def required_node_affinity(affinity: Optional[dict]) -> Optional[dict]:
     return node.get("requiredDuringSchedulingIgnoredDuringExecution")
 
 
-@check("node_affinity", "pod")
-def _selects_the_gpu_nodes(args: dict) -> Problems:
-    if required_node_affinity(args["node_affinity"]) is None and not args["pod"].get("node_selector"):
-        return {
-            "node_affinity": "or pod.node_selector must select the GPU nodes: without either the cache would copy the "
-            "weights to every node of the cluster; pin the GPU products or give the GPU nodes' labels"
-        }
-    return {}
+def selects_the_gpu_nodes(otherwise: str) -> Check:
+    """A rule of the DaemonSets beside the server: node_affinity or pod.node_selector names the GPU
+    nodes, for without either a DaemonSet runs on every node (``otherwise`` says what then happens)."""
+
+    @check("node_affinity", "pod")
+    def run(args: dict) -> Problems:
+        if required_node_affinity(args["node_affinity"]) is None and not args["pod"].get("node_selector"):
+            return {
+                "node_affinity": f"or pod.node_selector must select the GPU nodes: without either {otherwise} "
+                "every node of the cluster; pin the GPU products or give the GPU nodes' labels"
+            }
+        return {}
+
+    return run
+
+
+_selects_the_gpu_nodes = selects_the_gpu_nodes("the cache would copy the weights to")
 
 
 SPEC = ArgsSpec(
@@ -269,7 +278,8 @@ def prepare_pod_spec(args: NodeCacheArgs, name: str, directory: str) -> dict:
                 {
                     "name": "prepare",
                     "image": args["image"],
-                    "command": ["sh", "-c", f'mkdir -p "$DIRECTORY" && chown {owner} "$DIRECTORY" && chmod 0755 "$DIRECTORY"'],
+                    # The mode while root still owns it: root without CAP_FOWNER may not chmod another's directory.
+                    "command": ["sh", "-c", f'mkdir -p -m 0755 "$DIRECTORY" && chown {owner} "$DIRECTORY"'],
                     "env": [{"name": "DIRECTORY", "value": posixpath.join(HOST_MOUNT, posixpath.relpath(directory, args["host_path"]))}],
                     "resources": {"requests": idle, "limits": idle},
                     "securityContext": {

@@ -2,6 +2,8 @@
 on network volumes, the node-local copy of the weights (NodeCache) and the image pre-pulled on
 the GPU nodes (ImagePrePull)."""
 
+import os
+
 import pulumi
 import pytest
 from conftest import project_with_stack, run_component
@@ -354,3 +356,22 @@ def test_without_gpu_nodes_named_the_node_cache_is_refused_naming_the_keys(tmp_p
         ("gpuProducts", "or nodeSelector must select the GPU nodes: without either the cache would copy the weights to "
          "every node of the cluster; pin the GPU products or give the GPU nodes' labels"),
     ]  # one problem per key: the image pre-pull's, the same fix, is not repeated
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root, as the preparing pod is")
+def test_the_preparing_script_makes_the_directory_the_copiers(tmp_path):
+    """The init container's command, run by sh on a real directory, twice (a restarted pod)."""
+    import subprocess
+
+    from vllm_serving_components.node_cache import prepare_pod_spec
+    from vllm_serving_components.pods import RUN_AS
+
+    (init,) = prepare_pod_spec(cache_args(host_path=str(tmp_path)), "srv", str(tmp_path / "ns-node-cache" / "srv"))[
+        "initContainers"]
+    directory = tmp_path / "ns-node-cache" / "srv"
+    for _ in range(2):
+        run = subprocess.run(init["command"], env={"PATH": "/usr/bin:/bin", "DIRECTORY": str(directory)},
+                             capture_output=True, text=True, timeout=10)
+        assert run.returncode == 0, run.stderr
+    status = directory.stat()
+    assert (status.st_uid, status.st_gid, status.st_mode & 0o7777) == (RUN_AS, RUN_AS, 0o755)

@@ -55,8 +55,10 @@ with argument_words(stack_words):
     }
     if pre_pull := image_pre_pull_args(config, namespace, gpu.pod_fragment):
         ImagePrePull(name, pre_pull)
-    cache = NodeCache(name, caching) if (caching := node_cache_args(config, namespace, gpu.pod_fragment, stored)) else None
-    server_args = vllm_server_args(config, namespace, gpu.pod_fragment, stored, cache.mount if cache else None)
+    cache = None
+    if caching := node_cache_args(config, namespace, gpu.pod_fragment, stored):
+        cache = NodeCache(name, caching).mount
+    server_args = vllm_server_args(config, namespace, gpu.pod_fragment, stored, cache)
     server = VLLMServer(name, server_args)
     exposure = Exposure(name, exposure_args(config, namespace, server.selector_labels, PORT, PORT_NAME, server.takes_api_key))
     if scaling := autoscaler_args(config, server.deployment_name, server.selector_labels, PORT_NAME, time_to_ready(server_args)):

@@ -17,8 +17,18 @@ ENCRYPTED_KEY = {"secure": "v1:AAABBBCCC="}
 
 
 def pods(rendering):
-    """Every pod spec the rendering creates."""
-    return [o.manifest["spec"]["template"]["spec"] for o in rendering.objects if o.kind in ("Deployment", "Job")]
+    """Every pod spec the rendering creates in the stack's namespace, which enforces Pod Security
+    restricted: the server's, the download Job's, and the node cache's copier and the image
+    pre-pull's. (The node cache's preparing pods live in a namespace of their own, at privileged:
+    tests/test_cold_start.py.)"""
+    return [o.manifest["spec"]["template"]["spec"] for o in rendering.objects
+            if o.kind in ("Deployment", "Job", "DaemonSet") and o.namespace == rendering.outputs["namespace"]]
+
+
+def test_the_restricted_namespace_holds_every_pod_of_prod_but_the_cache_preparation(rendered):
+    kinds = sorted(o.kind for o in rendered["prod"].objects if o.kind in ("Deployment", "Job", "DaemonSet"))
+    assert kinds == ["DaemonSet", "DaemonSet", "DaemonSet", "Deployment", "Job"]
+    assert len(pods(rendered["prod"])) == 4
 
 
 def every_rendering(rendered, tmp_path_factory):

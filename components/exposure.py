@@ -1,7 +1,10 @@
 """Exposure: the Service in front of the server and, with a host, a route to it; the endpoint URL.
 
 The route is an Ingress (any controller) or a Gateway API HTTPRoute attached to an existing
-Gateway. With a Gateway, TLS is the Gateway listener's business; the route only names it.
+Gateway. With a Gateway, TLS is the Gateway listener's business; the route only names it. The
+inference route is an HTTPRoute too, whose backend is an InferencePool of the server's pods with
+its Endpoint Picker (components/endpoint_picker.py): each request goes to the pod that serves it
+best, by queue, KV cache and prompt prefix, where the Service would pick one at random.
 """
 
 import re
@@ -11,8 +14,22 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import grammar
-from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Labels, Problems, check, int_range, rule, with_defaults
-from .labels import object_labels
+from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Labels, Problems, check, int_range, rule, with_defaults
+from .endpoint_picker import (
+    CONFIG_FILE,
+    FAILURE_MODES,
+    GRPC_PORT,
+    PICKER_CONFIG,
+    PICKER_IMAGE,
+    POOL_API_VERSION,
+    POOL_GROUP,
+    picker_name,
+    picker_network_policy,
+    picker_pod_spec,
+    picker_role_rules,
+    pool_spec,
+)
+from .labels import object_labels, selector_labels
 from .network import ingress_from
 from .readiness import route_accepted
 
@@ -28,6 +45,8 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
+INFERENCE_ONLY = ("picker_image", "failure_mode")
+PICKER_COMPONENT = "endpoint-picker"
 
 
 class ExposureArgs(TypedDict):
@@ -44,7 +63,16 @@ class ExposureArgs(TypedDict):
     host: NotRequired[Optional[str]]
     """Public host name; with it a route is created, without it the service stays in-cluster."""
     route: NotRequired[str]
-    """How the host reaches the Service: ingress (an Ingress) or gateway (an HTTPRoute). Default ingress."""
+    """How the host reaches the server: ingress (an Ingress to the Service), gateway (an HTTPRoute to
+    the Service) or inference (an HTTPRoute to an InferencePool of the server's pods, whose Endpoint
+    Picker chooses the pod per request; the Gateway must support the Gateway API Inference
+    Extension). Default ingress."""
+    picker_image: NotRequired[str]
+    """route inference only: the Endpoint Picker's image. Default
+    registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0."""
+    failure_mode: NotRequired[str]
+    """route inference only: what the Gateway does when the Endpoint Picker does not answer:
+    FailOpen sends the request to any ready pod, FailClose fails it. Default FailOpen."""
     path_prefix: NotRequired[Optional[str]]
     """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
     servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None
@@ -90,6 +118,8 @@ class ExposureArgs(TypedDict):
 DEFAULTS: dict[str, Any] = {
     "host": None,
     "route": "ingress",
+    "picker_image": PICKER_IMAGE,
+    "failure_mode": "FailOpen",
     "path_prefix": None,
     "ingress_class": "nginx",
     "gateway_name": None,
@@ -121,15 +151,18 @@ def _given(args: dict, fields: tuple[str, ...]) -> list[str]:
     return [field for field in fields if args[field] not in (None, DEFAULTS[field])]
 
 
-@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, "route", "stream_timeout_seconds", "route_wait_minutes")
+@check("tls", *INGRESS_ONLY, *GATEWAY_ONLY, *INFERENCE_ONLY, "route", "stream_timeout_seconds", "route_wait_minutes")
 def _route_settings_take_effect(args: dict) -> Problems:
     # host is only tested for being set, so this runs even when its value is wrong.
     if not args["host"]:
         problems = {"tls": "needs a host: a certificate is issued for a host name"} if args["tls"] else {}
-        route_fields = ("route", "stream_timeout_seconds", "route_wait_minutes", *INGRESS_ONLY, *GATEWAY_ONLY)
+        route_fields = ("route", "stream_timeout_seconds", "route_wait_minutes", *INGRESS_ONLY, *GATEWAY_ONLY, *INFERENCE_ONLY)
         return problems | {field: "has no effect without a host; remove it" for field in _given(args, route_fields)}
+    inference = {} if args["route"] == "inference" else {
+        field: "only applies with route inference; remove it" for field in _given(args, INFERENCE_ONLY)
+    }
     if args["route"] == "ingress":
-        problems = {field: "only applies with route gateway; remove it" for field in _given(args, GATEWAY_ONLY)}
+        problems = inference | {field: "only applies with route gateway or inference; remove it" for field in _given(args, GATEWAY_ONLY)}
         if "path_prefix" in problems:
             problems["path_prefix"] = (
                 "needs route gateway: an Ingress cannot strip a path prefix without controller-specific "
@@ -151,7 +184,7 @@ def _route_settings_take_effect(args: dict) -> Problems:
     }
     if not args["gateway_name"]:
         problems["gateway_name"] = "is required to attach the HTTPRoute to a Gateway"
-    return problems
+    return inference | problems
 
 
 @check("server_takes_api_key", "allow_without_api_key")
@@ -183,7 +216,9 @@ SPEC = ArgsSpec(
         "port": int_range(1, 65535),
         "target_port_name": rule(grammar.port_name),
         "host": rule(grammar.host_name),
-        "route": Literal["ingress", "gateway"],
+        "route": Literal["ingress", "gateway", "inference"],
+        "picker_image": Image,
+        "failure_mode": Literal[FAILURE_MODES],
         "path_prefix": rule(lambda value: grammar.path_segments(value, "a path under the host, e.g. qwen")),
         "ingress_class": DnsSubdomain,
         "gateway_name": DnsSubdomain,
@@ -258,7 +293,8 @@ def ingress_spec(name: str, service_name: str, args: ExposureArgs) -> dict:
 
 
 def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
-    """An HTTPRoute sending the host's API to the Service, with a stream-length timeout."""
+    """An HTTPRoute sending the host's API to the Service (or, with route inference, to the
+    InferencePool of the same name), with a stream-length timeout."""
     args = with_defaults(args, DEFAULTS)
     parent: dict = {"name": args["gateway_name"]}
     if args["gateway_namespace"]:
@@ -267,7 +303,11 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
         parent["sectionName"] = args["gateway_listener"]
     rule: dict = {
         "matches": [{"path": {"type": "PathPrefix", "value": public_path(args["path_prefix"])}}],
-        "backendRefs": [{"name": service_name, "port": args["port"]}],
+        "backendRefs": [
+            {"group": POOL_GROUP, "kind": "InferencePool", "name": service_name}
+            if args["route"] == "inference"
+            else {"name": service_name, "port": args["port"]}
+        ],
         "timeouts": {"request": f"{args['stream_timeout_seconds']}s"},
     }
     if args["path_prefix"]:
@@ -290,14 +330,14 @@ def public_endpoint(host: str, tls: bool, path_prefix: Optional[str] = None) -> 
 
 
 def create_route(
-    name: str, labels: dict, service: k8s.core.v1.Service, args: ExposureArgs, parent: pulumi.Resource
+    name: str, labels: dict, backend: pulumi.Resource, args: ExposureArgs, parent: pulumi.Resource
 ) -> pulumi.CustomResource:
-    """The Ingress or HTTPRoute that brings the host to the Service."""
+    """The Ingress or HTTPRoute that brings the host to its backend (the Service, or the InferencePool)."""
     args = with_defaults(args, DEFAULTS)
     wait = f"{args['route_wait_minutes']}m"
-    opts = pulumi.ResourceOptions(parent=parent, depends_on=[service], custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=[backend], custom_timeouts=pulumi.CustomTimeouts(create=wait, update=wait))
     metadata = {"name": name, "namespace": args["namespace"], "labels": labels}
-    if args["route"] == "gateway":
+    if args["route"] in ("gateway", "inference"):
         return k8s.apiextensions.CustomResource(
             name,
             api_version="gateway.networking.k8s.io/v1",
@@ -311,6 +351,65 @@ def create_route(
         metadata={**metadata, "annotations": ingress_annotations(args)},
         spec=ingress_spec(name, name, args),
         opts=opts,
+    )
+
+
+def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulumi.Resource:
+    """The InferencePool of the server's pods and its Endpoint Picker: Deployment, Service, account,
+    Role, config and NetworkPolicy. The pool is returned once the picker is ready."""
+    args = with_defaults(args, DEFAULTS)
+    namespace, child = args["namespace"], pulumi.ResourceOptions(parent=parent)
+    picker = picker_name(name)
+    labels, pods = object_labels(name, PICKER_COMPONENT), selector_labels(name, PICKER_COMPONENT)
+    metadata = {"name": picker, "namespace": namespace, "labels": labels}
+    account = k8s.core.v1.ServiceAccount(picker, metadata=metadata, automount_service_account_token=False, opts=child)
+    role = k8s.rbac.v1.Role(picker, metadata=metadata, rules=picker_role_rules(), opts=child)
+    binding = k8s.rbac.v1.RoleBinding(
+        picker,
+        metadata=metadata,
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": picker},
+        subjects=[{"kind": "ServiceAccount", "name": picker, "namespace": namespace}],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
+    )
+    config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: PICKER_CONFIG}, opts=child)
+    deployment = k8s.apps.v1.Deployment(
+        picker,
+        metadata=metadata,
+        spec=pulumi.Output.from_input(namespace).apply(
+            lambda ns: {
+                "replicas": 1,
+                "selector": {"matchLabels": pods},
+                "template": {"metadata": {"labels": pods}, "spec": picker_pod_spec(name, ns, args["picker_image"], pods)},
+            }
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[binding, config]),
+    )
+    k8s.core.v1.Service(
+        picker,
+        metadata=metadata,
+        spec={
+            "type": "ClusterIP",
+            "selector": pods,
+            "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
+        },
+        opts=child,
+    )
+    if args["network_policy"]:
+        k8s.networking.v1.NetworkPolicy(
+            picker,
+            metadata=metadata,
+            spec=picker_network_policy(pods, args["port"], args["allowed_namespaces"]),
+            opts=child,
+        )
+    return k8s.apiextensions.CustomResource(
+        name,
+        api_version=POOL_API_VERSION,
+        kind="InferencePool",
+        metadata={"name": name, "namespace": namespace, "labels": object_labels(name, COMPONENT)},
+        spec=pulumi.Output.from_input(args["selector"]).apply(
+            lambda selector: pool_spec(selector, args["port"], name, args["failure_mode"])
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[deployment]),
     )
 
 
@@ -360,7 +459,8 @@ class Exposure(pulumi.ComponentResource):
             "http://", self.service_name, ".", namespace, ".svc.cluster.local:", str(args["port"]), "/v1"
         )
         if args["host"]:
-            route = create_route(name, labels, service, args, parent=self)
+            backend = create_pool(name, args, parent=self) if args["route"] == "inference" else service
+            route = create_route(name, labels, backend, args, parent=self)
             url = public_endpoint(args["host"], args["tls"], args["path_prefix"])
             self.endpoint = route.metadata.apply(lambda _: url)
         else:

@@ -53,3 +53,7 @@ def egress_dns_only(selector: dict) -> dict:
 def isolated(selector: dict) -> dict:
     """The selected pods call nothing and take no connections."""
     return {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"]}
+
+API_PORTS = [443, 6443]
+"""The API server's: kubernetes.default.svc's port, and the port behind it that network policies
+see after the Service's address translation on most network plugins."""

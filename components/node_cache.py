@@ -48,9 +48,17 @@ from .arguments import (
     with_defaults,
 )
 from .labels import object_labels, selector_labels
-from .network import egress_only_to, isolated
+from .network import API_PORTS, egress_only_to, isolated
 from .pods import RULES as POD_RULES
-from .pods import CONTAINER_SECURITY, RUN_AS, PodSettingsArgs, apply_pod_settings, locked_down, rules_under
+from .pods import (
+    CONTAINER_SECURITY,
+    RUN_AS,
+    PodSettingsArgs,
+    apply_pod_settings,
+    locked_down,
+    projected_api_access,
+    rules_under,
+)
 from .ordering import value_only, waits_for
 from .rollout import MARGIN_MINUTES
 
@@ -63,23 +71,7 @@ SCRIPT_PATH = "/scripts"
 HOST_MOUNT = "/host"
 STOP_SECONDS = 300
 """How long a stopping copier may take to remove the copies at a destroy."""
-API_PORTS = [443, 6443]
-"""The API server's: kubernetes.default.svc's port, and the port behind it that network policies
-see after the Service's address translation on most network plugins."""
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-"""Where cache_model.py reads the token and the cluster's CA (the kubelet's own place for them)."""
-API_ACCESS_VOLUME = {
-    "name": "api-access",
-    "projected": {
-        "sources": [
-            # A token the kubelet rotates, for the copier's account alone (its role: get its DaemonSet).
-            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
-            # Published in every namespace by kube-controller-manager's root CA publisher.
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-        ]
-    },
-}
-"""What the copier needs of the API, mounted explicitly: its pod does not automount a token."""
+
 
 
 class NodeCacheMount(TypedDict):
@@ -353,7 +345,6 @@ def copier_pod_spec(args: NodeCacheArgs, name: str, command: pulumi.Input[list[s
                     {"name": "models", "mountPath": args["mount_path"], "readOnly": True},
                     {"name": "node-cache", "mountPath": MOUNT_PATH},
                     {"name": "script", "mountPath": SCRIPT_PATH, "readOnly": True},
-                    {"name": "api-access", "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True},
                 ],
             }
         ],
@@ -361,12 +352,11 @@ def copier_pod_spec(args: NodeCacheArgs, name: str, command: pulumi.Input[list[s
             {"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}},
             {"name": "node-cache", "persistentVolumeClaim": {"claimName": claim_name(name)}},
             {"name": "script", "configMap": {"name": script_name(name)}},
-            API_ACCESS_VOLUME,
         ],
         "terminationGracePeriodSeconds": STOP_SECONDS,
         **node_placement(args),
     }
-    return locked_down(apply_pod_settings(spec, args["pod"]), service_account=copier_name(name))
+    return projected_api_access(locked_down(apply_pod_settings(spec, args["pod"]), service_account=copier_name(name)), "copy")
 
 
 def copier_name(name: str) -> str:

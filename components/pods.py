@@ -218,3 +218,29 @@ def locked_down(pod_spec: dict, service_account: str, capabilities: tuple[str, .
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
     }
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+"""Where Kubernetes clients read the token and the cluster's CA (the kubelet's own place for them)."""
+API_ACCESS_VOLUME = {
+    "name": "api-access",
+    "projected": {
+        "sources": [
+            # A token the kubelet rotates, for the pod's own account.
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            # Published in every namespace by kube-controller-manager's root CA publisher.
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        ]
+    },
+}
+
+
+def projected_api_access(pod_spec: dict, container: str) -> dict:
+    """A locked-down pod spec whose one container calls the API: its account's token and the CA,
+    mounted explicitly where clients look for them, while the pod automounts nothing."""
+    mount = {"name": API_ACCESS_VOLUME["name"], "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}
+    containers = [
+        {**c, "volumeMounts": [*c.get("volumeMounts", []), mount]} if c["name"] == container else c
+        for c in pod_spec["containers"]
+    ]
+    return {**pod_spec, "containers": containers, "volumes": [*pod_spec.get("volumes", []), API_ACCESS_VOLUME]}

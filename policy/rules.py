@@ -565,6 +565,12 @@ class _Exposure:
     """Which hosts, as a message says it."""
     open_paths: tuple[str, ...]
     """Paths routed there that are not under /v1, or whatever else lets a request around the key."""
+    kind: tuple[str, str] = ("core", "Service")
+    """What the route sends to: a Service, or an InferencePool (Gateway API Inference Extension),
+    whose selector picks the pods alike."""
+
+
+POOL_KIND = ("inference.networking.k8s.io", "InferencePool")
 
 
 def public_routes_need_api_key(resources: Sequence[Resource], config: Optional[Mapping] = None) -> list[Violation]:
@@ -572,12 +578,12 @@ def public_routes_need_api_key(resources: Sequence[Resource], config: Optional[M
     needs the server to take VLLM_API_KEY from a Secret, and routes /v1 alone (vLLM checks the key
     there only), unless allowPublicWithoutApiKey is true."""
     allowed = mapping(config).get(ALLOW_PUBLIC_WITHOUT_API_KEY) is True
-    services = {}
+    services: dict[tuple, list[Resource]] = {}
     workloads = []
     for resource in resources:
         kind = kind_of(resource.resource_type)
-        if kind == ("core", "Service"):
-            services.setdefault(text(dig(resource.props, "metadata", "name")), []).append(resource)
+        if kind in (("core", "Service"), POOL_KIND):
+            services.setdefault((kind, text(dig(resource.props, "metadata", "name"))), []).append(resource)
         for pod in pods_of(resource.resource_type, resource.props):
             if pod.servers():
                 workloads.append((resource, pod))
@@ -587,7 +593,7 @@ def public_routes_need_api_key(resources: Sequence[Resource], config: Optional[M
         kind = kind_of(resource.resource_type)
         where = describe(kind[1], resource.props.get("metadata")) if kind else resource.name
         for exposure in exposures(resource.resource_type, resource.props):
-            for service in services.get(exposure.service, []) if exposure.service else []:
+            for service in services.get((exposure.kind, exposure.service), []) if exposure.service else []:
                 if not same_namespace(namespace_of(service.props), exposure.namespace):
                     continue
                 for owner, pod in selected_servers(service, workloads):
@@ -595,7 +601,7 @@ def public_routes_need_api_key(resources: Sequence[Resource], config: Optional[M
                     if keyless and not allowed:
                         violations.append(
                             Violation(
-                                f"{where} makes Service {exposure.service} public on {exposure.hosts}, and its pods "
+                                f"{where} makes {exposure.kind[1]} {exposure.service} public on {exposure.hosts}, and its pods "
                                 f"({pod.where}) run vLLM without an API key ({', '.join(keyless)} has no "
                                 f"{API_KEY_ENV} from a Secret): anyone who reaches the route can generate. Give the "
                                 f"server {API_KEY_ENV} from a Secret (stack settings apiKeySecretName or apiKey; "
@@ -622,6 +628,8 @@ def selected_servers(service: Resource, workloads: list[tuple[Resource, Pod]]) -
     """The vLLM server pods a Service selects: by its selector, or, while the selector is unknown,
     the server workloads it was built from."""
     selector = dig(service.props, "spec", "selector")
+    if kind_of(service.resource_type) == POOL_KIND:
+        selector = dig(selector, "matchLabels") if isinstance(selector, Mapping) else selector
     namespace = namespace_of(service.props)
     known = isinstance(selector, Mapping) and all(isinstance(value, str) for value in selector.values())
     if not known and selector is not UNKNOWN and not isinstance(selector, Mapping):
@@ -690,7 +698,8 @@ def _http_route_exposures(spec: Mapping, namespace: Any) -> list[_Exposure]:
         rewrites = [f for f in items(rule.get("filters")) if dig(f, "type") == "URLRewrite" and dig(f, "urlRewrite", "path")]
         for ref in items(rule.get("backendRefs")):
             ref = mapping(ref)
-            if ref.get("group", "") not in ("", "core") or ref.get("kind", "Service") != "Service":
+            backend = (ref.get("group", "") or "core", ref.get("kind", "Service"))
+            if backend not in (("core", "Service"), POOL_KIND):
                 continue
             name = ref.get("name")
             if not isinstance(name, str):
@@ -702,7 +711,7 @@ def _http_route_exposures(spec: Mapping, namespace: Any) -> list[_Exposure]:
                 paths = [] if safe else ["paths rewritten by a URLRewrite filter"]
             else:
                 paths = [f"path {path}" for path in (_open_match(match) for match in matches) if path]
-            found.append(_Exposure(name, ref.get("namespace") or namespace, hosts, tuple(paths)))
+            found.append(_Exposure(name, ref.get("namespace") or namespace, hosts, tuple(paths), backend))
     return found
 
 

@@ -180,6 +180,8 @@ class StackConfig(BaseModel):
 
     host: Optional[str]
     exposure_route: str
+    endpoint_picker_image: str
+    endpoint_picker_failure_mode: str
     ingress_class: str
     gateway_name: Optional[str]
     gateway_namespace: Optional[str]

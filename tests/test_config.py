@@ -114,7 +114,7 @@ BAD_CONFIGS = [
     ({"gpuMemoryUtilization": "0"}, "gpuMemoryUtilization", "greater than 0"),
     ({"gpuMemoryUtilization": "nan"}, "gpuMemoryUtilization", "decimal number"),
     ({"gpuMemoryUtilization": "ninety"}, "gpuMemoryUtilization", "decimal number"),
-    ({"exposureRoute": "istio", **WITH_HOST}, "exposureRoute", "ingress or gateway"),
+    ({"exposureRoute": "istio", **WITH_HOST}, "exposureRoute", "ingress, gateway or inference"),
     ({"storageAccessMode": "ReadWriteAll"}, "storageAccessMode", "ReadWriteOnce"),
     ({"gpuBackend": "amd"}, "gpuBackend", "nvidia, hami, mig or dra"),
     ({"gpuCont": 1}, "gpuCont", "did you mean gpuCount"),

@@ -585,6 +585,32 @@ def test_a_public_route_to_a_server_without_a_key_fails(route):
         assert "apiKeySecretName" in message and "allowPublicWithoutApiKey: true" in message
 
 
+def inference_pool(name: str = "qwen") -> dict:
+    return {
+        "apiVersion": "inference.networking.k8s.io/v1",
+        "kind": "InferencePool",
+        "metadata": {"name": name, "namespace": "ai"},
+        "spec": {"selector": {"matchLabels": SELECTOR}, "targetPorts": [{"number": 8000}],
+                 "endpointPickerRef": {"name": f"{name}-epp", "port": {"number": 9002}}},
+    }
+
+
+def route_to_pool(name: str = "qwen") -> dict:
+    route = http_route()
+    route["spec"]["rules"][0]["backendRefs"] = [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": name}]
+    return route
+
+
+def test_a_public_route_to_an_inference_pool_is_followed_to_its_servers():
+    """The pool's selector picks the pods as a Service's does: the key is required there too."""
+    assert check_stack([server(), inference_pool(), route_to_pool()]) == []
+    (message, _), = check_stack([server(env=[]), inference_pool(), route_to_pool()])
+    assert message.startswith("HTTPRoute ai/qwen makes InferencePool qwen public on host vllm.example.com, and its pods "
+                              "(Deployment ai/qwen) run vLLM without an API key")
+    # A Service of the same name is not the pool: nothing else is followed.
+    assert check_stack([server(env=[]), service(), route_to_pool("other")]) == []
+
+
 def test_the_policy_config_allows_public_routes_without_a_key():
     objects = [server(env=[]), service(), ingress()]
     assert check_stack(objects, config={"allowPublicWithoutApiKey": True}) == []

@@ -248,6 +248,10 @@ VARIANTS = {
         "host": "chat.example.com", "exposureRoute": "gateway", "gatewayName": "public", "gatewayNamespace": "gateways",
         "tls": True, "apiKeySecretName": "vllm-api-key",
     },
+    "inference-routing-with-api-key": {
+        "host": "chat.example.com", "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
+        "tls": True, "apiKeySecretName": "vllm-api-key", "allowedClientNamespaces": ["gateways", "monitoring"],
+    },
     "whole-gpus-on-a-product": {
         "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProducts": ["NVIDIA-A100-SXM4-80GB"],
         "gpuRuntimeClass": "nvidia", "gpuTolerateTaint": False,

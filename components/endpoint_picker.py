@@ -1,0 +1,147 @@
+"""The Gateway API Inference Extension's parts of Exposure's inference route: the InferencePool
+that selects the server's pods, and the Endpoint Picker (EPP) that scores them per request.
+
+The facts below are from the extension's v1.5.0 module (sigs.k8s.io/gateway-api-inference-extension,
+the newest release whose EPP is in the module: from v1.6 it lives in llm-d's router):
+- The EPP finds its pool by --pool-name and --pool-namespace (pkg/epp/server/options.go); an
+  endpoint is a Ready pod that the pool's selector matches, at each of its targetPorts; it scrapes
+  each endpoint's /metrics (vllm:num_requests_waiting, vllm:kv_cache_usage_perc, ...).
+- Its config (EndpointPickerConfig, inference.networking.x-k8s.io/v1alpha1) below is its built-in
+  default, written out (pkg/epp/config/loader/defaults.go): queue 2, KV cache 2, prefix cache 3.
+- It serves ext-proc over gRPC on 9002, TLS with a self-signed certificate by default (the
+  Gateway's side of the protocol), gRPC health on 9003, its metrics on 9090. Its metrics endpoint
+  asks the API to authenticate every scrape unless --metrics-endpoint-auth=false, and it exports
+  traces to localhost:4317 unless --tracing=false: both are turned off, as its chart does for traces.
+- It needs get/list/watch on pods and inferencepools in the pool's namespace, nothing more
+  without leader election (config/charts/epplib/templates/_rbac.yaml).
+- Its health service answers SERVING once the pool has synced; the chart probes the service name
+  inference-extension (cmd/epp/runner/health.go: without leader election every name gets the same answer).
+- What happens when the EPP cannot answer is the Gateway's business, told by the pool's
+  endpointPickerRef.failureMode: FailOpen (any ready endpoint) or FailClose (the request fails;
+  the CRD's default).
+"""
+
+from .network import DNS_EGRESS, NAMESPACE_NAME_LABEL
+from .pods import locked_down, projected_api_access
+
+POOL_API_VERSION = "inference.networking.k8s.io/v1"
+POOL_GROUP = "inference.networking.k8s.io"
+PICKER_IMAGE = "registry.k8s.io/gateway-api-inference-extension/epp:v1.5.0"
+GRPC_PORT = 9002
+HEALTH_PORT = 9003
+METRICS_PORT = 9090
+FAILURE_MODES = ("FailOpen", "FailClose")
+CONFIG_FILE = "epp.yaml"
+CONFIG_DIR = "/config"
+PICKER_CONFIG = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: metrics-data-source
+- type: core-metrics-extractor
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+dataLayer:
+  sources:
+  - pluginRef: metrics-data-source
+    extractors:
+    - pluginRef: core-metrics-extractor
+"""
+"""Requests go where the queue is short, the KV cache has room and the prompt's prefix was sent before."""
+
+
+def picker_name(name: str) -> str:
+    return f"{name}-epp"
+
+
+def pool_spec(selector: dict, port: int, name: str, failure_mode: str) -> dict:
+    """The server's pods (leaders only, for a multi-node server: the selector is the Service's), on
+    its port, with the EPP that picks among them."""
+    return {
+        "selector": {"matchLabels": selector},
+        "targetPorts": [{"number": port}],
+        "endpointPickerRef": {
+            "kind": "Service",
+            "name": picker_name(name),
+            "port": {"number": GRPC_PORT},
+            "failureMode": failure_mode,
+        },
+    }
+
+
+def picker_args(name: str, namespace: str) -> list[str]:
+    return [
+        "--pool-name", name,
+        "--pool-namespace", namespace,
+        "--config-file", f"{CONFIG_DIR}/{CONFIG_FILE}",
+        "--grpc-port", str(GRPC_PORT),
+        "--grpc-health-port", str(HEALTH_PORT),
+        "--metrics-port", str(METRICS_PORT),
+        "--metrics-endpoint-auth=false",
+        "--tracing=false",
+    ]  # fmt: skip
+
+
+def picker_pod_spec(name: str, namespace: str, image: str, labels: dict) -> dict:
+    """The EPP: unprivileged, its config from a ConfigMap, a projected token for its Role."""
+    health = {"grpc": {"port": HEALTH_PORT, "service": "inference-extension"}}
+    spec = {
+        "containers": [
+            {
+                "name": "epp",
+                "image": image,
+                "args": picker_args(name, namespace),
+                "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                "ports": [
+                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+                    {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+                ],
+                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
+                "readinessProbe": {**health, "periodSeconds": 5},
+                "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
+                "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
+            }
+        ],
+        "volumes": [{"name": "config", "configMap": {"name": picker_name(name)}}],
+    }
+    return projected_api_access(locked_down(spec, service_account=picker_name(name)), "epp")
+
+
+def picker_role_rules() -> list[dict]:
+    return [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [POOL_GROUP], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
+    ]
+
+
+def picker_network_policy(selector: dict, server_port: int, gateway_namespaces: list[str]) -> dict:
+    """The Gateways' namespaces reach the ext-proc port; the EPP calls DNS, the API server and the
+    server's port (its metrics)."""
+    return {
+        "podSelector": {"matchLabels": selector},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "from": [
+                    {"namespaceSelector": {"matchExpressions": [
+                        {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": gateway_namespaces}]}}
+                ],
+                "ports": [{"port": GRPC_PORT, "protocol": "TCP"}],
+            }
+        ],
+        "egress": [
+            DNS_EGRESS,
+            {"ports": [{"port": port, "protocol": "TCP"} for port in (443, 6443, server_port)]},
+        ],
+    }

@@ -175,11 +175,11 @@ def _route_settings_take_effect(args: dict) -> Problems:
             }
         return problems
     problems = {
-        field: "belongs to the Gateway's listener with route gateway; configure TLS there and remove it"
+        field: f"belongs to the Gateway's listener with route {args['route']}; configure TLS there and remove it"
         for field in _given(args, ("cluster_issuer", "tls_secret_name"))
     }
     problems |= {
-        field: "only applies to an Ingress; remove it with route gateway"
+        field: f"only applies to an Ingress; remove it with route {args['route']}"
         for field in _given(args, ("ingress_class", "max_body_size", "wait_for_address"))
     }
     if not args["gateway_name"]:

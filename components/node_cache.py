@@ -25,6 +25,8 @@ PersistentVolumes bind one claim to one node, where a Deployment's pods share on
 """
 
 
+import hashlib
+import json
 import math
 import posixpath
 from pathlib import Path
@@ -240,6 +242,16 @@ def node_placement(args: dict) -> dict:
     return placement
 
 
+def volume_key(args: NodeCacheArgs, directory: str) -> str:
+    """A digest of what a PersistentVolume and its bound claim may not change once created (the host
+    path, the node affinity; a claim's size, which only a provisioner's class may grow): it names
+    them, so a change makes new ones that the copier fills and the server then rolls onto, where an
+    update in place would be refused by the API server on the next `up`."""
+    args = with_defaults(args, DEFAULTS)
+    fixed = {"path": directory, "size": args["size"], "nodes": required_node_affinity(args["node_affinity"])}
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def persistent_volume_spec(args: NodeCacheArgs, directory: str, claim: dict) -> dict:
     """The node-local directory as a volume any GPU node mounts its own of, bound to one claim."""
     args = with_defaults(args, DEFAULTS)
@@ -326,7 +338,9 @@ def copy_command(args: NodeCacheArgs, namespace: str, name: str, model_path: str
     ]  # fmt: skip
 
 
-def copier_pod_spec(args: NodeCacheArgs, name: str, command: pulumi.Input[list[str]], ready_file: pulumi.Input[str]) -> dict:
+def copier_pod_spec(
+    args: NodeCacheArgs, name: str, claim: str, command: pulumi.Input[list[str]], ready_file: pulumi.Input[str]
+) -> dict:
     """The copier: the model volume read-only, the node's cache directory writable, unprivileged;
     ready once this node's copy is complete. It reads its own DaemonSet at a destroy, with a
     projected token of its account (whose role may get that DaemonSet and nothing else)."""
@@ -350,7 +364,7 @@ def copier_pod_spec(args: NodeCacheArgs, name: str, command: pulumi.Input[list[s
         ],
         "volumes": [
             {"name": "models", "persistentVolumeClaim": {"claimName": args["claim_name"], "readOnly": True}},
-            {"name": "node-cache", "persistentVolumeClaim": {"claimName": claim_name(name)}},
+            {"name": "node-cache", "persistentVolumeClaim": {"claimName": claim}},
             {"name": "script", "configMap": {"name": script_name(name)}},
         ],
         "terminationGracePeriodSeconds": STOP_SECONDS,
@@ -363,8 +377,8 @@ def copier_name(name: str) -> str:
     return f"{name}-node-cache"
 
 
-def claim_name(name: str) -> str:
-    return f"{name}-node-cache"
+def claim_name(name: str, key: str) -> str:
+    return f"{name}-node-cache-{key}"
 
 
 def script_name(name: str) -> str:
@@ -429,16 +443,17 @@ class NodeCache(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[own_namespace], custom_timeouts=pull_timeouts(args)),
         )  # fmt: skip
 
-        volume_name = f"{cache_namespace}-{name}"
+        key = volume_key(args, directory)
+        volume_name, claim_of_volume = f"{cache_namespace}-{name}-{key}", claim_name(name, key)
         volume = k8s.core.v1.PersistentVolume(
             volume_name,
             metadata={"name": volume_name, "labels": labels},
-            spec=persistent_volume_spec(args, directory, {"namespace": namespace, "name": claim_name(name)}),
+            spec=persistent_volume_spec(args, directory, {"namespace": namespace, "name": claim_of_volume}),
             opts=child,
         )
         claim = k8s.core.v1.PersistentVolumeClaim(
-            claim_name(name),
-            metadata={"name": claim_name(name), "namespace": namespace, "labels": labels},
+            claim_of_volume,
+            metadata={"name": claim_of_volume, "namespace": namespace, "labels": labels},
             spec={
                 "accessModes": ["ReadWriteOnce"],
                 "storageClassName": "",
@@ -483,7 +498,7 @@ class NodeCache(pulumi.ComponentResource):
         copier = k8s.apps.v1.DaemonSet(
             copier_name(name),
             metadata={"name": copier_name(name), "namespace": namespace, "labels": labels},
-            spec=daemon_set_spec(selector_labels(name, COMPONENT), copier_pod_spec(args, name, command, ready_file)),
+            spec=daemon_set_spec(selector_labels(name, COMPONENT), copier_pod_spec(args, name, claim_of_volume, command, ready_file)),
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[claim, script, binding, prepare, staged],
@@ -506,7 +521,7 @@ class NodeCache(pulumi.ComponentResource):
             )
 
         self.mount = {
-            "claim_name": claim_name(name),
+            "claim_name": claim_of_volume,
             "mount_path": MOUNT_PATH,
             "model_path": pulumi.Output.all(copier.metadata, local_path).apply(lambda p: p[1]),
             "read_mb_per_s": args["read_mb_per_s"],

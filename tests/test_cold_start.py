@@ -13,7 +13,7 @@ from vllm_serving_components import ImagePrePull, NodeCache, VLLMServer, node_ca
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.image_pre_pull import PRIORITY
 from vllm_serving_components.load_time import LoadPath, TimeToReady, derived_startup_minutes, load_minutes
-from vllm_serving_components.node_cache import CACHE_SCRIPT, MOUNT_PATH, copy_minutes, revision_name
+from vllm_serving_components.node_cache import CACHE_SCRIPT, MOUNT_PATH, copy_minutes, revision_name, volume_key
 from vllm_serving_components.stage_model import MARKER_NAME
 from vllm_serving_components.vllm_server import (
     MODEL_LINK,
@@ -205,13 +205,16 @@ def test_the_node_cache_objects():
     assert namespace["metadata"]["name"] == "ns-node-cache"
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
 
+    key = volume_key(cache_args(), "/var/lib/vllm-serving/ns-node-cache/srv")
     volume = rendering.only("PersistentVolume")
-    assert volume["metadata"]["name"] == "ns-node-cache-srv"
+    assert volume["metadata"]["name"] == f"ns-node-cache-srv-{key}"
     assert volume["spec"]["hostPath"] == {"path": "/var/lib/vllm-serving/ns-node-cache/srv", "type": "DirectoryOrCreate"}
-    assert volume["spec"]["claimRef"] == {"namespace": "ns", "name": "srv-node-cache"}
+    assert volume["spec"]["claimRef"] == {"namespace": "ns", "name": f"srv-node-cache-{key}"}
     assert volume["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == H100
     claim = rendering.only("PersistentVolumeClaim")
-    assert (claim["spec"]["volumeName"], claim["spec"]["storageClassName"]) == ("ns-node-cache-srv", "")
+    assert (claim["spec"]["volumeName"], claim["spec"]["storageClassName"]) == (f"ns-node-cache-srv-{key}", "")
+    assert {"name": "node-cache", "persistentVolumeClaim": {"claimName": f"srv-node-cache-{key}"}} in (
+        rendering.find("DaemonSet", "srv-node-cache")["spec"]["template"]["spec"]["volumes"])
     assert rendering.only("ConfigMap")["data"] == {CACHE_SCRIPT.name: CACHE_SCRIPT.read_text()}
     assert rendering.only("Role")["rules"] == [
         {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["srv-node-cache"], "verbs": ["get"]}]
@@ -255,7 +258,7 @@ def test_the_node_cache_objects():
 
     options = rendering.options("DaemonSet", "srv-node-cache")
     assert options.timeouts == {"create": f"{copy_minutes(cache_args())}m", "update": f"{copy_minutes(cache_args())}m"}
-    assert set(options.depends_on) == {"PersistentVolumeClaim/srv-node-cache", "DaemonSet/srv-node-cache-prepare",
+    assert set(options.depends_on) == {f"PersistentVolumeClaim/srv-node-cache-{key}", "DaemonSet/srv-node-cache-prepare",
                                        "RoleBinding/srv-node-cache", "ConfigMap/srv-node-cache-script"}
 
 
@@ -280,7 +283,29 @@ def test_a_revision_outside_the_store_is_no_name():
 def test_the_mount_is_known_once_the_copier_is(pulumi_mocks):
     cache = NodeCache("srv", cache_args())
     return pulumi.Output.all(cache.mount["model_path"], cache.mount["claim_name"]).apply(
-        lambda values: _check(values == [f"{MOUNT_PATH}/Qwen--Qwen3-235B--master", "srv-node-cache"], values))
+        lambda values: _check(values == [f"{MOUNT_PATH}/Qwen--Qwen3-235B--master",
+                                         f"srv-node-cache-{volume_key(cache_args(), '/var/lib/vllm-serving/ns-node-cache/srv')}"],
+                              values))
+
+
+@pytest.mark.parametrize(
+    ("changes", "renamed"),
+    [
+        ({"host_path": "/mnt/nvme"}, True),
+        ({"size": "2Ti"}, True),
+        ({"node_affinity": pod_fragment(gpu_args(count=8, products=["NVIDIA-H200"]))["affinity"]}, True),
+        ({"reserve_gb": 50, "read_mb_per_s": 3000, "model_path": "/models/Qwen/Qwen3-235B/v2"}, False),
+    ],
+)
+def test_what_a_volume_may_not_change_makes_a_new_one(changes, renamed):
+    """The host path, the node affinity and the claim's size are immutable once created: a change
+    names a new volume and claim (the next `up` creates them and rolls onto them) rather than
+    updating them in place, which the API server refuses; anything else keeps both."""
+    def names(args):
+        rendering = run_component(lambda: NodeCache("srv", args))
+        return rendering.only("PersistentVolume")["metadata"]["name"], rendering.only("PersistentVolumeClaim")["metadata"]["name"]
+
+    assert (names(cache_args(**changes)) != names(cache_args())) is renamed
 
 
 def _check(condition: bool, detail) -> None:

@@ -35,7 +35,7 @@ def block(rendering, kind, name=None) -> str:
 
 def test_prod_server(rendered):
     assert block(rendered["prod"], "Deployment") == """\
-Deployment             ai-serving             vllm-qwen3-235b                        VLLMServer
+Deployment             ai-serving             vllm-qwen3-235b                                 VLLMServer
   image      vllm/vllm-openai:v0.34.0
   layout     tensor parallel 8, one engine
   gpus       nvidia.com/gpu: 8 on NVIDIA-H100-80GB-HBM3 or NVIDIA-A100-SXM4-80GB or NVIDIA-H200
@@ -54,60 +54,60 @@ Deployment             ai-serving             vllm-qwen3-235b                   
 def test_prod_storage_route_scaler_quota_and_download(rendered):
     prod = rendered["prod"]
     assert block(prod, "PersistentVolumeClaim", "vllm-qwen3-235b-models") == """\
-PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-models                 ModelStore
+PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-models                          ModelStore
   storage    1Ti, class nfs-client, ReadWriteMany
   options    retainOnDelete; protect; adoptsExisting"""
     assert block(prod, "Ingress") == """\
-Ingress                ai-serving             vllm-qwen3-235b                        Exposure
+Ingress                ai-serving             vllm-qwen3-235b                                 Exposure
   host       vllm.ai-serving.company.com /v1, TLS, class nginx
   options    customTimeouts create 10m, update 10m
   dependsOn  Service/vllm-qwen3-235b"""
     assert block(prod, "ScaledObject") == """\
-ScaledObject           ai-serving             vllm-qwen3-235b                        Autoscaler
+ScaledObject           ai-serving             vllm-qwen3-235b                                 Autoscaler
   replicas   1-2 of Deployment/vllm-qwen3-235b
   triggers   prometheus sum(vllm:num_requests_waiting{namespace="ai-serving",model_name="qwen3-235b"}) above 5 per
              replica
   options    customTimeouts create 10m, update 10m
   dependsOn  Deployment/vllm-qwen3-235b"""
     assert block(prod, "ResourceQuota") == """\
-ResourceQuota          ai-serving             vllm-qwen3-235b-gpus                   GpuClaim
+ResourceQuota          ai-serving             vllm-qwen3-235b-gpus                            GpuClaim
   quota      requests.nvidia.com/gpu: 16"""
     assert block(prod, "Job") == """\
-Job                    ai-serving             vllm-qwen3-235b-stage-139e6c8f         ModelStore
+Job                    ai-serving             vllm-qwen3-235b-stage-139e6c8f                  ModelStore
   image      vllm/vllm-openai:v0.34.0
   resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
   options    customTimeouts create 485m, update 485m; deleteBeforeReplace
   dependsOn  ConfigMap/vllm-qwen3-235b-stage-script, PersistentVolumeClaim/vllm-qwen3-235b-models,
              ServiceAccount/vllm-qwen3-235b-stage"""
     assert block(prod, "Namespace", "ai-serving") == """\
-Namespace              -                      ai-serving                             -
+Namespace              -                      ai-serving                                      -
   options    retainOnDelete; adoptsExisting"""
     assert block(prod, "ServiceAccount", "vllm-qwen3-235b") == (
-        "ServiceAccount         ai-serving             vllm-qwen3-235b                        VLLMServer"
+        "ServiceAccount         ai-serving             vllm-qwen3-235b                                 VLLMServer"
     ), "only what depends on the namespace: nothing to show"
 
 
 def test_prod_node_cache_and_image_pre_pull(rendered):
     prod = rendered["prod"]
     assert block(prod, "PersistentVolume") == """\
-PersistentVolume       -                      ai-serving-node-cache-vllm-qwen3-235b  NodeCache
+PersistentVolume       -                      ai-serving-node-cache-vllm-qwen3-235b-d0737db4  NodeCache
   storage    1Ti, hostPath /var/lib/vllm-serving/ai-serving-node-cache/vllm-qwen3-235b on each node,
-             for claim vllm-qwen3-235b-node-cache
+             for claim vllm-qwen3-235b-node-cache-d0737db4
   dependsOn  Namespace/ai-serving"""
-    assert block(prod, "PersistentVolumeClaim", "vllm-qwen3-235b-node-cache") == """\
-PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-node-cache             NodeCache
-  storage    1Ti, bound to PersistentVolume ai-serving-node-cache-vllm-qwen3-235b, ReadWriteOnce
-  dependsOn  PersistentVolume/ai-serving-node-cache-vllm-qwen3-235b"""
+    assert block(prod, "PersistentVolumeClaim", "vllm-qwen3-235b-node-cache-d0737db4") == """\
+PersistentVolumeClaim  ai-serving             vllm-qwen3-235b-node-cache-d0737db4             NodeCache
+  storage    1Ti, bound to PersistentVolume ai-serving-node-cache-vllm-qwen3-235b-d0737db4, ReadWriteOnce
+  dependsOn  PersistentVolume/ai-serving-node-cache-vllm-qwen3-235b-d0737db4"""
     assert block(prod, "DaemonSet", "vllm-qwen3-235b-node-cache") == """\
-DaemonSet              ai-serving             vllm-qwen3-235b-node-cache             NodeCache
+DaemonSet              ai-serving             vllm-qwen3-235b-node-cache                      NodeCache
   image      vllm/vllm-openai:v0.34.0
   resources  requests cpu 500m, memory 256Mi; limits cpu 2, memory 1Gi
   options    customTimeouts create 60m, update 60m
   dependsOn  ConfigMap/vllm-qwen3-235b-node-cache-script, DaemonSet/vllm-qwen3-235b-node-cache-prepare,
              Job/vllm-qwen3-235b-stage-139e6c8f, PersistentVolumeClaim/vllm-qwen3-235b-models,
-             PersistentVolumeClaim/vllm-qwen3-235b-node-cache, RoleBinding/vllm-qwen3-235b-node-cache"""
+             PersistentVolumeClaim/vllm-qwen3-235b-node-cache-d0737db4, RoleBinding/vllm-qwen3-235b-node-cache"""
     assert block(prod, "DaemonSet", "vllm-qwen3-235b-image-pre-pull") == """\
-DaemonSet              ai-serving             vllm-qwen3-235b-image-pre-pull         ImagePrePull
+DaemonSet              ai-serving             vllm-qwen3-235b-image-pre-pull                  ImagePrePull
   image      vllm/vllm-openai:v0.34.0
   resources  cpu 1m, memory 16Mi (requests = limits)
   dependsOn  PriorityClass/vllm-qwen3-235b-image-pre-pull, ServiceAccount/vllm-qwen3-235b-image-pre-pull"""

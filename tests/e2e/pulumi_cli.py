@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 # What a stack program needs; the rest of the repository (tests, docs, .venv) stays out.
 PROJECT_FILES = (
@@ -129,6 +131,14 @@ class PulumiProject:
     def up(self, stack: str, *extra: str, timeout: float = 300, check: bool = True) -> Result:
         # With its preview, as a user runs it: a plan the preview cannot make fails here too.
         return self.run("up", "--yes", "--diff", *extra, stack=stack, timeout=timeout, check=check)
+
+    def init_stack_like(self, stack: str, base: str, settings: dict) -> None:
+        """A stack of its own: the shipped stack ``base`` with these config settings (keys without
+        the project prefix) changed."""
+        config = yaml.safe_load((ROOT / f"Pulumi.{base}.yaml").read_text())
+        config["config"].update({f"vllm-serving:{key}": value for key, value in settings.items()})
+        (self.dir / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(config))
+        self.run("stack", "init", stack)
 
     def resources(self, stack: str) -> list[dict]:
         return self.run("stack", "export", stack=stack).json()["deployment"].get("resources", [])

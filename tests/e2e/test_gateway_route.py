@@ -5,10 +5,8 @@ writes the route's status as a Gateway controller would."""
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from .plans import assert_next_run_creates_nothing_that_exists
-from .pulumi_cli import ROOT
 from .standins import StatusPublisher
 
 pytestmark = pytest.mark.e2e
@@ -19,15 +17,12 @@ NAMESPACE = "ai-serving-route"
 
 @pytest.fixture(scope="module")
 def routed(project):
-    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
-    stack["config"].update({
-        "vllm-serving:namespace": NAMESPACE, "vllm-serving:host": "chat.example.com",
-        "vllm-serving:exposureRoute": "gateway", "vllm-serving:gatewayName": "public",
-        "vllm-serving:gatewayNamespace": "gateways", "vllm-serving:apiKeySecretName": "chat-api-key",
-        "vllm-serving:routeWaitMinutes": 1,
+    project.init_stack_like(STACK, "dev", {
+        "namespace": NAMESPACE, "host": "chat.example.com",
+        "exposureRoute": "gateway", "gatewayName": "public",
+        "gatewayNamespace": "gateways", "apiKeySecretName": "chat-api-key",
+        "routeWaitMinutes": 1,
     })
-    (project.dir / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack))
-    project.run("stack", "init", STACK)
     return project
 
 

@@ -6,11 +6,9 @@ under Pod Security restricted, and the HTTPRoute to the pool, which `up` awaits 
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
-from .pulumi_cli import ROOT
 from .standins import StatusPublisher
 
 pytestmark = pytest.mark.e2e
@@ -22,15 +20,12 @@ NAME = "vllm-qwen3-0-6b"
 
 @pytest.fixture(scope="module")
 def inference(project):
-    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
-    stack["config"].update({
-        "vllm-serving:namespace": NAMESPACE, "vllm-serving:host": "chat.example.com",
-        "vllm-serving:exposureRoute": "inference", "vllm-serving:gatewayName": "public",
-        "vllm-serving:gatewayNamespace": "gateways", "vllm-serving:apiKeySecretName": "chat-api-key",
-        "vllm-serving:routeWaitMinutes": 2,
+    project.init_stack_like(STACK, "dev", {
+        "namespace": NAMESPACE, "host": "chat.example.com",
+        "exposureRoute": "inference", "gatewayName": "public",
+        "gatewayNamespace": "gateways", "apiKeySecretName": "chat-api-key",
+        "routeWaitMinutes": 2,
     })
-    (project.dir / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack))
-    project.run("stack", "init", STACK)
     return project
 
 

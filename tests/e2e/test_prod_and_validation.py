@@ -123,14 +123,14 @@ def test_the_node_cache_and_the_image_run_on_every_gpu_node_of_prod(prod, cluste
     assert daemon_set_nodes(cluster, cache_namespace, "vllm-qwen3-235b-node-cache-prepare") == gpu_nodes
     assert daemon_set_nodes(cluster, NAMESPACE, "vllm-qwen3-235b-node-cache") == gpu_nodes
     assert daemon_set_nodes(cluster, NAMESPACE, "vllm-qwen3-235b-image-pre-pull") == gpu_nodes
-    volume = kubectl_json(cluster, "get", "pv", f"{cache_namespace}-vllm-qwen3-235b")
-    assert volume["status"]["phase"] == "Bound"
-    assert kubectl_json(cluster, "get", "pvc", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE)["spec"]["volumeName"] == (
-        volume["metadata"]["name"])
+    (claim,) = [c for c in kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
+                if c["metadata"]["name"].startswith("vllm-qwen3-235b-node-cache-")]
+    volume = kubectl_json(cluster, "get", "pv", claim["spec"]["volumeName"])
+    assert volume["status"]["phase"] == "Bound" and volume["metadata"]["name"].startswith(f"{cache_namespace}-vllm-qwen3-235b-")
     (server,) = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=server")["items"]
     assert server["spec"]["nodeName"] in gpu_nodes
     claims = {v["persistentVolumeClaim"]["claimName"] for v in server["spec"]["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"vllm-qwen3-235b-models", "vllm-qwen3-235b-node-cache"}
+    assert claims == {"vllm-qwen3-235b-models", claim["metadata"]["name"]}
     assert kubectl_json(cluster, "get", "priorityclass", "vllm-qwen3-235b-image-pre-pull")["value"] == -1000
 
 
@@ -196,9 +196,11 @@ def test_prod_destroy_stops_at_the_protected_claim_and_the_next_up_adopts_it(pro
     assert prod.resources(STACK) == []
     assert uid(cluster, "pvc", "vllm-qwen3-235b-models", "-n", NAMESPACE) == claim_uid
     # The node caches go with the stack: their DaemonSets, claim, volume and namespace.
+    assert not [c for c in kubectl_json(cluster, "get", "pvc", "-n", NAMESPACE)["items"]
+                if c["metadata"]["name"].startswith("vllm-qwen3-235b-node-cache-")]
+    assert not [v for v in kubectl_json(cluster, "get", "pv")["items"]
+                if v["metadata"]["name"].startswith(f"{NAMESPACE}-node-cache-")]
     for args in (("daemonset", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE),
-                 ("pvc", "vllm-qwen3-235b-node-cache", "-n", NAMESPACE),
-                 ("pv", f"{NAMESPACE}-node-cache-vllm-qwen3-235b"),
                  ("namespace", f"{NAMESPACE}-node-cache"),
                  ("priorityclass", "vllm-qwen3-235b-image-pre-pull")):
         assert cluster.kubectl("get", *args, check=False).returncode != 0, args

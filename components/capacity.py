@@ -127,6 +127,8 @@ class Capacity:
     """Engines of the replica, each with its own KV cache."""
     offload_tokens: Optional[int] = None
     """Tokens of KV cache the replica's CPU offload buffers hold, when offloading and the architecture is known."""
+    lora_gb_per_gpu: float = 0.0
+    """The LoRA adapters' preallocated weights on each GPU (lora_gb_per_gpu), taken from the KV cache."""
 
     @property
     def fits(self) -> bool:
@@ -139,6 +141,7 @@ class Capacity:
     def summary(self) -> dict:
         figures = {
             "weightsGBPerGpu": round(self.weights_gb_per_gpu, 2),
+            **({"loraGBPerGpu": round(self.lora_gb_per_gpu, 2)} if self.lora_gb_per_gpu else {}),
             "budgetGBPerGpu": round(self.budget_gb_per_gpu, 2),
             "kvCacheGBPerGpu": round(self.kv_cache_gb_per_gpu, 2),
             "kvCacheTokens": self.kv_cache_tokens,
@@ -148,6 +151,39 @@ class Capacity:
         if self.offload_tokens is not None:
             figures["offloadTokensPerReplica"] = self.offload_tokens
         return figures
+
+
+MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM's --max-lora-rank takes (vLLM 0.34.0 and 0.11.0 vllm/config/lora.py MaxLoRARanks)."""
+NARROWEST_WIDTH_WITHOUT_ARCHITECTURE = 512
+"""The narrowest weight matrix assumed when the architecture is unknown: the K and V projections of
+Qwen3-235B-A22B (4 KV heads x 128), the narrowest of the presets."""
+
+
+@dataclass(frozen=True)
+class LoraSlots:
+    """The LoRA weights vLLM preallocates: ``slots`` adapters (--max-loras) at ``rank`` (--max-lora-rank)."""
+
+    slots: int
+    rank: int
+
+
+def lora_gb_per_gpu(weights_gb_per_gpu: float, lora: LoraSlots, tensor: int, architecture: Optional[Architecture]) -> float:
+    """An upper bound of the LoRA buffers on each GPU, from the weights on it.
+
+    vLLM wraps every supported linear layer of the model (all of them unless --lora-target-modules
+    narrows them) and allocates, for each, max_loras slots of A (rank x its input) and B (its output
+    x rank) in the model's dtype, whether or not an adapter uses them (vLLM 0.34.0
+    vllm/lora/layers/base_linear.py create_lora_weights; fused_moe.py likewise per local expert).
+    Beside an in x out weight split over ``tensor`` ranks, one factor stays whole on every rank
+    (column parallel: A over the whole input; row parallel: B over the whole output, without
+    --fully-sharded-loras), so a slot takes rank x (in + out / tensor) values against the
+    weight's in x out / tensor: at most rank x (tensor + 1) / min(in, out) of it. The narrowest
+    matrix of a transformer is its K or V projection, kv_heads x head_dim wide. The bound takes the
+    weights at 2 bytes per parameter, as the buffers are (BF16; an FP8 checkpoint's are twice this).
+    """
+    narrowest = architecture.kv_heads * architecture.head_dim if architecture else NARROWEST_WIDTH_WITHOUT_ARCHITECTURE
+    return lora.slots * weights_gb_per_gpu * lora.rank * (tensor + 1) / narrowest
 
 
 def kv_bytes_per_token_per_gpu(arch: Architecture, tensor: int, pipeline: int, dtype_bytes: int) -> int:
@@ -175,11 +211,13 @@ def capacity(
     architecture: Optional[Architecture] = None,
     kv_dtype_bytes: int = 2,
     offload_gib_per_engine: float = 0,
+    lora: Optional[LoraSlots] = None,
 ) -> Capacity:
     expert_fraction = architecture.expert_fraction if architecture else None
     weights = weights_gb_per_gpu(model_size_gb, layout, expert_fraction) * GB
+    adapters = lora_gb_per_gpu(weights / GB, lora, layout.tensor, architecture) * GB if lora else 0.0
     budget = device_memory_gib * GIB * gpu_memory_utilization
-    kv = budget - weights - ACTIVATION_GIB_PER_GPU * GIB
+    kv = budget - weights - adapters - ACTIVATION_GIB_PER_GPU * GIB
     tokens = offloaded = None
     if architecture is not None:
         per_gpu = kv_bytes_per_token_per_gpu(architecture, layout.tensor, layout.pipeline, kv_dtype_bytes)
@@ -189,4 +227,4 @@ def capacity(
             # cpu/spec.py: the blocks of all world_size workers, each with its own KV heads).
             engine_bytes_per_token = per_gpu * layout.tensor * layout.pipeline
             offloaded = int(offload_gib_per_engine * GIB // engine_bytes_per_token) * layout.data
-    return Capacity(weights / GB, budget / GB, kv / GB, tokens, layout.data, offloaded)
+    return Capacity(weights / GB, budget / GB, kv / GB, tokens, layout.data, offloaded, adapters / GB)

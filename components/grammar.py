@@ -135,6 +135,17 @@ def label_value(value: str) -> str:
     return value
 
 
+def adapter_name(value: str) -> str:
+    """A LoRA adapter's name: what clients pass as `model`, a directory name on the model volume,
+    and the name in vllm's --lora-modules name=path (which reads an item holding ',' as JSON)."""
+    if not value or len(value) > DNS_LABEL_MAX or not _QUALIFIED_NAME.fullmatch(value):
+        raise ValueError(
+            "must be an adapter name: at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+            "letter or digit, e.g. sql-lora"
+        )
+    return value
+
+
 def _is_dns_subdomain(value: str) -> bool:
     try:
         dns_subdomain(value)

@@ -102,6 +102,18 @@ class ServerPodsArgs(TypedDict):
     """The taints they tolerate (GPU nodes' taints)."""
 
 
+class AdapterRepoArgs(TypedDict):
+    """A LoRA adapter's repository on the same hub, staged beside the model."""
+
+    name: str
+    """The adapter's name: its directory (<mount_path>/adapters/<name>/<revision>) and what clients
+    pass as `model` (VLLMServer's lora_adapters)."""
+    model_id: str
+    """The adapter's repository on the hub, owner/name."""
+    revision: NotRequired[Optional[str]]
+    """Revision to stage; None: the hub's default branch."""
+
+
 class ModelStoreArgs(TypedDict):
     """Arguments of ModelStore."""
 
@@ -171,6 +183,10 @@ class ModelStoreArgs(TypedDict):
     """Pull secrets, priority class, extra node selector and tolerations of the Job's pod."""
     network_policy: NotRequired[bool]
     """Create a NetworkPolicy that lets the Job reach only DNS, the hub and the package index. Default true."""
+    adapters: NotRequired[list[AdapterRepoArgs]]
+    """LoRA adapters the same Job stages after the model, each into <mount_path>/adapters/<name>/<revision>
+    with its own completion marker, keeping revisions_to_keep of each; the Job completes only when
+    all are staged. Default none."""
 
 
 DEFAULTS: dict[str, Any] = {
@@ -199,7 +215,10 @@ DEFAULTS: dict[str, Any] = {
     "protect_claim": False,
     "pod": {},
     "network_policy": True,
+    "adapters": [],
 }
+ADAPTERS_DIR = "adapters"
+"""Adapters live under <mount_path>/adapters/, apart from the models' <owner>/<name> directories."""
 DEFAULT_PACKAGE_INDEX = "https://pypi.org/simple"
 GIGABYTE = 10**9
 
@@ -222,6 +241,16 @@ def model_path(args: ModelStoreArgs) -> str:
     """Where the revision is staged: <mount_path>/<model id>/<revision>."""
     args = with_defaults(args, DEFAULTS)
     return model_dir(args["mount_path"], args["model_id"], revision_of(args))
+
+
+def adapter_paths(args: ModelStoreArgs) -> dict[str, str]:
+    """Where each adapter is staged, by name: <mount_path>/adapters/<name>/<revision>."""
+    args = with_defaults(args, DEFAULTS)
+    default = DEFAULT_REVISIONS[args["source"]]
+    return {
+        adapter["name"]: model_dir(args["mount_path"], f"{ADAPTERS_DIR}/{adapter['name']}", adapter.get("revision") or default)
+        for adapter in args["adapters"]
+    }
 
 
 def job_key(args: ModelStoreArgs, name: str) -> str:
@@ -339,6 +368,16 @@ def _index_needs_the_install(args: dict) -> Problems:
     return {}
 
 
+@check("adapters", "model_id")
+def _adapters_apart(args: dict) -> Problems:
+    names = [adapter["name"] for adapter in args["adapters"]]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        return {"adapters": f"names {', '.join(repeated)} more than once; give each adapter a name of its own"}
+    if names and args["model_id"].split("/")[0] == ADAPTERS_DIR:
+        return {"model_id": f"its owner {ADAPTERS_DIR} is the directory the adapters are staged in; stage the adapters from a model of another owner"}
+    return {}
+
+
 def _revisions_to_keep(value: int) -> int:
     if value == 1:
         raise ValueError("must be 0 (keep all) or at least 2: the revision the server uses must survive an upgrade")
@@ -373,8 +412,12 @@ SPEC = ArgsSpec(
         "model_size_gb": Annotated[float, Field(gt=0, le=1e6)],
         "revisions_to_keep": Annotated[int, Field(ge=0, le=100), AfterValidator(_revisions_to_keep)],
         **rules_under("pod", POD_RULES),
+        "adapters.name": rule(grammar.adapter_name),
+        "adapters.model_id": rule(_model_id),
+        "adapters.revision": rule(_revision),
     },
     checks=(
+        _adapters_apart,
         _claim_settings,
         _claim_outlives_one_pod,
         _claim_holds_the_revisions,
@@ -415,6 +458,8 @@ def stage_args(args: ModelStoreArgs, target: str) -> list[str]:
         command.append("--verify")
     if args["stall_timeout_seconds"] != DEFAULTS["stall_timeout_seconds"]:
         command += ["--stall-timeout", str(args["stall_timeout_seconds"])]
+    for adapter, path in zip(args["adapters"], adapter_paths(args).values()):
+        command += ["--adapter", adapter["model_id"], posixpath.basename(path), path]
     return command
 
 
@@ -546,6 +591,9 @@ class ModelStore(pulumi.ComponentResource):
     """The model directory; resolves once the download Job has completed."""
     marker_name: pulumi.Output[str]
     """File name, inside model_path, whose presence means the store is complete."""
+    adapter_paths: pulumi.Output[dict[str, str]]
+    """Each adapter's directory, by name (marked complete by marker_name like the model's); resolves
+    once the download Job has completed."""
 
     def __init__(self, name: str, args: ModelStoreArgs, opts: Optional[pulumi.ResourceOptions] = None):
         args = SPEC.resolve(name, args)
@@ -623,11 +671,14 @@ class ModelStore(pulumi.ComponentResource):
         self.mount_path = pulumi.Output.from_input(mount_path)
         self.model_path = job.metadata.apply(lambda _: path)
         self.marker_name = pulumi.Output.from_input(MARKER_NAME)
+        adapters = adapter_paths(args)
+        self.adapter_paths = job.metadata.apply(lambda _: adapters)
         self.register_outputs(
             {
                 "claimName": self.claim_name,
                 "mountPath": self.mount_path,
                 "modelPath": self.model_path,
                 "markerName": self.marker_name,
+                "adapterPaths": self.adapter_paths,
             }
         )

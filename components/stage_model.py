@@ -6,6 +6,7 @@ Run by the model-staging Kubernetes Job:
         [--source {modelscope,huggingface}] [--endpoint URL]
         [--allow-pattern GLOB ...] [--ignore-pattern GLOB ...] [--max-workers N]
         [--keep-revisions N] [--verify] [--stall-timeout SECONDS] [--progress-interval SECONDS]
+        [--adapter OWNER/NAME REV DIR ...]
 
 The target directory holds exactly one model revision. When every file is in place the
 script writes MARKER_NAME there, last and atomically. The marker lists each staged file with
@@ -72,6 +73,12 @@ With ``--keep-revisions N`` (N >= 2), revisions live in ``<model root>/<revision
 target is one of them: before the target is staged, complete revisions of the same model
 other than the target are removed, oldest first, until the target and at most N - 1 others
 remain (see remove_old_revisions).
+
+With ``--adapter OWNER/NAME REV DIR`` (repeatable), the same run then stages each LoRA adapter
+repository into its own DIR the same way, each with its own marker, after the model: one
+after the other, every one of its files (no allow or ignore patterns of the model's), with the
+same --keep-revisions. The run succeeds only when the model and every adapter are complete;
+the first that fails ends it with its exit code, and the next run resumes from there.
 
 Exit codes:
     0  the store is complete (now, or already was)
@@ -1481,6 +1488,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         help="stop with exit code 4 when no byte arrives on the target for this long (default 120)",
     )
     parser.add_argument(
+        "--adapter",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("OWNER/NAME", "REV", "DIR"),
+        help="then stage this LoRA adapter's revision into DIR, with its own marker; repeatable",
+    )
+    parser.add_argument(
         "--progress-interval",
         type=positive_seconds,
         default=10.0,
@@ -1495,16 +1510,38 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
             f"--keep-revisions needs a --target that ends with the revision, as in "
             f"MOUNT/{args.model_id}/{args.revision}, got {args.target!r}"
         )
+    for model_id, revision, target in args.adapter:
+        if not MODEL_ID_PATTERN.fullmatch(model_id):
+            parser.error(f"--adapter's model id must look like OWNER/NAME, got {model_id!r}")
+        if args.keep_revisions and model_root_of(target, revision) is None:
+            parser.error(f"--keep-revisions needs each --adapter's DIR to end with its revision {revision}, got {target!r}")
     return args
+
+
+def repositories(args: argparse.Namespace) -> List[argparse.Namespace]:
+    """The model, then each adapter, as the arguments of one staging each. An adapter is staged
+    whole: the model's allow and ignore patterns choose among the model's files only."""
+    adapters = [
+        argparse.Namespace(**{
+            **vars(args),
+            "model_id": model_id, "revision": revision, "target": target, "allow_pattern": None, "ignore_pattern": None,
+        })  # fmt: skip
+        for model_id, revision, target in args.adapter
+    ]
+    return [args, *adapters]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        return stage(args)
-    except StageError as error:
-        print(f"stage_model: error: {error}", file=sys.stderr, flush=True)
-        return error.exit_code
+    for repository in repositories(args):
+        try:
+            code = stage(repository)
+        except StageError as error:
+            print(f"stage_model: error: {error}", file=sys.stderr, flush=True)
+            return error.exit_code
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
 
 
 if __name__ == "__main__":

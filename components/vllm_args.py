@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .grammar import image_tag
 
@@ -54,6 +54,11 @@ MANAGED_DESTS = {
     ),
     "kv_offloading_size": "set kv_offload_gib instead, which also adds the buffer to the pods' memory",
     "kv_offloading_backend": "set kv_offload_gib instead (vLLM's native backend)",
+    **dict.fromkeys(
+        ("enable_lora", "lora_modules", "max_lora_rank"),
+        "set lora_adapters instead, which also stages them and counts their memory",
+    ),
+    "max_loras": "set max_loras instead, which the capacity estimate counts",
 }
 """vLLM options the server sets from its own arguments (option dest -> what to do instead)."""
 API_KEY_DEST = "api_key"
@@ -220,9 +225,11 @@ def serve_flags(
     gpu_memory_utilization: float,
     max_model_len: int,
     backend_args: Sequence[str] = (),
+    lora_args: Sequence[Any] = (),
     extra_args: Sequence[str] = (),
-) -> list[str]:
-    """The flags after `vllm serve <model path>`: the program's own, then the backend's, the user's last."""
+) -> list[Any]:
+    """The flags after `vllm serve <model path>`: the program's own, then the backend's and the
+    adapters' (whose paths may be known only later), the user's last."""
     return [
         "--served-model-name", served_model_name,
         "--host", "0.0.0.0",
@@ -232,5 +239,6 @@ def serve_flags(
         "--gpu-memory-utilization", format(gpu_memory_utilization, "g"),
         "--max-model-len", str(max_model_len),
         *backend_args,
+        *lora_args,
         *extra_args,
     ]

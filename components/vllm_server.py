@@ -29,8 +29,10 @@ from .arguments import (
     with_defaults,
     worded,
 )
-from .escaping import container_text, container_texts
+from .escaping import container_text
 from .capacity import Architecture, Layout, capacity
+from .lora import ADAPTER_CHECK, LoraAdapterArgs, adapter_check_env, adapters_problems, lora_flags, lora_slots
+from .lora import RULES as LORA_RULES
 from .load_time import LoadPath, TimeToReady, derived_startup_minutes
 from .gpu_claim import GpuPodFragment
 from .labels import HOSTNAME_LABEL, object_labels, selector_labels
@@ -163,6 +165,14 @@ class VLLMServerArgs(TypedDict):
     """vllm --max-model-len."""
     extra_args: NotRequired[list[str]]
     """Further vllm serve arguments."""
+    lora_adapters: NotRequired[list[LoraAdapterArgs]]
+    """LoRA adapters loaded at start beside the model (vllm --enable-lora --lora-modules, with
+    --max-lora-rank the smallest of vLLM's values that holds their ranks); a request uses one by
+    passing its name as `model`. The pods start only once each adapter's directory holds the
+    store's marker. Default none."""
+    max_loras: NotRequired[Optional[int]]
+    """vllm --max-loras: adapters one batch may use, each slot preallocated in GPU memory at
+    --max-lora-rank (components.capacity counts them). None: one per adapter."""
     gpu: GpuPodFragment
     """How each pod gets GPUs (GpuClaim.pod_fragment)."""
     nodes: NotRequired[int]
@@ -253,6 +263,8 @@ DEFAULTS: dict[str, Any] = {
     "gpu_memory_utilization": 0.9,
     "model_architecture": None,
     "extra_args": [],
+    "lora_adapters": [],
+    "max_loras": None,
     "shm_size": None,
     "replicas": None,
     "max_replicas": None,
@@ -346,9 +358,18 @@ def _groups_need_whole_devices(args: dict) -> Problems:
 @check("model_size_gb", "gpu", "layout", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
        "gpu_memory_utilization", "model_architecture")
 def _weights_fit(args: dict) -> Problems:
-    estimate = server_capacity(args, kv_cache=False)
-    if estimate is None or estimate.fits:
+    estimate = server_capacity(args, kv_cache=False, lora=False)
+    if estimate is None:
         return {}
+    if estimate.fits:
+        with_lora = server_capacity(args, kv_cache=False)
+        if with_lora is None or with_lora.fits:
+            return {}
+        return {
+            "lora_adapters": f"preallocate about {with_lora.lora_gb_per_gpu:.1f} GB per GPU (max_loras slots at "
+            f"--max-lora-rank, components.capacity), more than the {estimate.kv_cache_gb_per_gpu:.1f} GB the weights "
+            "leave: lower max_loras or the adapters' rank, or use more or larger GPUs"
+        }
     layout = replica_layout(args)
     engines = f" in {layout.data} engines" if layout.data > 1 else ""
     return {
@@ -469,10 +490,10 @@ def replica_layout(args: VLLMServerArgs) -> Layout:
     return Layout(args["tensor_parallel_size"], args["pipeline_parallel_size"], args["data_parallel_size"])
 
 
-def server_capacity(args: VLLMServerArgs, kv_cache: bool = True):
+def server_capacity(args: VLLMServerArgs, kv_cache: bool = True, lora: bool = True):
     """The capacity estimate, or None when the weights' size or the devices' memory is unknown;
-    with the architecture, also the tokens the KV cache holds, and with kv_cache, their data type
-    (extra_args) and the CPU offload."""
+    with the architecture, also the tokens the KV cache holds, with kv_cache, their data type
+    (extra_args) and the CPU offload, and with lora, the adapters' preallocated weights."""
     args = with_defaults(args, DEFAULTS)
     memory = args["gpu"]["device_memory_gib"]
     if args["model_size_gb"] is None or not memory:
@@ -486,6 +507,7 @@ def server_capacity(args: VLLMServerArgs, kv_cache: bool = True):
         architecture=Architecture(**arch) if arch else None,
         kv_dtype_bytes=kv_dtype_bytes(args["extra_args"]) if kv_cache else 2,
         offload_gib_per_engine=(args["kv_offload_gib"] or 0) if kv_cache else 0,
+        lora=lora_slots(args["lora_adapters"], args["max_loras"]) if lora else None,
     )
 
 
@@ -557,7 +579,7 @@ SAMPLE_SETTINGS = {
 """Values for the program's own flags when only their names matter."""
 
 
-@check("gpu", "prefetch_threads", *LOAD_STRATEGY_READS)
+@check("gpu", "prefetch_threads", "lora_adapters", "max_loras", *LOAD_STRATEGY_READS)
 def _own_flags_exist_in_the_release(args: dict) -> Problems:
     table = flag_table(release_of(args["image"], args["vllm_release"]) or "")
     if table is None:  # reported by _extra_args_exist_in_the_release
@@ -567,6 +589,9 @@ def _own_flags_exist_in_the_release(args: dict) -> Problems:
     problems = {}
     if missing := unknown_flags(serve_flags(**_serve_settings(SAMPLE_SETTINGS), backend_args=backend), table):
         problems["image"] = f"runs vLLM {table.release}, which has no {', '.join(missing)}; the server passes them"
+    lora = [flag for flag in lora_flags(args["lora_adapters"], args["max_loras"]) if isinstance(flag, str)]
+    if missing := unknown_flags(lora, table):
+        problems["lora_adapters"] = f"need {', '.join(missing)}, which vLLM {table.release} (image) lacks; use a newer release"
     if missing := unknown_flags(kv_offload_flags(args), table):
         problems["kv_offload_gib"] = (
             f"needs {', '.join(missing)}, which vLLM {table.release} (image) lacks; use a newer release or leave it unset"
@@ -622,9 +647,11 @@ SPEC = ArgsSpec(
         "secret_env[key]": EnvName,
         **rules_under("secret_env", SECRET_KEY_RULES),
         **rules_under("pod", POD_RULES),
+        **LORA_RULES,
     },
     checks=(
         _within_mount,
+        adapters_problems,
         _layout_uses_every_gpu,
         _weights_fit,
         _groups_need_whole_devices,
@@ -799,10 +826,13 @@ def store_check_container(args: VLLMServerArgs) -> dict:
             {"name": "node-cache", "mountPath": cache["mount_path"], "readOnly": True},
             {"name": "model-link", "mountPath": MODEL_LINK_DIR},
         ]
+    if args["lora_adapters"]:
+        env += adapter_check_env(args["lora_adapters"])
+    script = CACHE_CHOICE if cache else STORE_CHECK
     return {
         "name": "check-model-store",
         "image": args["image"],
-        "command": ["sh", "-c", CACHE_CHOICE if cache else STORE_CHECK],
+        "command": ["sh", "-c", ADAPTER_CHECK + script if args["lora_adapters"] else script],
         "env": env,
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
         "volumeMounts": mounts,
@@ -846,12 +876,14 @@ def server_container(name: str, args: VLLMServerArgs) -> dict:
         "command": SERVE_COMMAND,
         "args": [
             served_path(args),
-            *container_texts(
+            *map(
+                _container_input,
                 serve_flags(
                     **_serve_settings(args),
                     backend_args=[*gpu["vllm_args"], *load_flags(args), *layout_flags(args), *kv_offload_flags(args)],
+                    lora_args=lora_flags(args["lora_adapters"], args["max_loras"]),
                     extra_args=args["extra_args"],
-                )
+                ),
             ),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
@@ -1106,6 +1138,9 @@ class VLLMServer(pulumi.ComponentResource):
     capacity: pulumi.Output[dict[str, Any]]
     """Per-GPU weights, memory budget and KV cache left, and KV cache tokens, when the weights'
     size and the devices' memory are known; else empty."""
+    adapter_names: list[str]
+    """The LoRA adapters' names (a plain value, known at construction): pass them to Exposure's
+    adapter_names."""
     time_to_ready: pulumi.Output[dict[str, Any]]
     """A new replica's time to ready and its parts (components.load_time.TimeToReady.summary): the
     image pull, the load budget and what it is derived from, and whether it is overridden."""
@@ -1120,6 +1155,9 @@ class VLLMServer(pulumi.ComponentResource):
             # Every node's copy complete before the pods start: an upgrade warms the caches first.
             staged.append(waits_for(cache["model_path"]))
             args["node_cache"] = {**cache, "model_path": value_only(cache["model_path"])}
+        # Each adapter's Job, like the model's, through depends_on only.
+        staged += [waits_for(adapter["path"]) for adapter in args["lora_adapters"]]
+        args["lora_adapters"] = [{**adapter, "path": value_only(adapter["path"])} for adapter in args["lora_adapters"]]
         namespace, labels = args["namespace"], object_labels(name, COMPONENT)
         child = pulumi.ResourceOptions(parent=self)
         needs = [
@@ -1191,6 +1229,7 @@ class VLLMServer(pulumi.ComponentResource):
         self.port = pulumi.Output.from_input(PORT)
         self.port_name = pulumi.Output.from_input(PORT_NAME)
         self.takes_api_key = api_key_ref(name, args) is not None
+        self.adapter_names = [adapter["name"] for adapter in args["lora_adapters"]]
         estimate = server_capacity(args)
         if estimate and estimate.kv_cache_tokens is not None and estimate.kv_cache_tokens < args["max_model_len"]:
             pulumi.log.warn(
@@ -1214,6 +1253,7 @@ class VLLMServer(pulumi.ComponentResource):
                 "port": self.port,
                 "portName": self.port_name,
                 "takesApiKey": self.takes_api_key,
+                "adapterNames": self.adapter_names,
                 "capacity": self.capacity,
                 "timeToReady": self.time_to_ready,
             }

@@ -1035,3 +1035,48 @@ def test_newest_commit_reads_the_first_commit_id():
     assert stage_model.newest_commit({"Data": {"Commit": [{"Id": commit}, {"Id": "b" * 40}]}}) == commit.lower()
     for body in ({"Data": {"Commit": []}}, {"Data": None}, [], {"Data": {"Commit": [{"Id": "abc"}]}}):
         assert stage_model.newest_commit(body) is None
+
+
+ADAPTER_ID = "acme/tiny-llm-sql-lora"
+ADAPTER_REVISION = "v2"
+ADAPTER_FILES = {
+    "adapter_config.json": json.dumps({"r": 8, "target_modules": ["q_proj", "v_proj"]}).encode(),
+    "adapter_model.safetensors": os.urandom(12 * 1024),
+}
+
+
+def test_adapters_are_staged_after_the_model_each_with_its_marker(run_stage, hub, target, model_files, tmp_path):
+    hub.add_model(ADAPTER_ID, ADAPTER_REVISION, ADAPTER_FILES)
+    adapter_target = tmp_path / "models" / "adapters" / "sql" / ADAPTER_REVISION
+
+    result = run_stage("--keep-revisions", "2", "--adapter", ADAPTER_ID, ADAPTER_REVISION, str(adapter_target))
+
+    assert result.returncode == 0, result.stderr
+    assert_complete_store(target, model_files)
+    assert files_under(adapter_target) == {**ADAPTER_FILES, MARKER_NAME: (adapter_target / MARKER_NAME).read_bytes()}
+    marker = read_marker_file(adapter_target)
+    assert (marker["modelId"], marker["revision"], marker["files"]) == (ADAPTER_ID, ADAPTER_REVISION, 2)
+    assert f"staged {ADAPTER_ID}@{ADAPTER_REVISION}: 2 files" in result.stdout
+
+    hub.requests.clear()
+    again = run_stage("--adapter", ADAPTER_ID, ADAPTER_REVISION, str(adapter_target))
+    assert again.returncode == 0, again.stderr
+    assert hub.requests == []
+
+
+def test_a_missing_adapter_fails_the_run_and_leaves_it_unmarked(run_stage, hub, target, model_files, tmp_path):
+    adapter_target = tmp_path / "models" / "adapters" / "sql" / ADAPTER_REVISION
+
+    result = run_stage("--adapter", ADAPTER_ID, ADAPTER_REVISION, str(adapter_target))
+
+    assert result.returncode == 3, result.stderr
+    assert_complete_store(target, model_files)
+    assert not (adapter_target / MARKER_NAME).exists()
+    assert ADAPTER_ID in result.stderr
+
+
+def test_adapter_directories_must_end_with_their_revision_to_keep_revisions(run_stage, tmp_path):
+    result = run_stage("--keep-revisions", "2", "--adapter", ADAPTER_ID, ADAPTER_REVISION, str(tmp_path / "sql"))
+
+    assert result.returncode == 2
+    assert "--adapter's DIR to end with its revision v2" in result.stderr

@@ -33,14 +33,30 @@ METRICS_PORT = 9090
 FAILURE_MODES = ("FailOpen", "FailClose")
 CONFIG_FILE = "epp.yaml"
 CONFIG_DIR = "/config"
-PICKER_CONFIG = """\
+LORA_SCORER = "lora-affinity-scorer"
+"""EPP v1.5.0's LoRA affinity scorer (pkg/epp/framework/plugins/scheduling/scorer/loraaffinity): a pod
+that has the request's `model` (an adapter's name) loaded scores 1, one with a free adapter slot
+0.8, one loading it 0.6, a full one 0. It reads the adapters each pod runs and waits for, and its
+slots, from vLLM's vllm:lora_requests_info (labels running_lora_adapters, waiting_lora_adapters,
+max_lora), which the core-metrics-extractor scrapes for vLLM by default (pkg/epp/framework/plugins/
+datalayer/extractor/metrics/factories.go loraSpec). It has no parameters; weight 1 is the loader's
+default for a scorer (pkg/epp/config/loader/defaults.go DefaultScorerWeight)."""
+
+
+def picker_config(lora_affinity: bool) -> str:
+    """The EPP's EndpointPickerConfig: its built-in default, written out (requests go where the queue
+    is short, the KV cache has room and the prompt's prefix was sent before), and with LoRA adapters
+    served, the LoRA affinity scorer too."""
+    scorer = f"- type: {LORA_SCORER}\n" if lora_affinity else ""
+    weighted = f"  - pluginRef: {LORA_SCORER}\n    weight: 1\n" if lora_affinity else ""
+    return f"""\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
 plugins:
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer
-- type: metrics-data-source
+{scorer}- type: metrics-data-source
 - type: core-metrics-extractor
 schedulingProfiles:
 - name: default
@@ -51,13 +67,12 @@ schedulingProfiles:
     weight: 2
   - pluginRef: prefix-cache-scorer
     weight: 3
-dataLayer:
+{weighted}dataLayer:
   sources:
   - pluginRef: metrics-data-source
     extractors:
     - pluginRef: core-metrics-extractor
 """
-"""Requests go where the queue is short, the KV cache has room and the prompt's prefix was sent before."""
 
 
 def picker_name(name: str) -> str:

@@ -19,10 +19,10 @@ from .endpoint_picker import (
     CONFIG_FILE,
     FAILURE_MODES,
     GRPC_PORT,
-    PICKER_CONFIG,
     PICKER_IMAGE,
     POOL_API_VERSION,
     POOL_GROUP,
+    picker_config,
     picker_name,
     picker_network_policy,
     picker_pod_spec,
@@ -45,7 +45,7 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
-INFERENCE_ONLY = ("picker_image", "failure_mode")
+INFERENCE_ONLY = ("picker_image", "failure_mode", "adapter_names")
 PICKER_COMPONENT = "endpoint-picker"
 
 
@@ -73,6 +73,9 @@ class ExposureArgs(TypedDict):
     failure_mode: NotRequired[str]
     """route inference only: what the Gateway does when the Endpoint Picker does not answer:
     FailOpen sends the request to any ready pod, FailClose fails it. Default FailOpen."""
+    adapter_names: NotRequired[list[str]]
+    """route inference only: the LoRA adapters the server loads (VLLMServer.adapter_names); with any,
+    the Endpoint Picker also prefers the pods that have a request's adapter loaded. Default none."""
     path_prefix: NotRequired[Optional[str]]
     """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
     servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None
@@ -120,6 +123,7 @@ DEFAULTS: dict[str, Any] = {
     "route": "ingress",
     "picker_image": PICKER_IMAGE,
     "failure_mode": "FailOpen",
+    "adapter_names": [],
     "path_prefix": None,
     "ingress_class": "nginx",
     "gateway_name": None,
@@ -219,6 +223,7 @@ SPEC = ArgsSpec(
         "route": Literal["ingress", "gateway", "inference"],
         "picker_image": Image,
         "failure_mode": Literal[FAILURE_MODES],
+        "adapter_names": list[rule(grammar.adapter_name)],  # type: ignore[misc]
         "path_prefix": rule(lambda value: grammar.path_segments(value, "a path under the host, e.g. qwen")),
         "ingress_class": DnsSubdomain,
         "gateway_name": DnsSubdomain,
@@ -371,7 +376,7 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
         subjects=[{"kind": "ServiceAccount", "name": picker, "namespace": namespace}],
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
     )
-    config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: PICKER_CONFIG}, opts=child)
+    config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: picker_config(bool(args["adapter_names"]))}, opts=child)
     deployment = k8s.apps.v1.Deployment(
         picker,
         metadata=metadata,

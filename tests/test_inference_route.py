@@ -10,7 +10,7 @@ from test_components import assert_refused, exposure_args
 from test_stacks import render_variant
 
 from vllm_serving_components import Exposure
-from vllm_serving_components.endpoint_picker import PICKER_CONFIG, PICKER_IMAGE, picker_args
+from vllm_serving_components.endpoint_picker import PICKER_IMAGE, picker_args, picker_config
 
 SELECTOR = {"app.kubernetes.io/component": "server", "app.kubernetes.io/instance": "srv"}
 
@@ -57,7 +57,7 @@ def test_the_picker_reads_its_pool_with_least_privilege(rendering):
         {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
     ]
     config = yaml.safe_load(rendering.find("ConfigMap", "srv-epp")["data"]["epp.yaml"])
-    assert config == yaml.safe_load(PICKER_CONFIG)
+    assert config == yaml.safe_load(picker_config(lora_affinity=False))
     weights = {p["pluginRef"]: p["weight"] for p in config["schedulingProfiles"][0]["plugins"]}
     assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3}
     policy = rendering.find("NetworkPolicy", "srv-epp")["spec"]

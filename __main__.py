@@ -52,6 +52,7 @@ with argument_words(stack_words):
         "mount_path": store.mount_path,
         "model_path": store.model_path,
         "marker_name": store.marker_name,
+        "adapter_paths": store.adapter_paths,
     }
     if pre_pull := image_pre_pull_args(config, namespace, gpu.pod_fragment):
         ImagePrePull(name, pre_pull)

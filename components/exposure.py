@@ -45,7 +45,7 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
-INFERENCE_ONLY = ("picker_image", "failure_mode", "adapter_names")
+INFERENCE_ONLY = ("picker_image", "failure_mode")
 PICKER_COMPONENT = "endpoint-picker"
 
 
@@ -74,8 +74,8 @@ class ExposureArgs(TypedDict):
     """route inference only: what the Gateway does when the Endpoint Picker does not answer:
     FailOpen sends the request to any ready pod, FailClose fails it. Default FailOpen."""
     adapter_names: NotRequired[list[str]]
-    """route inference only: the LoRA adapters the server loads (VLLMServer.adapter_names); with any,
-    the Endpoint Picker also prefers the pods that have a request's adapter loaded. Default none."""
+    """The LoRA adapters the server loads (VLLMServer.adapter_names); with any and route inference, the
+    Endpoint Picker also prefers the pods that have a request's adapter loaded. Default none."""
     path_prefix: NotRequired[Optional[str]]
     """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
     servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None

@@ -24,7 +24,7 @@ from vllm_serving_components.vllm_server import time_to_ready
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.grammar import registry
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
-from vllm_serving_components.model_store import model_path
+from vllm_serving_components.model_store import adapter_paths, model_path
 from vllm_serving_components.stage_model import MARKER_NAME
 
 from .component_args import (
@@ -127,7 +127,11 @@ def _store_for_checks(store_args, store_problems) -> StoreOutputs:
         path = f"{mount}/model/id/revision"
     else:
         path = model_path(store_args)
-    return StoreOutputs(claim_name="claim", mount_path=mount, model_path=path, marker_name=MARKER_NAME)
+    if {"adapters", "adapters.name", "adapters.revision", "source"} & store_problems.keys():
+        adapters = {adapter["name"]: f"{mount}/adapters/name/revision" for adapter in store_args["adapters"]}
+    else:
+        adapters = adapter_paths(store_args)
+    return StoreOutputs(claim_name="claim", mount_path=mount, model_path=path, marker_name=MARKER_NAME, adapter_paths=adapters)
 
 
 def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:

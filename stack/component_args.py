@@ -41,6 +41,7 @@ class StoreOutputs(TypedDict):
     mount_path: pulumi.Input[str]
     model_path: pulumi.Input[str]
     marker_name: pulumi.Input[str]
+    adapter_paths: pulumi.Input[dict[str, str]]
 
 
 GPU_KEYS = {
@@ -102,6 +103,10 @@ STORE_KEYS = {
     "pod.image_pull_secrets": "imagePullSecrets",
     "pod.priority_class_name": "priorityClassName",
     "network_policy": "networkPolicies",
+    "adapters": "loraAdapters",
+    "adapters.name": "loraAdapters",
+    "adapters.model_id": "loraAdapters",
+    "adapters.revision": "loraAdapters",
 }
 SERVER_KEYS = {
     "name": "name",
@@ -121,6 +126,10 @@ SERVER_KEYS = {
     "model_architecture.expert_fraction": "modelExpertFraction",
     "max_model_len": "maxModelLen",
     "extra_args": "extraArgs",
+    "lora_adapters": "loraAdapters",
+    "lora_adapters.name": "loraAdapters",
+    "lora_adapters.path": "loraAdapters",
+    "lora_adapters.rank": "loraAdapters",
     "gpu": "gpuCount",
     "gpu.devices": "gpuCount",
     "nodes": "gpusPerNode",
@@ -166,6 +175,7 @@ EXPOSURE_KEYS = {
     "route": "exposureRoute",
     "picker_image": "endpointPickerImage",
     "failure_mode": "endpointPickerFailureMode",
+    "adapter_names": "loraAdapters",
     "ingress_class": "ingressClass",
     "gateway_name": "gatewayName",
     "gateway_namespace": "gatewayNamespace",
@@ -372,7 +382,21 @@ def model_store_args(
         "protect_claim": claim_setting("protectModelVolume"),
         "pod": {"image_pull_secrets": config.image_pull_secrets, "priority_class_name": config.priority_class_name},
         "network_policy": config.network_policies,
+        "adapters": [
+            {"name": a["name"], "model_id": a["model_id"], "revision": a["revision"]} for a in lora_adapters(config)
+        ],
     }
+
+
+def lora_adapters(config: StackConfig) -> list[dict[str, Any]]:
+    """The adapters of loraAdapters; none while it cannot be read (its problem is reported)."""
+    return config.lora_adapters if isinstance(config.lora_adapters, list) else []
+
+
+def adapter_path(store: StoreOutputs, name: str) -> pulumi.Input[str]:
+    """Where the store staged an adapter: its adapter_paths entry, known now or once the Job completes."""
+    paths = store["adapter_paths"]
+    return paths.apply(lambda known: known[name]) if isinstance(paths, pulumi.Output) else paths[name]
 
 
 def vllm_server_args(
@@ -389,7 +413,7 @@ def vllm_server_args(
         "namespace": namespace,
         "image": image(config, config.image),
         "vllm_release": config.vllm_release,
-        **store,
+        **{key: value for key, value in store.items() if key != "adapter_paths"},
         "served_model_name": config.served_model_name,
         "layout": config.layout,
         "tensor_parallel_size": config.tensor_parallel_size,
@@ -400,6 +424,9 @@ def vllm_server_args(
         "model_architecture": model_architecture(config),
         "max_model_len": config.max_model_len,
         "extra_args": config.extra_args,
+        "lora_adapters": [
+            {"name": a["name"], "path": adapter_path(store, a["name"]), "rank": a["rank"]} for a in lora_adapters(config)
+        ],
         "gpu": gpu,
         "nodes": nodes(config),
         "nccl_socket_ifname": config.nccl_socket_ifname,
@@ -519,6 +546,7 @@ def exposure_args(
         "route": config.set_or_none("exposureRoute"),
         "picker_image": config.set_or_none("endpointPickerImage"),
         "failure_mode": config.set_or_none("endpointPickerFailureMode"),
+        "adapter_names": [adapter["name"] for adapter in lora_adapters(config)] or None,
         "ingress_class": config.set_or_none("ingressClass"),
         "gateway_name": config.gateway_name,
         "gateway_namespace": config.gateway_namespace,

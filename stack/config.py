@@ -119,6 +119,7 @@ class StackConfig(BaseModel):
     gpu_memory_utilization: float
     max_model_len: int
     extra_args: list[str]
+    lora_adapters: list[dict[str, Any]]
     cpu: str
     memory: str
     shm_size: Optional[str]
@@ -320,6 +321,19 @@ def _tolerations(items: list[str]) -> list[dict[str, str]]:
     return tolerations
 
 
+def _lora_adapters(items: list[str]) -> list[dict[str, Any]]:
+    """name=owner/repo[@revision]:rank strings as adapters (the component checks each part)."""
+    adapters = []
+    for item in items:
+        name, equals, rest = item.partition("=")
+        repository, colon, rank = rest.rpartition(":")
+        if not equals or not colon or not rank.isdigit():
+            raise ValueError(f"{item!r} is not name=owner/repo[@revision]:rank, e.g. sql=acme/qwen3-sql-lora@v1:16")
+        model_id, _, revision = repository.partition("@")
+        adapters.append({"name": name, "model_id": model_id, "revision": revision or None, "rank": int(rank)})
+    return adapters
+
+
 GPU_TARGET = 70.0
 """The source document's target GPU utilisation."""
 
@@ -354,6 +368,7 @@ ITEM_PARSERS: dict[str, Callable[[list[str]], Any]] = {
     "server_env": _pairs("NAME=value, e.g. NCCL_SOCKET_IFNAME=eth0"),
     "server_secret_env": _secret_refs,
     "tolerations": _tolerations,
+    "lora_adapters": _lora_adapters,
 }
 """Array keys whose items are parsed further, by field."""
 

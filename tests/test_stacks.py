@@ -252,6 +252,11 @@ VARIANTS = {
         "host": "chat.example.com", "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
         "tls": True, "apiKeySecretName": "vllm-api-key", "allowedClientNamespaces": ["gateways", "monitoring"],
     },
+    "lora-adapters-on-the-inference-route": {
+        "host": "chat.example.com", "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
+        "tls": True, "apiKeySecretName": "vllm-api-key", "allowedClientNamespaces": ["gateways", "monitoring"],
+        "loraAdapters": ["sql=acme/qwen3-0.6b-sql-lora@v1:16", "chat=acme/qwen3-0.6b-chat-lora:8"],
+    },
     "whole-gpus-on-a-product": {
         "gpuBackend": "nvidia", "hamiMemoryMiB": 0, "hamiCores": 0, "gpuProducts": ["NVIDIA-A100-SXM4-80GB"],
         "gpuRuntimeClass": "nvidia", "gpuTolerateTaint": False,

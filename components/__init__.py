@@ -10,12 +10,14 @@ from .autoscaler import Autoscaler, AutoscalerArgs, autoscaler_problems
 from .exposure import Exposure, ExposureArgs, exposure_problems
 from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs, gpu_claim_problems
 from .image_pre_pull import ImagePrePull, ImagePrePullArgs, image_pre_pull_problems
-from .model_store import ModelStore, ModelStoreArgs, model_store_problems
+from .lora import LoraAdapterArgs
+from .model_store import AdapterRepoArgs, ModelStore, ModelStoreArgs, model_store_problems
 from .node_cache import NodeCache, NodeCacheArgs, NodeCacheMount, node_cache_problems
 from .pods import PodSettingsArgs, SecretKeyArgs, TolerationArgs
 from .vllm_server import PORT, PORT_NAME, VLLMServer, VLLMServerArgs, vllm_server_problems
 
 __all__ = [
+    "AdapterRepoArgs",
     "Autoscaler",
     "AutoscalerArgs",
     "ComponentArgsError",
@@ -27,6 +29,7 @@ __all__ = [
     "HamiSliceArgs",
     "ImagePrePull",
     "ImagePrePullArgs",
+    "LoraAdapterArgs",
     "PORT",
     "PORT_NAME",
     "ModelStore",

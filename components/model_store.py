@@ -271,23 +271,21 @@ COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 """A full commit id: what both hubs' revisions resolve to (git object names)."""
 
 
-def moving_revision(args: ModelStoreArgs) -> Optional[str]:
-    """Why the revision can change under the same name, or None for a full commit id."""
+def moving_revision(args: ModelStoreArgs, adapter: Optional[AdapterRepoArgs] = None) -> Optional[str]:
+    """Why the model's revision (or an adapter's) can change under the same name, or None for a full commit id."""
     args = with_defaults(args, DEFAULTS)
-    revision = revision_of(args)
+    revision = revision_of({**args, "revision": adapter.get("revision")} if adapter else args)
     if COMMIT_ID.fullmatch(revision):
         return None
     what = "the hub's default branch" if revision == DEFAULT_REVISIONS[args["source"]] else "a branch or tag, not a commit"
-    pin = (
-        "pin revision to a 40-character commit id (a first run records it as commit in "
-        f"{model_path(args)}/{MARKER_NAME})"
-    )
+    field, path = (f"adapter {adapter['name']}'s revision", adapter_paths(args)[adapter["name"]]) if adapter else ("revision", model_path(args))
+    pin = f"pin {field} to a 40-character commit id (a first run records it as commit in {path}/{MARKER_NAME})"
     if args["source"] == "modelscope" and not args["install_client"]:
         # modelscope 1.30.0 (vllm/vllm-openai:v0.11.0) checks the revision against the branch and tag
         # names alone (hub/api.py HubApi.get_valid_revision_detail): it refuses a commit id.
         pin = f"pin a tag, or {pin} with install_client true: the image's own modelscope may take no commit id"
     return (
-        f"revision {revision} is {what}: the Job stages whatever commit it names when the Job runs, a change "
+        f"{field} {revision} is {what}: the Job stages whatever commit it names when the Job runs, a change "
         f"upstream starts no new download, and a re-run after upstream moved fails rather than mix two commits' "
         f"files; {pin}"
     )
@@ -663,7 +661,8 @@ class ModelStore(pulumi.ComponentResource):
             ),
         )
 
-        for warning in filter(None, (moving_revision(args), foreign_image(args))):
+        adapters_moving = (moving_revision(args, adapter) for adapter in args["adapters"])
+        for warning in filter(None, (moving_revision(args), *adapters_moving, foreign_image(args))):
             pulumi.log.warn(f"ModelStore {name}: {warning}", resource=self)
 
         path = model_path(args)

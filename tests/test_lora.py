@@ -187,3 +187,11 @@ def test_lora_adapters_config_items():
     ]
     with pytest.raises(ValueError, match="is not name=owner/repo\\[@revision\\]:rank"):
         _lora_adapters(["sql=acme/sql-lora"])
+
+
+def test_an_adapter_on_a_branch_is_warned_about_like_the_model():
+    pinned = {**SQL, "revision": "0" * 40}
+    warnings = run_component(lambda: ModelStore("m", store_args(revision="0" * 40, adapters=[pinned, CHAT]))).warnings
+    assert len(warnings) == 1
+    assert "adapter chat's revision master is the hub's default branch" in warnings[0]
+    assert "/models/adapters/chat/master/.modelstore-complete.json" in warnings[0]

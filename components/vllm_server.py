@@ -356,7 +356,7 @@ def _groups_need_whole_devices(args: dict) -> Problems:
 
 
 @check("model_size_gb", "gpu", "layout", "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size",
-       "gpu_memory_utilization", "model_architecture")
+       "gpu_memory_utilization", "model_architecture", "lora_adapters", "max_loras")
 def _weights_fit(args: dict) -> Problems:
     estimate = server_capacity(args, kv_cache=False, lora=False)
     if estimate is None:

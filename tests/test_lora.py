@@ -195,3 +195,22 @@ def test_an_adapter_on_a_branch_is_warned_about_like_the_model():
     assert len(warnings) == 1
     assert "adapter chat's revision master is the hub's default branch" in warnings[0]
     assert "/models/adapters/chat/master/.modelstore-complete.json" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("adapters", "words"),
+    [
+        (["qwen3-0.6b=acme/sql-lora:16"], "names an adapter qwen3-0.6b, the servedModelName"),
+        (["sql=acme/sql-lora:1024"], "is above 512"),
+        (["sql=acme/sql-lora:16", "sql=acme/other-lora:8"], "names sql more than once"),
+        (["sql=no-owner:16"], "must be owner/name"),
+        (["sql=acme/sql-lora"], "is not name=owner/repo[@revision]:rank"),
+    ],
+)
+def test_bad_lora_adapters_are_refused_naming_the_key(tmp_path, adapters, words):
+    from conftest import project_with_stack
+    from test_config import refusal
+
+    error = refusal(tmp_path, project_with_stack(tmp_path, {"loraAdapters": adapters}))
+    assert {problem.key for problem in error.problems} == {"loraAdapters"}
+    assert any(words in problem.message for problem in error.problems), error.problems

@@ -35,11 +35,13 @@ ANY = "pulumi.json#/Any"
 OTHER_PACKAGES = {"kubernetes:core/v1:Namespace"}
 """Types from other packages the example may use; their properties are the Kubernetes provider's."""
 NESTED_TYPES = {
+    "AdapterRepoArgs",
     "ArchitectureArgs",
     "DraArgs",
     "GpuPodFragment",
     "GpuQuotaArgs",
     "HamiSliceArgs",
+    "LoraAdapterArgs",
     "NodeCacheMount",
     "PodSettingsArgs",
     "SecretKeyArgs",
@@ -269,7 +271,8 @@ def test_nested_typed_dicts_become_complex_types_with_described_properties(schem
 
 def test_outputs_are_the_components_documented_attributes(schema):
     """The analyzer takes every annotated attribute of the class as an output: pulumi.Output[...] ones,
-    and the plain values Python callers read at once: GpuClaim.pod_fragment, VLLMServer.takes_api_key."""
+    and the plain values Python callers read at once: GpuClaim.pod_fragment, VLLMServer.takes_api_key and
+    VLLMServer.adapter_names."""
     from pulumi.provider.experimental.analyzer import Analyzer
 
     for component in entry.COMPONENTS:
@@ -277,7 +280,7 @@ def test_outputs_are_the_components_documented_attributes(schema):
         annotations = outputs_of(component)
         outputs = [key for key, value in annotations.items() if get_origin(value) is pulumi.Output]
         assert outputs, f"{component.__name__} declares no pulumi.Output attributes"
-        plain_values = {"GpuClaim": ["pod_fragment"], "VLLMServer": ["takes_api_key"]}.get(component.__name__, [])
+        plain_values = {"GpuClaim": ["pod_fragment"], "VLLMServer": ["takes_api_key", "adapter_names"]}.get(component.__name__, [])
         assert [key for key in annotations if key not in outputs] == plain_values
         assert list(resource["properties"]) == [camel(key) for key in annotations]
         assert resource["required"] == sorted(camel(key) for key in annotations)

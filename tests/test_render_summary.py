@@ -47,7 +47,7 @@ Deployment             ai-serving             vllm-qwen3-235b                   
   rollout    maxSurge 1, maxUnavailable 50%, progress deadline 36m;
              at 1 replica a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 33m, update 72m
-  dependsOn  DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-139e6c8f,
+  dependsOn  DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-0ac3dcd3,
              PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b"""
 
 
@@ -73,7 +73,7 @@ ScaledObject           ai-serving             vllm-qwen3-235b                   
 ResourceQuota          ai-serving             vllm-qwen3-235b-gpus                            GpuClaim
   quota      requests.nvidia.com/gpu: 16"""
     assert block(prod, "Job") == """\
-Job                    ai-serving             vllm-qwen3-235b-stage-139e6c8f                  ModelStore
+Job                    ai-serving             vllm-qwen3-235b-stage-0ac3dcd3                  ModelStore
   image      vllm/vllm-openai:v0.34.0
   resources  requests cpu 1, memory 2Gi; limits cpu 4, memory 8Gi
   options    customTimeouts create 485m, update 485m; deleteBeforeReplace
@@ -104,7 +104,7 @@ DaemonSet              ai-serving             vllm-qwen3-235b-node-cache        
   resources  requests cpu 500m, memory 256Mi; limits cpu 2, memory 1Gi
   options    customTimeouts create 60m, update 60m
   dependsOn  ConfigMap/vllm-qwen3-235b-node-cache-script, DaemonSet/vllm-qwen3-235b-node-cache-prepare,
-             Job/vllm-qwen3-235b-stage-139e6c8f, PersistentVolumeClaim/vllm-qwen3-235b-models,
+             Job/vllm-qwen3-235b-stage-0ac3dcd3, PersistentVolumeClaim/vllm-qwen3-235b-models,
              PersistentVolumeClaim/vllm-qwen3-235b-node-cache-d0737db4, RoleBinding/vllm-qwen3-235b-node-cache"""
     assert block(prod, "DaemonSet", "vllm-qwen3-235b-image-pre-pull") == """\
 DaemonSet              ai-serving             vllm-qwen3-235b-image-pre-pull                  ImagePrePull
@@ -128,7 +128,7 @@ Deployment             ai-serving-dev  vllm-qwen3-0-6b                 VLLMServe
   rollout    maxSurge 1, maxUnavailable 0, progress deadline 38m; at 1 replica a new one starts before an old one stops,
              1 keeps serving
   options    customTimeouts create 35m, update 38m
-  dependsOn  Job/vllm-qwen3-0-6b-stage-0aec26f8, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
+  dependsOn  Job/vllm-qwen3-0-6b-stage-8e0ef42a, PersistentVolumeClaim/vllm-qwen3-0-6b-models,
              ServiceAccount/vllm-qwen3-0-6b"""
     assert block(dev, "PersistentVolumeClaim") == """\
 PersistentVolumeClaim  ai-serving-dev  vllm-qwen3-0-6b-models          ModelStore
@@ -155,7 +155,7 @@ LeaderWorkerSet        ai-serving-mn  vllm-qwen3-235b-mn                 VLLMSer
   replicas   1-2 groups, by ScaledObject vllm-qwen3-235b-mn
   rollout    maxSurge 1, maxUnavailable 50%; at 1 group a new one starts before an old one stops, 1 keeps serving
   options    customTimeouts create 100m, update 206m
-  dependsOn  Job/vllm-qwen3-235b-mn-stage-ac460a7f, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
+  dependsOn  Job/vllm-qwen3-235b-mn-stage-c96f960d, PersistentVolumeClaim/vllm-qwen3-235b-mn-models,
              ServiceAccount/vllm-qwen3-235b-mn"""
     assert block(multinode, "ScaledObject").splitlines()[1] == "  replicas   1-2 of LeaderWorkerSet/vllm-qwen3-235b-mn"
 
@@ -216,7 +216,7 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
         "<br>**replicas** 1-2, by ScaledObject vllm-qwen3-235b"
         "<br>**rollout** maxSurge 1, maxUnavailable 50%, progress deadline 36m; at 1 replica a new one starts before an "
         "old one stops, 1 keeps serving<br>**options** customTimeouts create 33m, update 72m<br>**dependsOn** "
-        "DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-139e6c8f, "
+        "DaemonSet/vllm-qwen3-235b-node-cache, Job/vllm-qwen3-235b-stage-0ac3dcd3, "
         "PersistentVolumeClaim/vllm-qwen3-235b-models, ServiceAccount/vllm-qwen3-235b |"
     ) in lines
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines

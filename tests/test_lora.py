@@ -214,3 +214,23 @@ def test_bad_lora_adapters_are_refused_naming_the_key(tmp_path, adapters, words)
     error = refusal(tmp_path, project_with_stack(tmp_path, {"loraAdapters": adapters}))
     assert {problem.key for problem in error.problems} == {"loraAdapters"}
     assert any(words in problem.message for problem in error.problems), error.problems
+
+
+def test_the_init_container_refuses_a_half_staged_adapter(tmp_path):
+    import subprocess
+
+    pod = run_component(lambda: VLLMServer("srv", server_args(lora_adapters=ADAPTERS[:1]))).only("Deployment")
+    (check,) = pod["spec"]["template"]["spec"]["initContainers"]
+    model, adapter = tmp_path / "model", tmp_path / "adapters" / "sql" / "v1"
+    for directory in (model, adapter):
+        directory.mkdir(parents=True)
+    (model / ".modelstore-complete.json").write_text("{}")
+    env = {"MODEL_PATH": str(model), "MARKER": ".modelstore-complete.json", "ADAPTER_PATHS": str(adapter), "PATH": "/usr/bin:/bin"}
+
+    def run():
+        return subprocess.run(check["command"], env=env, capture_output=True, text=True, timeout=10)
+
+    refused = run()
+    assert refused.returncode == 1 and f"{adapter}/.modelstore-complete.json is missing" in refused.stderr
+    (adapter / ".modelstore-complete.json").write_text("{}")
+    assert run().returncode == 0

@@ -327,7 +327,7 @@ def _lora_adapters(items: list[str]) -> list[dict[str, Any]]:
     for item in items:
         name, equals, rest = item.partition("=")
         repository, colon, rank = rest.rpartition(":")
-        if not equals or not colon or not rank.isdigit():
+        if not equals or not colon or not re.fullmatch("[0-9]{1,9}", rank):
             raise ValueError(f"{item!r} is not name=owner/repo[@revision]:rank, e.g. sql=acme/qwen3-sql-lora@v1:16")
         model_id, _, revision = repository.partition("@")
         adapters.append({"name": name, "model_id": model_id, "revision": revision or None, "rank": int(rank)})

@@ -19,7 +19,7 @@ from vllm_serving_components.exposure import http_route_spec, ingress_spec
 from vllm_serving_components.gpu_claim import pod_fragment
 from vllm_serving_components.grammar import single_line
 from vllm_serving_components.model_store import DEFAULTS as STORE_DEFAULTS
-from vllm_serving_components.model_store import job_spec, model_path
+from vllm_serving_components.model_store import adapter_paths, job_spec, model_path
 from vllm_serving_components.stage_model import MARKER_NAME
 from vllm_serving_components.vllm_server import PORT, PORT_NAME, deployment_spec, time_to_ready
 from stack.component_args import (
@@ -102,6 +102,13 @@ def test_the_model_path_never_leaves_the_model_volume(model_id, revision):
     target(float(render_safely({**BASE, "modelId": model_id, "modelRevision": revision})))
 
 
+@SETTINGS
+@given(name=segment, adapter_id=owner_name, revision=revisions)
+def test_an_adapter_path_never_leaves_the_model_volume(name, adapter_id, revision):
+    adapters = encode([f"{name}={adapter_id}@{revision}:16"])
+    target(float(render_safely({**BASE, "loraAdapters": adapters})))
+
+
 def render_safely(values: dict[str, str]) -> bool:
     """False when the config is refused; else whether every object is safe (asserted)."""
     try:
@@ -118,7 +125,9 @@ def build(config) -> list[dict]:
     name, namespace = config.name, config.namespace
     store = {**STORE_DEFAULTS, **{k: v for k, v in model_store_args(config, namespace).items() if v is not None}}
     path = model_path(store)
-    outputs = StoreOutputs(claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME)
+    outputs = StoreOutputs(
+        claim_name="claim", mount_path=MOUNT, model_path=path, marker_name=MARKER_NAME, adapter_paths=adapter_paths(store)
+    )
     server = vllm_server_args(config, namespace, pod_fragment(gpu_claim_args(config, namespace)), outputs)
     exposure = exposure_args(config, namespace, {"app": "x"}, PORT, PORT_NAME, takes_api_key(config))
     route = http_route_spec(name, exposure) if config.exposure_route == "gateway" else ingress_spec(name, name, exposure)

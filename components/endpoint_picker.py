@@ -6,8 +6,9 @@ the newest release whose EPP is in the module: from v1.6 it lives in llm-d's rou
 - The EPP finds its pool by --pool-name and --pool-namespace (pkg/epp/server/options.go); an
   endpoint is a Ready pod that the pool's selector matches, at each of its targetPorts; it scrapes
   each endpoint's /metrics (vllm:num_requests_waiting, vllm:kv_cache_usage_perc, ...).
-- Its config (EndpointPickerConfig, inference.networking.x-k8s.io/v1alpha1) below is its built-in
-  default, written out (pkg/epp/config/loader/defaults.go): queue 2, KV cache 2, prefix cache 3.
+- Its config (EndpointPickerConfig, inference.networking.x-k8s.io/v1alpha1, picker_config below) is its
+  built-in default, written out (pkg/epp/config/loader/defaults.go): queue 2, KV cache 2, prefix
+  cache 3; with LoRA adapters served, also LoRA affinity 1 (LORA_SCORER).
 - It serves ext-proc over gRPC on 9002, TLS with a self-signed certificate by default (the
   Gateway's side of the protocol), gRPC health on 9003, its metrics on 9090. Its metrics endpoint
   asks the API to authenticate every scrape unless --metrics-endpoint-auth=false, and it exports

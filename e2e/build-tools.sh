@@ -23,6 +23,10 @@ PROVIDER_ARCHIVE_SHA256=7374e647edddbe3b7f132a6268cde26ba0d6173950f51480cc435aa0
 # The schema the provider embeds comes from the 4.25.0 module (the release build generates it;
 # neither the archive nor the tag carries it): see lane_pulumi.
 PROVIDER_SCHEMA_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.0-20260115033456-f47bc2d6f199
+# The Gateway API Inference Extension: its Endpoint Picker and body-based router (tools/epp/go.mod).
+# v1.5.0 is the last release whose module holds cmd/epp and cmd/bbr; components/endpoint_picker.py
+# pins the images of the same release.
+GIE_VERSION=v1.5.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/tools"
@@ -84,7 +88,7 @@ provider_src="$(provider_source "$stage/provider-src")"
 rm -rf "$provider_src/cmd/pulumi-gen-kubernetes"
 cp "$tools/provider/go.mod" "$tools/provider/go.sum" "$provider_src/"
 
-for m in kube kwok pulumi; do (cd "$tools/$m" && go mod download) & done
+for m in kube kwok pulumi epp; do (cd "$tools/$m" && go mod download) & done
 (cd "$provider_src" && go mod download) &
 wait
 
@@ -109,6 +113,12 @@ lane_kube() {
        "$kwok_dir/kustomize/stage/pod/fast/pod-ready.yaml" \
        "$kwok_dir/kustomize/stage/pod/fast/pod-complete.yaml" \
        "$kwok_dir/kustomize/stage/pod/fast/pod-delete.yaml" "$stage/share/kwok/stages/"
+
+    # The Endpoint Picker, body-based routing, and the client that plays Envoy's part of ext_proc.
+    local gie=sigs.k8s.io/gateway-api-inference-extension
+    [[ "$(cd "$tools/epp" && go list -m -f '{{.Version}}' "$gie")" == "$GIE_VERSION" ]] \
+        || { echo "tools: tools/epp/go.mod does not pin $gie@$GIE_VERSION" >&2; exit 1; }
+    build "$tools/epp" "" "$gie/cmd/epp" "$gie/cmd/bbr" ./extproc-client
 }
 
 lane_pulumi() {
@@ -157,8 +167,8 @@ fi
 
 "$stage/bin/kube-apiserver" --version >&2
 "$stage/bin/pulumi" version >&2
-printf '{"kubernetes": "%s", "pulumi": "%s", "pulumi-kubernetes": "%s"}\n' \
-    "$KUBE_VERSION" "$PULUMI_VERSION" "$PROVIDER_VERSION" > "$stage/versions.json"
+printf '{"kubernetes": "%s", "pulumi": "%s", "pulumi-kubernetes": "%s", "gateway-api-inference-extension": "%s"}\n' \
+    "$KUBE_VERSION" "$PULUMI_VERSION" "$PROVIDER_VERSION" "$GIE_VERSION" > "$stage/versions.json"
 
 rm -rf "$out"
 mv "$stage" "$out"

@@ -12,7 +12,14 @@ not served:
 * counters ``vllm:num_preemptions``, ``vllm:prompt_tokens``, ``vllm:generation_tokens``, exposed
   as ``<name>_total`` with a ``<name>_created`` gauge;
 * histograms ``vllm:time_to_first_token_seconds``, ``vllm:inter_token_latency_seconds`` and
-  ``vllm:e2e_request_latency_seconds``.
+  ``vllm:e2e_request_latency_seconds``;
+* the info gauges the Endpoint Picker reads (its core metrics extractor, gateway-api-inference-
+  extension v1.5.0 pkg/epp/framework/plugins/datalayer/extractor/metrics): ``vllm:cache_config_info``,
+  one series per engine whose labels are the engine's CacheConfig (vllm/v1/metrics/loggers.py
+  log_metrics_info: labels from ``CacheConfig.metrics_info()`` plus ``engine``, value 1), and, for
+  a pod serving LoRA adapters only, ``vllm:lora_requests_info`` with the labels ``max_lora``,
+  ``waiting_lora_adapters`` and ``running_lora_adapters`` (adapter names joined by commas), whose
+  value is the time it was last set (``set_to_current_time``): the picker reads the newest series.
 
 The load: gauges hold fixed values; every counter (histogram buckets, sums and counts included)
 is its per-second rate times the seconds since the process "started", an hour before the
@@ -165,6 +172,18 @@ class Engine:
     itl: Latency = field(default_factory=lambda: Latency(0.0, {}))
     e2e: Latency = field(default_factory=lambda: Latency(0.0, {}))
     """Latencies: none observed, by default."""
+    num_gpu_blocks: int = 4096
+    block_size: int = 16
+    """The engine's KV cache: blocks of block_size tokens (vllm:cache_config_info)."""
+
+
+@dataclass(frozen=True)
+class Lora:
+    """The adapters of a pod serving LoRA (vllm:lora_requests_info)."""
+
+    max_lora: int
+    running: tuple[str, ...] = ()
+    waiting: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +200,8 @@ class Pod:
     frozen_at: Optional[float] = None
     """Seconds of uptime at which the counters stopped (an idle server that served earlier);
     None: they keep growing."""
+    lora: Optional[Lora] = None
+    """Its LoRA adapters; None: the server serves none, and has no vllm:lora_requests_info."""
 
 
 def vllm_exposition(pod: Pod, uptime: float, started: float, metrics: ReleaseMetrics) -> str:
@@ -215,6 +236,22 @@ def vllm_exposition(pod: Pod, uptime: float, started: float, metrics: ReleaseMet
             out.append(sample(f"{name}_sum", labels, latency.mean(buckets) * observed))
         out += [f"# HELP {name}_created {histogram.help}\n", f"# TYPE {name}_created gauge\n"]
         out += [sample(f"{name}_created", labels, started) for labels, _ in per_engine]
+    out += ["# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n",
+            "# TYPE vllm:cache_config_info gauge\n"]
+    out += [
+        sample("vllm:cache_config_info", {
+            "block_size": str(engine.block_size), "cache_dtype": "auto", "enable_prefix_caching": "True",
+            "engine": str(index), "gpu_memory_utilization": "0.9", "num_gpu_blocks": str(engine.num_gpu_blocks),
+        }, 1.0)
+        for index, engine in enumerate(pod.engines)
+    ]
+    if pod.lora is not None:
+        out += ["# HELP vllm:lora_requests_info Running stats on lora requests.\n",
+                "# TYPE vllm:lora_requests_info gauge\n"]
+        out.append(_sample("vllm:lora_requests_info", {
+            "max_lora": str(pod.lora.max_lora), "running_lora_adapters": ",".join(pod.lora.running),
+            "waiting_lora_adapters": ",".join(pod.lora.waiting),
+        }, time.time()))
     return "".join(out)
 
 
@@ -272,12 +309,13 @@ def kube_state_metrics_exposition(deployments: list[Deployment]) -> str:
 
 
 class MetricsEndpoint:
-    """An HTTP server on 127.0.0.1 (a free port) answering GET /metrics with ``render()``.
+    """An HTTP server on ``bind`` (default 127.0.0.1, a free port) answering GET /metrics with
+    ``render()``.
 
     The socket is bound on creation, so the port can go into a scrape configuration before
     ``start`` serves it."""
 
-    def __init__(self, render: Callable[[], str]):
+    def __init__(self, render: Callable[[], str], bind: tuple[str, int] = ("127.0.0.1", 0)):
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -298,7 +336,7 @@ class MetricsEndpoint:
 
         self.render = render
         self.scrapes = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(bind, Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 

@@ -1,8 +1,8 @@
 """A local Kubernetes control plane for end-to-end tests: real etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler, with kwok simulating nodes and pod lifecycles.
 
-Everything listens on loopback on free ports, lives in one temporary directory, and is stopped
-(process group killed) by ``LocalCluster.stop``. No container runtime, kubelet or GPU is needed:
+Everything listens on loopback on free ports, inside the tests' own network namespace (netns.py),
+lives in one temporary directory, and is stopped (process group killed) by ``LocalCluster.stop``. No container runtime, kubelet or GPU is needed:
 kwok marks pods Running and Ready as soon as they are scheduled, and completes pods owned by a
 Job, through its own Stage objects (the ``kwok.x-k8s.io/v1alpha1`` Stage CRD).
 """
@@ -33,6 +33,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.0.0.0/24"
+POD_CIDR = "10.244.0.0/16"
+"""kwok's pod addresses: local addresses of the tests' network namespace (netns.py)."""
 HAMI_SCHEDULER = "hami-scheduler"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 KWOK_NODE_ANNOTATION = {"kwok.x-k8s.io/node": "fake"}
@@ -241,8 +243,8 @@ def storage_objects(tmp: Path) -> list[dict]:
     for i in range(6):
         objects.append(_pv(f"e2e-rwo-{i}", "standard", "20Gi", "ReadWriteOnce", tmp))
     # Room for the 1Ti claims of prod, multinode, moe and the upgraded stack (two revisions of a
-    # 470 GB model), and the example's.
-    for i in range(7):
+    # 470 GB model), the example's, and the picker's three replicas.
+    for i in range(8):
         objects.append(_pv(f"e2e-rwx-{i}", "nfs-client", "2Ti", "ReadWriteMany", tmp))
     return objects
 
@@ -512,7 +514,7 @@ class LocalCluster:
         self._spawn("kwok", [
             "kwok", f"--kubeconfig={kc}", "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--cidr=10.244.0.0/16", "--node-ip=10.240.0.1", f"--server-address=127.0.0.1:{p['kwok']}",
+            f"--cidr={POD_CIDR}", "--node-ip=10.240.0.1", f"--server-address=127.0.0.1:{p['kwok']}",
             "--enable-crds=Stage",
             # Renew each node's Lease like a kubelet, or the node lifecycle controller marks the
             # nodes NotReady (and their pods not ready) after its grace period.

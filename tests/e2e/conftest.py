@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import LocalCluster
+from . import netns
+from .cluster import POD_CIDR, LocalCluster
 from .pulumi_cli import ROOT, PulumiProject
 
 CRDS = ROOT / "schemas" / "crds"
@@ -61,17 +62,23 @@ def cluster(e2e_bin, e2e_work, request) -> LocalCluster:
     crds = sorted(CRDS.glob("*.yaml"))
     c = LocalCluster(e2e_bin, e2e_bin.parent / "share", e2e_work / "cluster", crds)
     (e2e_work / "cluster").mkdir()
+    namespace = netns.NetworkNamespace([POD_CIDR])
+    namespace.enter()
+    netns.CURRENT = namespace
     t0 = time.monotonic()
     try:
         c.start()
     except BaseException:
         c.stop()
+        namespace.leave()
         raise
     request.config.stash[TIMINGS] = {"cluster start": time.monotonic() - t0, **{f"  {k}": v for k, v in c.timings.items()}}
     try:
         yield c
     finally:
         c.stop()
+        namespace.leave()
+        netns.CURRENT = None
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from . import netns
 from .pulumi_cli import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +61,8 @@ def test_readme_commands_work_in_order_in_a_fresh_clone(tmp_path, capsys):
             continue
         started = time.monotonic()
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=clone, capture_output=True,
-                                text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+                                text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=netns.outside)
         timings.append(f"  {time.monotonic() - started:6.1f}s  {command}")
         assert result.returncode == 0, f"README block {block}: {command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     with capsys.disabled():

@@ -19,6 +19,7 @@ import tarfile
 import pytest
 import yaml
 
+from . import netns
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists, object_of, planned_steps
 from .pulumi_cli import PROJECT_DIRS, PROJECT_FILES, ROOT, PulumiProject
@@ -59,7 +60,8 @@ def before(e2e_bin, e2e_work, cluster, tmp_path_factory) -> PulumiProject:
     venv = source / ".venv-before"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(source / "requirements.txt")], cwd=source, check=True, timeout=900)
+                    "-r", str(source / "requirements.txt")], cwd=source, check=True, timeout=900,
+                   preexec_fn=netns.outside)
     stack = yaml.safe_load((source / "Pulumi.prod.yaml").read_text())
     stack["config"]["vllm-serving:namespace"] = NAMESPACE
     (source / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump(stack))

@@ -1,0 +1,150 @@
+"""The inference route's Endpoint Picker, the real one (gateway-api-inference-extension v1.5.0's
+cmd/epp, built with the tools), run with the args and config file of its rendered Deployment
+and ConfigMap, as its ServiceAccount, against the local control plane: it watches the
+InferencePool `up` created and the server's pods kwok runs, and scrapes fake vLLM servers at the
+pods' addresses (inside the tests' network namespace). The test plays Envoy: each request goes
+to the picker over ext_proc, and the pod it names is counted.
+
+The spread of requests over the pods in each case is printed with the test log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.fake_vllm_metrics import Engine
+
+from .cluster import wait_for
+from .conftest import kubectl_json
+from .inference_extension import (
+    Envoy,
+    FakeVllmPods,
+    completion,
+    container_of,
+    process,
+    service_account_kubeconfig,
+    spread,
+    with_local_files,
+)
+from .standins import StatusPublisher
+
+pytestmark = pytest.mark.e2e
+
+STACK = "picker"
+NAMESPACE = "ai-serving-picker"
+NAME = "vllm-qwen3-0-6b"
+MODEL = "qwen3-0.6b"
+REPLICAS = 3
+SERVER_SELECTOR = "app.kubernetes.io/component=server"
+
+
+def show(capsys, case: str, counts) -> None:
+    with capsys.disabled():
+        print(f"\n  picker spread, {case}: " + ", ".join(f"{pod[-5:]}={n}" for pod, n in sorted(counts.items())))
+
+
+@pytest.fixture(scope="module")
+def stack(project, cluster):
+    project.init_stack_like(STACK, "dev", {
+        "namespace": NAMESPACE, "host": "chat.example.com", "replicas": REPLICAS,
+        "storageAccessMode": "ReadWriteMany", "storageClass": "nfs-client",
+        "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
+        "apiKeySecretName": "chat-api-key", "routeWaitMinutes": 2,
+    })
+    with StatusPublisher(cluster, NAMESPACE):
+        project.up(STACK, timeout=300)
+    return project
+
+
+@pytest.fixture(scope="module")
+def pods(stack, cluster):
+    """The server's pods, by name, with the fake vLLM at each one's address and port."""
+    pool = kubectl_json(cluster, "get", "inferencepools.inference.networking.k8s.io", NAME, "-n", NAMESPACE)
+    (port,) = [p["number"] for p in pool["spec"]["targetPorts"]]
+    items = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", SERVER_SELECTOR)["items"]
+    addresses = {pod["metadata"]["name"]: pod["status"]["podIP"] for pod in items}
+    assert len(addresses) == REPLICAS and all(addresses.values()), addresses
+    with FakeVllmPods(addresses, port, MODEL, NAMESPACE, "0.34.0") as fakes:
+        yield fakes
+
+
+@pytest.fixture(scope="module")
+def envoy(stack, pods, cluster, e2e_bin, tmp_path_factory):
+    """The picker, as rendered, serving ext_proc; Envoy's side of it."""
+    work = tmp_path_factory.mktemp("epp")
+    container = container_of(kubectl_json(cluster, "get", "deployment", f"{NAME}-epp", "-n", NAMESPACE))
+    config = kubectl_json(cluster, "get", "configmap", f"{NAME}-epp", "-n", NAMESPACE)["data"]
+    for file, text in config.items():
+        (work / file).write_text(text)
+    (mount,) = [m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config"]
+    args = with_local_files(container["args"], {mount: work})
+    kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, f"{NAME}-epp", work / "kubeconfig")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    log = work / "epp.log"
+    with process(e2e_bin / "epp", args, {"KUBECONFIG": str(kubeconfig), "NAMESPACE": NAMESPACE}, log) as epp:
+        # TLS: the picker serves ext_proc with a self-signed certificate unless told otherwise.
+        envoy = Envoy(e2e_bin, f"127.0.0.1:{ports['grpc']}", tls="--secure-serving=false" not in args,
+                      metrics=f"http://127.0.0.1:{ports['metrics']}/metrics")
+        try:
+            wait_for("the picker seeing every pod of the pool",
+                     lambda: epp.poll() is None and envoy.ready_pods() == REPLICAS, 60)
+            pods.wait_scraped()
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{log.read_text()[-4000:]}") from None
+        yield envoy
+        assert epp.poll() is None, log.read_text()[-4000:]
+
+
+def distinct_prompts(n: int) -> list[str]:
+    return [f"{uuid.uuid4().hex} {uuid.uuid4().hex} tell me about request {i}" for i in range(n)]
+
+
+def test_requests_sharing_a_long_prefix_go_to_the_same_pod(envoy, pods, capsys):
+    system = "You are a careful assistant for the accounts team. " * 80  # about 4 kB: many prefix blocks
+    answers = envoy.send([completion(MODEL, f"{system}\nQuestion {i}: what is {i} + {i}?") for i in range(12)])
+    counts = spread(answers, pods)
+    show(capsys, "12 requests sharing a 4 kB prefix", counts)
+    assert sorted(counts.values()) == [0, 0, 12], counts
+
+
+def test_requests_without_a_shared_prefix_spread_over_idle_pods(envoy, pods, capsys):
+    counts = spread(envoy.send([completion(MODEL, p) for p in distinct_prompts(30)]), pods)
+    show(capsys, "30 distinct prompts, idle pods", counts)
+    assert all(n > 0 for n in counts.values()), counts
+
+
+def test_a_pod_with_a_long_queue_and_a_full_kv_cache_receives_none(envoy, pods, capsys):
+    busy = sorted(pods.pods)[0]
+    pods.set(busy, Engine(waiting=40, running=16, kv_cache=0.97))
+    try:
+        pods.wait_scraped()
+        counts = spread(envoy.send([completion(MODEL, p) for p in distinct_prompts(30)]), pods)
+        show(capsys, "30 distinct prompts, one pod with 40 waiting and 97% KV cache", counts)
+        assert counts[busy] == 0 and all(n > 0 for pod, n in counts.items() if pod != busy), counts
+    finally:
+        pods.set(busy, Engine())
+        pods.wait_scraped()
+
+
+def test_a_pod_that_is_not_ready_receives_none(envoy, pods, cluster, capsys):
+    unready = sorted(pods.pods)[-1]
+    condition = {"type": "Ready", "status": "False", "reason": "e2e", "lastTransitionTime": None}
+
+    def set_ready(status: str):
+        pod = kubectl_json(cluster, "get", "pod", unready, "-n", NAMESPACE)
+        conditions = [c for c in pod["status"]["conditions"] if c["type"] != "Ready"]
+        conditions.append({**condition, "status": status})
+        cluster.kubectl("patch", "pod", unready, "-n", NAMESPACE, "--subresource=status", "--type=merge",
+                        "-p", json.dumps({"status": {"conditions": conditions}}))
+
+    set_ready("False")
+    try:
+        wait_for("the picker dropping the pod", lambda: envoy.ready_pods() == REPLICAS - 1, 30)
+        counts = spread(envoy.send([completion(MODEL, p) for p in distinct_prompts(30)]), pods)
+        show(capsys, "30 distinct prompts, one pod not Ready", counts)
+        assert counts[unready] == 0 and all(n > 0 for pod, n in counts.items() if pod != unready), counts
+    finally:
+        set_ready("True")
+        wait_for("the picker taking the pod back", lambda: envoy.ready_pods() == REPLICAS, 30)

@@ -14,7 +14,20 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import grammar
-from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Labels, Problems, check, int_range, rule, with_defaults
+from .arguments import (
+    ArgsSpec,
+    CommandWord,
+    DnsLabel,
+    DnsSubdomain,
+    Image,
+    Labels,
+    Problems,
+    check,
+    int_range,
+    rule,
+    with_defaults,
+)
+from .body_router import BASE_MODEL_HEADER, MANAGED_LABEL, MODEL_HEADER, adapters_config_map_data
 from .endpoint_picker import (
     CONFIG_FILE,
     FAILURE_MODES,
@@ -45,7 +58,7 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
-INFERENCE_ONLY = ("picker_image", "failure_mode")
+INFERENCE_ONLY = ("picker_image", "failure_mode", "model_name", "model_adapters")
 PICKER_COMPONENT = "endpoint-picker"
 
 
@@ -73,6 +86,16 @@ class ExposureArgs(TypedDict):
     failure_mode: NotRequired[str]
     """route inference only: what the Gateway does when the Endpoint Picker does not answer:
     FailOpen sends the request to any ready pod, FailClose fails it. Default FailOpen."""
+    model_name: NotRequired[Optional[str]]
+    """route inference only: the server's served model name (VLLMServer's served_model_name). The
+    HTTPRoute then takes only requests whose body names this model, by the X-Gateway-Model-Name
+    header a BodyRouter sets from the body, so that several servers share one host, each with a
+    route of its own. None takes every request to the host."""
+    model_adapters: NotRequired[list[str]]
+    """route inference only, with model_name: names of the LoRA adapters the server serves. Requests
+    naming one are routed here too, by the X-Gateway-Base-Model-Name header a BodyRouter with
+    adapters sets from a ConfigMap that Exposure creates (<name>-adapters, in its namespace, which
+    must be the BodyRouter's). Default none."""
     path_prefix: NotRequired[Optional[str]]
     """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
     servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None
@@ -120,6 +143,8 @@ DEFAULTS: dict[str, Any] = {
     "route": "ingress",
     "picker_image": PICKER_IMAGE,
     "failure_mode": "FailOpen",
+    "model_name": None,
+    "model_adapters": [],
     "path_prefix": None,
     "ingress_class": "nginx",
     "gateway_name": None,
@@ -206,6 +231,19 @@ def _public_host_takes_a_key(args: dict) -> Problems:
     return {}
 
 
+@check("model_name", "model_adapters")
+def _adapters_belong_to_the_model(args: dict) -> Problems:
+    adapters, model = args["model_adapters"], args["model_name"]
+    if adapters and not model:
+        return {"model_adapters": "needs model_name: adapters are routed by the model they belong to (the header X-Gateway-Base-Model-Name)"}
+    for index, adapter in enumerate(adapters, start=1):
+        if adapter == model:
+            return {"model_adapters": f"item {index} ({adapter}) is model_name itself; list only the adapters"}
+        if adapters.index(adapter) < index - 1:
+            return {"model_adapters": f"item {index} ({adapter}) is listed twice; list each adapter once"}
+    return {}
+
+
 SPEC = ArgsSpec(
     "Exposure",
     ExposureArgs,
@@ -219,6 +257,8 @@ SPEC = ArgsSpec(
         "route": Literal["ingress", "gateway", "inference"],
         "picker_image": Image,
         "failure_mode": Literal[FAILURE_MODES],
+        "model_name": CommandWord,
+        "model_adapters": list[CommandWord],  # type: ignore[valid-type]
         "path_prefix": rule(lambda value: grammar.path_segments(value, "a path under the host, e.g. qwen")),
         "ingress_class": DnsSubdomain,
         "gateway_name": DnsSubdomain,
@@ -231,7 +271,7 @@ SPEC = ArgsSpec(
         "max_body_size": rule(_nginx_size),
         "allowed_namespaces": list[DnsLabel],  # type: ignore[valid-type]
     },
-    checks=(_route_settings_take_effect, _public_host_takes_a_key),
+    checks=(_route_settings_take_effect, _public_host_takes_a_key, _adapters_belong_to_the_model),
     # The Service's name is a DNS-1035 label: it becomes the host name clients resolve.
     name_rule=grammar.dns_1035_label,
 )
@@ -302,7 +342,7 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
     if args["gateway_listener"]:
         parent["sectionName"] = args["gateway_listener"]
     rule: dict = {
-        "matches": [{"path": {"type": "PathPrefix", "value": public_path(args["path_prefix"])}}],
+        "matches": route_matches(public_path(args["path_prefix"]), args["model_name"], args["model_adapters"]),
         "backendRefs": [
             {"group": POOL_GROUP, "kind": "InferencePool", "name": service_name}
             if args["route"] == "inference"
@@ -317,6 +357,17 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
             {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": API_PATH}}}
         ]
     return {"parentRefs": [parent], "hostnames": [args["host"]], "rules": [rule]}
+
+
+def route_matches(path: str, model_name: Optional[str], adapters: list[str]) -> list[dict]:
+    """The path; with a model name, only requests for that model (matches are ORed): the model
+    itself by X-Gateway-Model-Name and, with adapters, the model and its adapters by
+    X-Gateway-Base-Model-Name (the ConfigMap maps the model to itself too)."""
+    match = {"path": {"type": "PathPrefix", "value": path}}
+    if not model_name:
+        return [match]
+    headers = [MODEL_HEADER, BASE_MODEL_HEADER] if adapters else [MODEL_HEADER]
+    return [{**match, "headers": [{"type": "Exact", "name": header, "value": model_name}]} for header in headers]
 
 
 def public_path(path_prefix: Optional[str]) -> str:
@@ -356,7 +407,8 @@ def create_route(
 
 def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulumi.Resource:
     """The InferencePool of the server's pods and its Endpoint Picker: Deployment, Service, account,
-    Role, config and NetworkPolicy. The pool is returned once the picker is ready."""
+    Role, config and NetworkPolicy; with model_adapters, the ConfigMap that maps them to the model
+    for a BodyRouter. The pool is returned once the picker is ready."""
     args = with_defaults(args, DEFAULTS)
     namespace, child = args["namespace"], pulumi.ResourceOptions(parent=parent)
     picker = picker_name(name)
@@ -394,6 +446,14 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
         },
         opts=child,
     )
+    if args["model_adapters"]:
+        adapters = f"{name}-adapters"
+        k8s.core.v1.ConfigMap(
+            adapters,
+            metadata={"name": adapters, "namespace": namespace, "labels": {**object_labels(name, COMPONENT), MANAGED_LABEL: "true"}},
+            data=adapters_config_map_data(args["model_name"], args["model_adapters"]),
+            opts=child,
+        )
     if args["network_policy"]:
         k8s.networking.v1.NetworkPolicy(
             picker,

@@ -14,6 +14,7 @@ from test_inference_route import inference_args
 from vllm_serving_components import BodyRouter, Exposure, body_router_problems
 from vllm_serving_components.body_router import ROUTER_IMAGE, router_args
 from vllm_serving_components.pods import CONTAINER_SECURITY, POD_SECURITY
+from vllm_serving_components.summary import object_details
 from policy.check import violations
 
 ROUTER = {"namespace": "models", "gateway": "istio", "gateway_name": "public", "gateway_namespace": "gateways"}
@@ -203,3 +204,9 @@ def test_a_router_name_that_cannot_be_a_service_is_refused():
 def test_model_route_mistakes_are_refused_with_their_fix(changes, problems):
     refused = assert_refused(Exposure, inference_args(**changes), list(problems))
     assert refused.problems == problems
+
+
+def test_the_plan_shows_which_models_a_route_takes(rendering):
+    chat = next(o for o in rendering.objects if o.kind == "HTTPRoute" and o.name == "chat")
+    assert ("host", "chat.example.com /v1, Gateway gateways/public, when X-Gateway-Base-Model-Name: qwen3 "
+                    "or X-Gateway-Model-Name: qwen3") in object_details(chat, rendering.objects)

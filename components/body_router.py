@@ -40,8 +40,8 @@ import pulumi_kubernetes as k8s
 from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Problems, check, int_range
 from .labels import object_labels, selector_labels
-from .network import API_PORTS, DNS_EGRESS, NAMESPACE_NAME_LABEL
-from .pods import locked_down, projected_api_access
+from .network import API_PORTS, gateway_ext_proc, grpc_service_spec
+from .pods import locked_down, projected_api_access, role_for
 
 ROUTER_IMAGE = "registry.k8s.io/gateway-api-inference-extension/bbr:v1.5.0"
 GRPC_PORT = 9004
@@ -113,23 +113,7 @@ def router_role_rules() -> list[dict]:
 def router_network_policy(selector: dict, gateway_namespaces: list[str], adapters: bool) -> dict:
     """The Gateways' namespaces reach the ext_proc port; BBR calls DNS and, to watch its
     ConfigMaps, the API server."""
-    egress = [DNS_EGRESS]
-    if adapters:
-        egress.append({"ports": [{"port": port, "protocol": "TCP"} for port in API_PORTS]})
-    return {
-        "podSelector": {"matchLabels": selector},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [
-            {
-                "from": [
-                    {"namespaceSelector": {"matchExpressions": [
-                        {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": gateway_namespaces}]}}
-                ],
-                "ports": [{"port": GRPC_PORT, "protocol": "TCP"}],
-            }
-        ],
-        "egress": egress,
-    }
+    return gateway_ext_proc(selector, GRPC_PORT, gateway_namespaces, API_PORTS if adapters else [])
 
 
 def service_host(name: str, namespace: str) -> str:
@@ -292,16 +276,7 @@ class BodyRouter(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(name, metadata=metadata, automount_service_account_token=False, opts=child)
         depends: list[pulumi.Resource] = [account]
         if args["adapters"]:
-            role = k8s.rbac.v1.Role(name, metadata=metadata, rules=router_role_rules(), opts=child)
-            depends.append(
-                k8s.rbac.v1.RoleBinding(
-                    name,
-                    metadata=metadata,
-                    role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                    subjects=[{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[role, account]),
-                )
-            )
+            depends.append(role_for(account, metadata, router_role_rules(), parent=self))
         k8s.apps.v1.Deployment(
             name,
             metadata=metadata,
@@ -312,16 +287,7 @@ class BodyRouter(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends),
         )
-        service = k8s.core.v1.Service(
-            name,
-            metadata=metadata,
-            spec={
-                "type": "ClusterIP",
-                "selector": pods,
-                "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
-            },
-            opts=child,
-        )
+        service = k8s.core.v1.Service(name, metadata=metadata, spec=grpc_service_spec(pods, GRPC_PORT), opts=child)
         gateway_namespace = args["gateway_namespace"] or namespace
         if args["network_policy"]:
             allowed = args["allowed_namespaces"]

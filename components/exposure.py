@@ -43,7 +43,8 @@ from .endpoint_picker import (
     pool_spec,
 )
 from .labels import object_labels, selector_labels
-from .network import ingress_from
+from .network import grpc_service_spec, ingress_from
+from .pods import role_for
 from .readiness import route_accepted
 
 COMPONENT = "api"
@@ -415,14 +416,7 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
     labels, pods = object_labels(name, PICKER_COMPONENT), selector_labels(name, PICKER_COMPONENT)
     metadata = {"name": picker, "namespace": namespace, "labels": labels}
     account = k8s.core.v1.ServiceAccount(picker, metadata=metadata, automount_service_account_token=False, opts=child)
-    role = k8s.rbac.v1.Role(picker, metadata=metadata, rules=picker_role_rules(), opts=child)
-    binding = k8s.rbac.v1.RoleBinding(
-        picker,
-        metadata=metadata,
-        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": picker},
-        subjects=[{"kind": "ServiceAccount", "name": picker, "namespace": namespace}],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
-    )
+    binding = role_for(account, metadata, picker_role_rules(), parent=parent)
     config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: PICKER_CONFIG}, opts=child)
     deployment = k8s.apps.v1.Deployment(
         picker,
@@ -436,16 +430,7 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
         ),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[binding, config]),
     )
-    k8s.core.v1.Service(
-        picker,
-        metadata=metadata,
-        spec={
-            "type": "ClusterIP",
-            "selector": pods,
-            "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
-        },
-        opts=child,
-    )
+    k8s.core.v1.Service(picker, metadata=metadata, spec=grpc_service_spec(pods, GRPC_PORT), opts=child)
     if args["model_adapters"]:
         adapters = f"{name}-adapters"
         k8s.core.v1.ConfigMap(

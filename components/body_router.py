@@ -96,6 +96,9 @@ def router_pod_spec(name: str, image: str, adapters: bool) -> dict:
                     {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
                     {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
                 ],
+                # The chart sets none. BBR parses each request's JSON body and keeps no state but
+                # the adapters' names: small requests, and limits so one large body cannot take
+                # the node's memory.
                 "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
                 "readinessProbe": {**health, "periodSeconds": 5},
                 "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},

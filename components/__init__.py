@@ -7,6 +7,7 @@ every bad one; the ``*_problems`` functions run the same checks without creating
 
 from .arguments import ComponentArgsError
 from .autoscaler import Autoscaler, AutoscalerArgs, autoscaler_problems
+from .body_router import BodyRouter, BodyRouterArgs, body_router_problems
 from .exposure import Exposure, ExposureArgs, exposure_problems
 from .gpu_claim import GpuClaim, GpuClaimArgs, GpuPodFragment, HamiSliceArgs, gpu_claim_problems
 from .image_pre_pull import ImagePrePull, ImagePrePullArgs, image_pre_pull_problems
@@ -20,6 +21,8 @@ __all__ = [
     "AdapterRepoArgs",
     "Autoscaler",
     "AutoscalerArgs",
+    "BodyRouter",
+    "BodyRouterArgs",
     "ComponentArgsError",
     "Exposure",
     "ExposureArgs",
@@ -43,6 +46,7 @@ __all__ = [
     "VLLMServer",
     "VLLMServerArgs",
     "autoscaler_problems",
+    "body_router_problems",
     "exposure_problems",
     "gpu_claim_problems",
     "image_pre_pull_problems",

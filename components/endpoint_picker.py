@@ -22,7 +22,7 @@ the newest release whose EPP is in the module: from v1.6 it lives in llm-d's rou
   the CRD's default).
 """
 
-from .network import DNS_EGRESS, NAMESPACE_NAME_LABEL
+from .network import API_PORTS, gateway_ext_proc
 from .pods import locked_down, projected_api_access
 
 POOL_API_VERSION = "inference.networking.k8s.io/v1"
@@ -144,20 +144,4 @@ def picker_role_rules() -> list[dict]:
 def picker_network_policy(selector: dict, server_port: int, gateway_namespaces: list[str]) -> dict:
     """The Gateways' namespaces reach the ext-proc port; the EPP calls DNS, the API server and the
     server's port (its metrics)."""
-    return {
-        "podSelector": {"matchLabels": selector},
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [
-            {
-                "from": [
-                    {"namespaceSelector": {"matchExpressions": [
-                        {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": gateway_namespaces}]}}
-                ],
-                "ports": [{"port": GRPC_PORT, "protocol": "TCP"}],
-            }
-        ],
-        "egress": [
-            DNS_EGRESS,
-            {"ports": [{"port": port, "protocol": "TCP"} for port in (443, 6443, server_port)]},
-        ],
-    }
+    return gateway_ext_proc(selector, GRPC_PORT, gateway_namespaces, [*API_PORTS, server_port])

@@ -14,7 +14,20 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from . import grammar
-from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Labels, Problems, check, int_range, rule, with_defaults
+from .arguments import (
+    ArgsSpec,
+    CommandWord,
+    DnsLabel,
+    DnsSubdomain,
+    Image,
+    Labels,
+    Problems,
+    check,
+    int_range,
+    rule,
+    with_defaults,
+)
+from .body_router import BASE_MODEL_HEADER, MANAGED_LABEL, MODEL_HEADER, adapters_config_map_data
 from .endpoint_picker import (
     CONFIG_FILE,
     FAILURE_MODES,
@@ -30,7 +43,8 @@ from .endpoint_picker import (
     pool_spec,
 )
 from .labels import object_labels, selector_labels
-from .network import ingress_from
+from .network import grpc_service_spec, ingress_from
+from .pods import role_for
 from .readiness import route_accepted
 
 COMPONENT = "api"
@@ -45,7 +59,7 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
-INFERENCE_ONLY = ("picker_image", "failure_mode")
+INFERENCE_ONLY = ("picker_image", "failure_mode", "model_name")
 PICKER_COMPONENT = "endpoint-picker"
 
 
@@ -74,8 +88,16 @@ class ExposureArgs(TypedDict):
     """route inference only: what the Gateway does when the Endpoint Picker does not answer:
     FailOpen sends the request to any ready pod, FailClose fails it. Default FailOpen."""
     adapter_names: NotRequired[list[str]]
-    """The LoRA adapters the server loads (VLLMServer.adapter_names); with any and route inference, the
-    Endpoint Picker also prefers the pods that have a request's adapter loaded. Default none."""
+    """The LoRA adapters the server loads (VLLMServer.adapter_names). With route inference, the
+    Endpoint Picker also prefers the pods that have a request's adapter loaded; with model_name too,
+    requests naming an adapter are routed here as well, by the X-Gateway-Base-Model-Name header a
+    BodyRouter with adapters sets from a ConfigMap that Exposure creates (<name>-adapters, in its
+    namespace, which must be the BodyRouter's). Other routes ignore it. Default none."""
+    model_name: NotRequired[Optional[str]]
+    """route inference only: the server's served model name (VLLMServer's served_model_name). The
+    HTTPRoute then takes only requests whose body names this model, by the X-Gateway-Model-Name
+    header a BodyRouter sets from the body, so that several servers share one host, each with a
+    route of its own. None takes every request to the host."""
     path_prefix: NotRequired[Optional[str]]
     """route gateway only: serve the API at /<path_prefix>/v1 on the host instead of /v1, so several
     servers share one host; the HTTPRoute strips the prefix (URLRewrite ReplacePrefixMatch). None
@@ -124,6 +146,7 @@ DEFAULTS: dict[str, Any] = {
     "picker_image": PICKER_IMAGE,
     "failure_mode": "FailOpen",
     "adapter_names": [],
+    "model_name": None,
     "path_prefix": None,
     "ingress_class": "nginx",
     "gateway_name": None,
@@ -210,6 +233,17 @@ def _public_host_takes_a_key(args: dict) -> Problems:
     return {}
 
 
+@check("model_name", "adapter_names")
+def _adapters_apart_from_the_model(args: dict) -> Problems:
+    adapters, model = args["adapter_names"], args["model_name"]
+    for index, adapter in enumerate(adapters, start=1):
+        if adapter == model:
+            return {"adapter_names": f"item {index} ({adapter}) is model_name itself; list only the adapters"}
+        if adapters.index(adapter) < index - 1:
+            return {"adapter_names": f"item {index} ({adapter}) is listed twice; list each adapter once"}
+    return {}
+
+
 SPEC = ArgsSpec(
     "Exposure",
     ExposureArgs,
@@ -224,6 +258,7 @@ SPEC = ArgsSpec(
         "picker_image": Image,
         "failure_mode": Literal[FAILURE_MODES],
         "adapter_names": list[rule(grammar.adapter_name)],  # type: ignore[misc]
+        "model_name": CommandWord,
         "path_prefix": rule(lambda value: grammar.path_segments(value, "a path under the host, e.g. qwen")),
         "ingress_class": DnsSubdomain,
         "gateway_name": DnsSubdomain,
@@ -236,7 +271,7 @@ SPEC = ArgsSpec(
         "max_body_size": rule(_nginx_size),
         "allowed_namespaces": list[DnsLabel],  # type: ignore[valid-type]
     },
-    checks=(_route_settings_take_effect, _public_host_takes_a_key),
+    checks=(_route_settings_take_effect, _public_host_takes_a_key, _adapters_apart_from_the_model),
     # The Service's name is a DNS-1035 label: it becomes the host name clients resolve.
     name_rule=grammar.dns_1035_label,
 )
@@ -307,7 +342,7 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
     if args["gateway_listener"]:
         parent["sectionName"] = args["gateway_listener"]
     rule: dict = {
-        "matches": [{"path": {"type": "PathPrefix", "value": public_path(args["path_prefix"])}}],
+        "matches": route_matches(public_path(args["path_prefix"]), args["model_name"], args["adapter_names"]),
         "backendRefs": [
             {"group": POOL_GROUP, "kind": "InferencePool", "name": service_name}
             if args["route"] == "inference"
@@ -322,6 +357,17 @@ def http_route_spec(service_name: str, args: ExposureArgs) -> dict:
             {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": API_PATH}}}
         ]
     return {"parentRefs": [parent], "hostnames": [args["host"]], "rules": [rule]}
+
+
+def route_matches(path: str, model_name: Optional[str], adapters: list[str]) -> list[dict]:
+    """The path; with a model name, only requests for that model (matches are ORed): the model
+    itself by X-Gateway-Model-Name and, with adapters, the model and its adapters by
+    X-Gateway-Base-Model-Name (the ConfigMap maps the model to itself too)."""
+    match = {"path": {"type": "PathPrefix", "value": path}}
+    if not model_name:
+        return [match]
+    headers = [MODEL_HEADER, BASE_MODEL_HEADER] if adapters else [MODEL_HEADER]
+    return [{**match, "headers": [{"type": "Exact", "name": header, "value": model_name}]} for header in headers]
 
 
 def public_path(path_prefix: Optional[str]) -> str:
@@ -361,21 +407,15 @@ def create_route(
 
 def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulumi.Resource:
     """The InferencePool of the server's pods and its Endpoint Picker: Deployment, Service, account,
-    Role, config and NetworkPolicy. The pool is returned once the picker is ready."""
+    Role, config and NetworkPolicy; with model_name and adapter_names, the ConfigMap that maps them to the model
+    for a BodyRouter. The pool is returned once the picker is ready."""
     args = with_defaults(args, DEFAULTS)
     namespace, child = args["namespace"], pulumi.ResourceOptions(parent=parent)
     picker = picker_name(name)
     labels, pods = object_labels(name, PICKER_COMPONENT), selector_labels(name, PICKER_COMPONENT)
     metadata = {"name": picker, "namespace": namespace, "labels": labels}
     account = k8s.core.v1.ServiceAccount(picker, metadata=metadata, automount_service_account_token=False, opts=child)
-    role = k8s.rbac.v1.Role(picker, metadata=metadata, rules=picker_role_rules(), opts=child)
-    binding = k8s.rbac.v1.RoleBinding(
-        picker,
-        metadata=metadata,
-        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": picker},
-        subjects=[{"kind": "ServiceAccount", "name": picker, "namespace": namespace}],
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
-    )
+    binding = role_for(account, metadata, picker_role_rules(), parent=parent)
     config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: picker_config(bool(args["adapter_names"]))}, opts=child)
     deployment = k8s.apps.v1.Deployment(
         picker,
@@ -389,16 +429,15 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
         ),
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[binding, config]),
     )
-    k8s.core.v1.Service(
-        picker,
-        metadata=metadata,
-        spec={
-            "type": "ClusterIP",
-            "selector": pods,
-            "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
-        },
-        opts=child,
-    )
+    k8s.core.v1.Service(picker, metadata=metadata, spec=grpc_service_spec(pods, GRPC_PORT), opts=child)
+    if args["model_name"] and args["adapter_names"]:
+        adapters = f"{name}-adapters"
+        k8s.core.v1.ConfigMap(
+            adapters,
+            metadata={"name": adapters, "namespace": namespace, "labels": {**object_labels(name, COMPONENT), MANAGED_LABEL: "true"}},
+            data=adapters_config_map_data(args["model_name"], args["adapter_names"]),
+            opts=child,
+        )
     if args["network_policy"]:
         k8s.networking.v1.NetworkPolicy(
             picker,

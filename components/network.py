@@ -33,6 +33,37 @@ def ingress_from(selector: dict, port: str, namespaces: list[str]) -> dict:
     }
 
 
+def gateway_ext_proc(selector: dict, port: int, gateway_namespaces: list[str], egress_tcp_ports: list[int]) -> dict:
+    """An ext_proc server's policy: the Gateways' namespaces reach its gRPC port; it calls DNS and
+    these TCP ports."""
+    egress = [DNS_EGRESS]
+    if egress_tcp_ports:
+        egress.append({"ports": [{"port": tcp, "protocol": "TCP"} for tcp in egress_tcp_ports]})
+    return {
+        "podSelector": {"matchLabels": selector},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "from": [
+                    {"namespaceSelector": {"matchExpressions": [
+                        {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": gateway_namespaces}]}}
+                ],
+                "ports": [{"port": port, "protocol": "TCP"}],
+            }
+        ],
+        "egress": egress,
+    }
+
+
+def grpc_service_spec(selector: dict, port: int) -> dict:
+    """A ClusterIP Service for the selected pods' port named grpc."""
+    return {
+        "type": "ClusterIP",
+        "selector": selector,
+        "ports": [{"name": "grpc", "port": port, "targetPort": "grpc", "protocol": "TCP"}],
+    }
+
+
 def egress_only_to(selector: dict, tcp_ports: list[int]) -> dict:
     """The selected pods call DNS and these TCP ports (anywhere), and take no connections."""
     egress = [DNS_EGRESS]

@@ -235,6 +235,22 @@ API_ACCESS_VOLUME = {
 }
 
 
+def role_for(
+    account: k8s.core.v1.ServiceAccount, metadata: dict, rules: list[dict], parent: pulumi.Resource
+) -> k8s.rbac.v1.RoleBinding:
+    """A Role of these rules, bound to the account: both named and labeled by ``metadata``, the
+    account's own. The binding is returned, once the Role and the account exist."""
+    name = metadata["name"]
+    role = k8s.rbac.v1.Role(name, metadata=metadata, rules=rules, opts=pulumi.ResourceOptions(parent=parent))
+    return k8s.rbac.v1.RoleBinding(
+        name,
+        metadata=metadata,
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        subjects=[{"kind": "ServiceAccount", "name": name, "namespace": metadata["namespace"]}],
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[role, account]),
+    )
+
+
 def projected_api_access(pod_spec: dict, container: str) -> dict:
     """A locked-down pod spec whose one container calls the API: its account's token and the CA,
     mounted explicitly where clients look for them, while the pod automounts nothing."""

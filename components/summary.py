@@ -569,7 +569,10 @@ def _route_hosts(spec: dict, namespace: str) -> list[str]:
     paths = sorted({(match.get("path") or {}).get("value", "/") for rule in spec.get("rules") or [] for match in rule.get("matches") or [{}]})
     gateways = [f"{ref.get('namespace', namespace)}/{ref.get('name')}" for ref in spec.get("parentRefs") or []]
     via = f", Gateway {', '.join(gateways)}" if gateways else ""
-    return [f"{host} {' '.join(paths)}{via}" for host in spec.get("hostnames") or ["*"]]
+    headers = sorted({f"{header.get('name')}: {header.get('value')}" for rule in spec.get("rules") or []
+                      for match in rule.get("matches") or [] for header in match.get("headers") or []})
+    when = f", when {' or '.join(headers)}" if headers else ""
+    return [f"{host} {' '.join(paths)}{via}{when}" for host in spec.get("hostnames") or ["*"]]
 
 
 def _claim_devices(spec: dict) -> list[str]:

@@ -43,11 +43,11 @@ from pulumi.provider.experimental.analyzer import PropertyDefinition, PropertyTy
 from pulumi.provider.experimental.component import ComponentProvider
 from pulumi.runtime.sync_await import _sync_await
 
-from vllm_serving_components import Autoscaler, Exposure, GpuClaim, ModelStore, VLLMServer
+from vllm_serving_components import Autoscaler, BodyRouter, Exposure, GpuClaim, ModelStore, VLLMServer
 
 NAME = "vllm-serving"
 """The package name: the first part of every type token, and the SDK's name."""
-COMPONENTS = [GpuClaim, ModelStore, VLLMServer, Exposure, Autoscaler]
+COMPONENTS = [GpuClaim, ModelStore, VLLMServer, Exposure, Autoscaler, BodyRouter]
 VERSION = version("vllm-serving-components")
 """pyproject.toml's version. A package added from a Git tag reports the tag's version instead
 (the engine overrides a Git plugin's version: pkg/resource/plugin/provider_plugin.go)."""

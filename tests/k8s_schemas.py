@@ -121,6 +121,9 @@ def _crd_validator(group: str, kind: str, version: str) -> jsonschema.Draft20201
             schema = _strict_schema(entry["schema"]["openAPIV3Schema"])
             # The API server validates metadata itself; CRDs only say "type: object".
             schema["properties"]["metadata"] = _CR_METADATA_SCHEMA
+            # apiVersion and kind are implicit in a structural schema (Istio's CRDs leave them out).
+            for field in ("apiVersion", "kind"):
+                schema["properties"].setdefault(field, {"type": "string"})
             schema["required"] = sorted({*schema.get("required", []), "metadata"})
             jsonschema.Draft202012Validator.check_schema(schema)
             return jsonschema.Draft202012Validator(schema)

@@ -21,6 +21,7 @@ from conftest import ROOT, SHIPPED_STACKS
 from test_stacks import VARIANTS, render_variant
 
 from vllm_serving_components.multinode import LWS_NAME_LABEL
+from vllm_serving_components.testing import render_program
 from stack.render import render_stack, write_rendering
 
 CHECKOV_VERSION = "3.3.30"
@@ -31,7 +32,9 @@ CHECKOV_TIMEOUT = 300
 """Seconds one scan may take; a stack takes a few."""
 SKIPS_FILE = Path(__file__).parent / "checkov" / "skips.yaml"
 MAX_SKIPS_PER_STACK = 4
-STACKS = (*SHIPPED_STACKS, *VARIANTS)
+EXAMPLES = {"two-models": ROOT / "examples" / "two-models"}
+"""Example projects, scanned as rendered by vllm_serving_components.testing (their dev stack)."""
+STACKS = (*SHIPPED_STACKS, *VARIANTS, *EXAMPLES)
 WORKLOADS = ("Deployment", "Job", "Pod")
 """Kinds whose pods checkov's container checks read; every one rendered must be scanned."""
 
@@ -73,6 +76,8 @@ def render(stack: str, tmp_path: Path):
         project = tmp_path / "project"
         project.mkdir()
         rendering = render_variant(project, stack)
+    elif stack in EXAMPLES:
+        rendering = render_program(EXAMPLES[stack], "dev")
     else:
         rendering = render_stack(stack)
     out_dir = tmp_path / "rendered"

@@ -211,7 +211,7 @@ def test_the_plugin_is_laid_out_as_pulumi_loads_it():
 def test_every_component_is_in_the_schema_under_its_type_token(schema):
     assert schema["name"] == NAME == "vllm-serving"
     assert sorted(schema["resources"]) == sorted(f"{PREFIX}{c.__name__}" for c in entry.COMPONENTS)
-    assert {c.__name__ for c in entry.COMPONENTS} == {"GpuClaim", "ModelStore", "VLLMServer", "Exposure", "Autoscaler"}
+    assert {c.__name__ for c in entry.COMPONENTS} == {"GpuClaim", "ModelStore", "VLLMServer", "Exposure", "Autoscaler", "BodyRouter"}
     for component in entry.COMPONENTS:
         registers = re.findall(r'super\(\).__init__\("([^"]+)"', inspect.getsource(component))
         assert registers == [f"{PREFIX}{component.__name__}"], component.__name__

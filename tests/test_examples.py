@@ -1,7 +1,8 @@
 """The example consumer project, examples/two-models, under Pulumi's mock runtime.
 
 It composes the components differently from this repository's stack: two models in one
-namespace behind one host, the second on a claim another project already staged.
+namespace behind one host, chosen by the request body's model, the second on a claim another
+project already staged.
 """
 
 import subprocess
@@ -32,16 +33,25 @@ def test_the_examples_own_test_passes():
     assert "1 passed" in result.stdout
 
 
-def test_two_servers_share_one_namespace_and_one_host(example):
+def test_two_servers_share_one_namespace_and_one_host_chosen_by_the_model(example):
     kinds = sorted(o.kind for o in example.objects)
-    assert kinds.count("Deployment") == 2 and kinds.count("HTTPRoute") == 2 and "Namespace" not in kinds
+    assert "Namespace" not in kinds
+    assert kinds.count("InferencePool") == 2 and kinds.count("HTTPRoute") == 2
     routes = {o.manifest["metadata"]["name"]: o.manifest["spec"] for o in example.objects if o.kind == "HTTPRoute"}
     assert {name: spec["hostnames"] for name, spec in routes.items()} == {"chat": ["models.example.com"], "coder": ["models.example.com"]}
-    assert {name: spec["rules"][0]["matches"][0]["path"]["value"] for name, spec in routes.items()} == {
-        "chat": "/chat/v1", "coder": "/coder/v1",
+    assert {name: spec["rules"][0]["matches"] for name, spec in routes.items()} == {
+        name: [{"path": {"type": "PathPrefix", "value": "/v1"},
+                "headers": [{"type": "Exact", "name": "X-Gateway-Model-Name", "value": model}]}]
+        for name, model in (("chat", "qwen3-0.6b"), ("coder", "qwen2.5-coder-1.5b"))
     }
-    assert example.outputs == {"chatEndpoint": "https://models.example.com/chat/v1", "coderEndpoint": "https://models.example.com/coder/v1"}
-    assert {o.manifest["metadata"]["namespace"] for o in example.objects} == {"models"}
+    assert {name: spec["rules"][0]["backendRefs"][0]["name"] for name, spec in routes.items()} == {"chat": "chat", "coder": "coder"}
+    assert example.outputs == {"endpoint": "https://models.example.com/v1", "models": ["qwen3-0.6b", "qwen2.5-coder-1.5b"]}
+    # The body router beside the servers; its Istio filter in the Gateway's namespace.
+    assert {(o.kind, o.manifest["metadata"]["namespace"]) for o in example.objects if o.name == "models-router"} == {
+        ("ServiceAccount", "models"), ("Deployment", "models"), ("Service", "models"), ("NetworkPolicy", "models"),
+        ("DestinationRule", "models"), ("EnvoyFilter", "gateways"),
+    }
+    assert {o.manifest["metadata"]["namespace"] for o in example.objects} == {"models", "gateways"}
 
 
 def test_the_second_model_runs_on_the_claim_already_staged(example):

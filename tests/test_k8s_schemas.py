@@ -316,3 +316,16 @@ def test_preserve_unknown_fields_allows_undeclared_fields_only_at_that_node():
     assert [e.message for e in validator.iter_errors({"extra": 1, "inner": {"b": 1}})] == [
         "Additional properties are not allowed ('b' was unexpected)"
     ]
+
+
+def test_an_istio_resource_without_apiversion_in_its_crd_still_checks_its_spec():
+    """Istio's CRDs declare neither apiVersion nor kind (both implicit in a structural schema)."""
+    envoy_filter = {
+        "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter", "metadata": {"name": "bbr", "namespace": "gw"},
+        "spec": {"configPatches": [{"applyTo": "HTTP_FILTERS"}]},
+    }
+    assert schema_errors(envoy_filter, SUPPORTED_KUBERNETES_VERSIONS[-1]) == [
+        "$.spec.configPatches[0].applyTo: 'HTTP_FILTERS' is not one of ['INVALID', 'LISTENER', 'FILTER_CHAIN', "
+        "'NETWORK_FILTER', 'HTTP_FILTER', 'ROUTE_CONFIGURATION', 'VIRTUAL_HOST', 'HTTP_ROUTE', 'CLUSTER', "
+        "'EXTENSION_CONFIG', 'BOOTSTRAP', 'LISTENER_FILTER']"
+    ]

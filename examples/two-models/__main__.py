@@ -5,24 +5,31 @@
   server mounts that claim read-only and checks the store's completion marker.
 
 Both run in a namespace that already exists (with the staged claim and the API key's Secret),
-are public on one host through one Gateway, under /chat/v1 and /coder/v1 (Exposure's
-path_prefix), and check the API key of that one Secret.
+are public at one base URL, https://<host>/v1, through one Gateway, and check the API key of
+that one Secret. The request body's `model` chooses the server: a BodyRouter copies it into a
+header, and each server's route (to an InferencePool of its pods) takes only its own model's
+name. A GET /v1/models has no body: a client names the model in that header itself
+(README.md).
 """
 
 import pulumi
 
-from vllm_serving_components import PORT, PORT_NAME, Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
+from vllm_serving_components import PORT, PORT_NAME, BodyRouter, Exposure, GpuClaim, ModelStore, SecretKeyArgs, VLLMServer
 from vllm_serving_components.stage_model import MARKER_NAME
 
 IMAGE = "vllm/vllm-openai:v0.34.0"
+CHAT_MODEL, CODER_MODEL = "qwen3-0.6b", "qwen2.5-coder-1.5b"
+"""The served model names: what a request's `model` says."""
 
 config = pulumi.Config()
 api_key: SecretKeyArgs = {"name": config.get("apiKeySecretName") or "models-api-key", "key": "api-key"}
 namespace = config.get("namespace") or "models"
+gateway_name = config.get("gatewayName") or "public"
+gateway_namespace = config.get("gatewayNamespace") or "gateways"
 
 
-def expose(name: str, server: VLLMServer) -> Exposure:
-    """The server at https://<host>/<name>/v1, through the shared Gateway."""
+def expose(name: str, server: VLLMServer, model: str) -> Exposure:
+    """The server at https://<host>/v1 for requests whose body names its model, through the shared Gateway."""
     return Exposure(
         name,
         {
@@ -33,15 +40,21 @@ def expose(name: str, server: VLLMServer) -> Exposure:
             "target_port_name": PORT_NAME,
             "server_takes_api_key": server.takes_api_key,
             "host": config.get("host") or "models.example.com",
-            "route": "gateway",
-            "gateway_name": config.get("gatewayName") or "public",
-            "gateway_namespace": config.get("gatewayNamespace") or "gateways",
-            "allowed_namespaces": [config.get("gatewayNamespace") or "gateways", "monitoring"],
-            "path_prefix": name,
+            "route": "inference",
+            "model_name": model,
+            "gateway_name": gateway_name,
+            "gateway_namespace": gateway_namespace,
+            "allowed_namespaces": [gateway_namespace, "monitoring"],
             "tls": True,
         },
     )
 
+
+# One router for the Gateway: it sets X-Gateway-Model-Name from each request's body.
+router = BodyRouter(
+    "models-router",
+    {"namespace": namespace, "gateway": "istio", "gateway_name": gateway_name, "gateway_namespace": gateway_namespace},
+)
 
 chat_store = ModelStore(
     "chat",
@@ -52,7 +65,7 @@ chat = VLLMServer(
     {
         "namespace": namespace,
         "image": IMAGE,
-        "served_model_name": "qwen3-0.6b",
+        "served_model_name": CHAT_MODEL,
         "max_model_len": 8192,
         "cpu": "4",
         "memory": "16Gi",
@@ -70,7 +83,7 @@ coder = VLLMServer(
     {
         "namespace": namespace,
         "image": IMAGE,
-        "served_model_name": "qwen2.5-coder-1.5b",
+        "served_model_name": CODER_MODEL,
         "max_model_len": 16384,
         "cpu": "4",
         "memory": "16Gi",
@@ -83,5 +96,8 @@ coder = VLLMServer(
     },
 )
 
-pulumi.export("chatEndpoint", expose("chat", chat).endpoint)
-pulumi.export("coderEndpoint", expose("coder", coder).endpoint)
+chat_exposure = expose("chat", chat, CHAT_MODEL)
+expose("coder", coder, CODER_MODEL)
+# One base URL for both (each Exposure's is the same).
+pulumi.export("endpoint", chat_exposure.endpoint)
+pulumi.export("models", [CHAT_MODEL, CODER_MODEL])

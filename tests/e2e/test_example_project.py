@@ -1,5 +1,6 @@
 """examples/two-models, a consumer project of its own, with the real Pulumi CLI and provider:
-two servers in one existing namespace, one on a claim staged elsewhere, behind one host."""
+two servers in one existing namespace, one on a claim staged elsewhere, behind one host where the
+request body's model chooses the server (a pool and route per model, one body router)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ pytestmark = pytest.mark.e2e
 EXAMPLE = ROOT / "examples" / "two-models"
 STACK = "dev"
 NAMESPACE = "models"
+GATEWAY_NAMESPACE = "gateways"
+MODELS = {"chat": "qwen3-0.6b", "coder": "qwen2.5-coder-1.5b"}
 
 
 @pytest.fixture(scope="module")
 def example(e2e_bin, e2e_work, cluster) -> PulumiProject:
     """The example's project, and what it expects to exist: its namespace (restricted), the API
-    key's Secret and the claim another project staged the coder model onto."""
+    key's Secret and the claim another project staged the coder model onto, and the Gateway's
+    namespace, where the body router's EnvoyFilter goes."""
     cluster.apply(
         [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
             {"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "models-api-key", "namespace": NAMESPACE},
@@ -47,12 +52,22 @@ def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, c
         assert d["status"].get("availableReplicas") == 1, (name, d["status"])
     coder = kubectl_json(cluster, "get", "deployment", "coder", "-n", NAMESPACE)["spec"]["template"]["spec"]
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "shared-models", "readOnly": True}} in coder["volumes"]
+    # One host and path, a route per model by the header the body router sets, to that model's pool.
     routes = kubectl_json(cluster, "get", "httproutes", "-n", NAMESPACE)["items"]
-    assert sorted((r["spec"]["hostnames"][0], r["spec"]["rules"][0]["matches"][0]["path"]["value"]) for r in routes) == [
-        ("models.example.com", "/chat/v1"), ("models.example.com", "/coder/v1"),
-    ]
+    assert {r["metadata"]["name"]: (r["spec"]["hostnames"], r["spec"]["rules"][0]["matches"],
+                                    r["spec"]["rules"][0]["backendRefs"][0]["kind"]) for r in routes} == {
+        name: (["models.example.com"],
+               [{"path": {"type": "PathPrefix", "value": "/v1"},
+                 "headers": [{"type": "Exact", "name": "X-Gateway-Model-Name", "value": model}]}],
+               "InferencePool")
+        for name, model in MODELS.items()
+    }
+    router = kubectl_json(cluster, "get", "deployment", "models-router", "-n", NAMESPACE)
+    assert router["status"].get("availableReplicas") == 2, router["status"]
+    envoy_filter = kubectl_json(cluster, "get", "envoyfilters.networking.istio.io", "models-router", "-n", GATEWAY_NAMESPACE)
+    assert envoy_filter["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}]
     outputs = example.run("stack", "output", "--json", stack=STACK).json()
-    assert outputs == {"chatEndpoint": "https://models.example.com/chat/v1", "coderEndpoint": "https://models.example.com/coder/v1"}
+    assert outputs == {"endpoint": "https://models.example.com/v1", "models": list(MODELS.values())}
 
     example.run("destroy", "--yes", stack=STACK, timeout=300)
     assert example.resources(STACK) == []

@@ -44,16 +44,28 @@ datalayer/extractor/metrics/factories.go loraSpec). It has no parameters; weight
 default for a scorer (pkg/epp/config/loader/defaults.go DefaultScorerWeight)."""
 
 
-def picker_config(lora_affinity: bool) -> str:
+FLOW_CONTROL_GATE = "flowControl"
+"""EPP v1.5.0's flow control layer, on by this feature gate of its config (pkg/epp/flowcontrol/config.go
+FeatureGate; site-src/guides/flow-control.md). While the pool is saturated, by its default
+utilization detector when every pod has more than 5 requests waiting or more than 80% of its KV
+cache in use (pkg/epp/framework/plugins/flowcontrol/saturationdetector/utilization/config.go), the
+picker holds new requests in its own queues, up to 1 GB of request bodies per priority band
+(pkg/epp/flowcontrol/registry/config.go), instead of piling them onto the servers' queues; each
+is dispatched, to the pod that scores best then, when a pod has room, or fails when its client
+gives up. Without the gate, every request goes to a pod at once."""
+
+
+def picker_config(lora_affinity: bool, flow_control: bool) -> str:
     """The EPP's EndpointPickerConfig: its built-in default, written out (requests go where the queue
-    is short, the KV cache has room and the prompt's prefix was sent before), and with LoRA adapters
-    served, the LoRA affinity scorer too."""
+    is short, the KV cache has room and the prompt's prefix was sent before), with LoRA adapters
+    served the LoRA affinity scorer too, and with flow_control its flow control layer."""
+    gates = f"featureGates:\n- {FLOW_CONTROL_GATE}\n" if flow_control else ""
     scorer = f"- type: {LORA_SCORER}\n" if lora_affinity else ""
     weighted = f"  - pluginRef: {LORA_SCORER}\n    weight: 1\n" if lora_affinity else ""
     return f"""\
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
-plugins:
+{gates}plugins:
 - type: queue-scorer
 - type: kv-cache-utilization-scorer
 - type: prefix-cache-scorer

@@ -59,7 +59,7 @@ MAX_GATEWAY_TIMEOUT_SECONDS = 99999
 """Gateway API durations have at most five digits per unit (HTTPRoute rules[].timeouts)."""
 INGRESS_ONLY = ("ingress_class", "max_body_size", "tls_secret_name", "cluster_issuer", "wait_for_address")
 GATEWAY_ONLY = ("gateway_name", "gateway_namespace", "gateway_listener", "path_prefix")
-INFERENCE_ONLY = ("picker_image", "failure_mode", "model_name")
+INFERENCE_ONLY = ("picker_image", "failure_mode", "flow_control", "model_name")
 PICKER_COMPONENT = "endpoint-picker"
 
 
@@ -93,6 +93,11 @@ class ExposureArgs(TypedDict):
     requests naming an adapter are routed here as well, by the X-Gateway-Base-Model-Name header a
     BodyRouter with adapters sets from a ConfigMap that Exposure creates (<name>-adapters, in its
     namespace, which must be the BodyRouter's). Other routes ignore it. Default none."""
+    flow_control: NotRequired[bool]
+    """route inference only: the Endpoint Picker's flow control layer. While every pod is saturated
+    (more than 5 requests waiting or 80% of its KV cache used), the picker holds new requests in
+    its own queue and sends each to the best pod once one has room, rather than adding to the
+    servers' queues. Default true."""
     model_name: NotRequired[Optional[str]]
     """route inference only: the server's served model name (VLLMServer's served_model_name). The
     HTTPRoute then takes only requests whose body names this model, by the X-Gateway-Model-Name
@@ -146,6 +151,7 @@ DEFAULTS: dict[str, Any] = {
     "picker_image": PICKER_IMAGE,
     "failure_mode": "FailOpen",
     "adapter_names": [],
+    "flow_control": True,
     "model_name": None,
     "path_prefix": None,
     "ingress_class": "nginx",
@@ -416,7 +422,7 @@ def create_pool(name: str, args: ExposureArgs, parent: pulumi.Resource) -> pulum
     metadata = {"name": picker, "namespace": namespace, "labels": labels}
     account = k8s.core.v1.ServiceAccount(picker, metadata=metadata, automount_service_account_token=False, opts=child)
     binding = role_for(account, metadata, picker_role_rules(), parent=parent)
-    config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: picker_config(bool(args["adapter_names"]))}, opts=child)
+    config = k8s.core.v1.ConfigMap(picker, metadata=metadata, data={CONFIG_FILE: picker_config(bool(args["adapter_names"]), args["flow_control"])}, opts=child)
     deployment = k8s.apps.v1.Deployment(
         picker,
         metadata=metadata,

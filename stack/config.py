@@ -183,6 +183,7 @@ class StackConfig(BaseModel):
     exposure_route: str
     endpoint_picker_image: str
     endpoint_picker_failure_mode: str
+    endpoint_picker_flow_control: bool
     ingress_class: str
     gateway_name: Optional[str]
     gateway_namespace: Optional[str]

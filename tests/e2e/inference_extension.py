@@ -132,17 +132,19 @@ class Envoy:
     """Envoy's side of ext_proc: each request's headers and body to the processor, and what it
     answered (the headers it set, or an immediate response)."""
 
-    def __init__(self, bin_dir: Path, target: str, tls: bool, metrics: str):
+    def __init__(self, bin_dir: Path, target: str, tls: bool, metrics: str | None = None):
         self.command = [str(bin_dir / "extproc-client"), "-target", target, *(["-tls"] if tls else [])]
         self.metrics = metrics
 
     def ready_pods(self) -> float | None:
         """How many of the pool's pods the picker holds (its inference_pool_ready_pods gauge)."""
+        assert self.metrics, "the processor's metrics URL"
         return prometheus_gauge(self.metrics, "inference_pool_ready_pods")
 
     def send(self, requests: list[dict]) -> list[dict]:
+        """Each request ({headers, body?, respond?}; without a body, the headers end the request)."""
         lines = "".join(json.dumps(r) + "\n" for r in requests)
-        result = subprocess.run(self.command, input=lines, capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*self.command, "-timeout", "10s"], input=lines, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         answers = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(answers) == len(requests), result.stderr

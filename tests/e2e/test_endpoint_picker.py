@@ -2,8 +2,9 @@
 cmd/epp, built with the tools), run with the args and config file of its rendered Deployment
 and ConfigMap, as its ServiceAccount, against the local control plane: it watches the
 InferencePool `up` created and the server's pods kwok runs, and scrapes fake vLLM servers at the
-pods' addresses (inside the tests' network namespace). The test plays Envoy: each request goes
-to the picker over ext_proc, and the pod it names is counted.
+pods' addresses (inside the tests' network namespace). The stack serves two LoRA adapters, so
+the config has the LoRA affinity scorer, and flow control on, as shipped. The test plays Envoy:
+each request goes to the picker over ext_proc, and the pod it names is counted.
 
 The spread of requests over the pods in each case is printed with the test log."""
 
@@ -14,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.fake_vllm_metrics import Engine
+from tests.fake_vllm_metrics import Engine, Lora
 
 from .cluster import wait_for
 from .conftest import kubectl_json
@@ -38,6 +39,7 @@ NAME = "vllm-qwen3-0-6b"
 MODEL = "qwen3-0.6b"
 REPLICAS = 3
 SERVER_SELECTOR = "app.kubernetes.io/component=server"
+ADAPTERS = ("sql", "poems")
 
 
 def show(capsys, case: str, counts) -> None:
@@ -52,6 +54,7 @@ def stack(project, cluster):
         "storageAccessMode": "ReadWriteMany", "storageClass": "nfs-client",
         "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
         "apiKeySecretName": "chat-api-key", "routeWaitMinutes": 2,
+        "loraAdapters": [f"{name}=acme/qwen3-0.6b-{name}-lora:16" for name in ADAPTERS],
     })
     with StatusPublisher(cluster, NAMESPACE):
         project.up(STACK, timeout=300)
@@ -148,3 +151,33 @@ def test_a_pod_that_is_not_ready_receives_none(envoy, pods, cluster, capsys):
     finally:
         set_ready("True")
         wait_for("the picker taking the pod back", lambda: envoy.ready_pods() == REPLICAS, 30)
+
+
+def test_an_adapters_requests_go_to_the_pod_that_has_it_loaded(envoy, pods, capsys):
+    """One slot per pod (max_lora 1): the first pod runs sql, the second poems (full), the third
+    none (a free slot)."""
+    loaded, full, free = sorted(pods.pods)
+    pods.set(loaded, lora=Lora(max_lora=1, running=("sql",)))
+    pods.set(full, lora=Lora(max_lora=1, running=("poems",)))
+    pods.set(free, lora=Lora(max_lora=1))
+    try:
+        pods.wait_scraped()
+        counts = spread(envoy.send([completion("sql", p) for p in distinct_prompts(20)]), pods)
+        show(capsys, "20 requests for adapter sql, loaded on one pod, another pod's slot taken", counts)
+        assert counts == {loaded: 20, full: 0, free: 0}, counts
+        counts = spread(envoy.send([completion("poems", p) for p in distinct_prompts(20)]), pods)
+        show(capsys, "20 requests for adapter poems", counts)
+        assert counts == {loaded: 0, full: 20, free: 0}, counts
+    finally:
+        for pod in pods.pods:
+            pods.set(pod, lora=None)
+        pods.wait_scraped()
+
+
+def test_a_request_without_a_body_goes_to_a_ready_pod(envoy, pods):
+    """GET /v1/models: no body, no model to score by; the picker sends it to any ready pod (the
+    model's own list, which the Gateway reached by the X-Gateway-Model-Name the client set)."""
+    listing = {"headers": {":method": "GET", ":path": "/v1/models", ":authority": "chat.example.com",
+                           "authorization": "Bearer test-key", "x-gateway-model-name": MODEL}}
+    counts = spread(envoy.send([listing] * 6), pods)
+    assert sum(counts.values()) == 6, counts

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from .cluster import wait_for
 from .conftest import kubectl_json
+from .inference_extension import Envoy, completion, container_of, process, service_account_kubeconfig
 from .pulumi_cli import ROOT, PulumiProject
 from .standins import StatusPublisher
 
@@ -42,7 +44,27 @@ def example(e2e_bin, e2e_work, cluster) -> PulumiProject:
     return project
 
 
-def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, cluster):
+def assert_the_router_names_the_model(cluster, e2e_bin, work) -> None:
+    """The body router as rendered (gateway-api-inference-extension v1.5.0's cmd/bbr, its args,
+    its ServiceAccount's token), as a Gateway calls it over ext_proc: a request's header gets the
+    body's model, and a request without a body (GET /v1/models) passes with its headers as they are."""
+    container = container_of(kubectl_json(cluster, "get", "deployment", "models-router", "-n", NAMESPACE))
+    kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, "models-router", work / "kubeconfig")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    log = work / "bbr.log"
+    with process(e2e_bin / "bbr", container["args"], {"KUBECONFIG": str(kubeconfig), "NAMESPACE": NAMESPACE}, log) as bbr:
+        envoy = Envoy(e2e_bin, f"127.0.0.1:{ports['grpc']}", tls="--secure-serving=false" not in container["args"])
+        listing = {"headers": {":method": "GET", ":path": "/v1/models", ":authority": "models.example.com",
+                               "x-gateway-model-name": "qwen2.5-coder-1.5b"}}
+        wait_for("the body router serving", lambda: bbr.poll() is None and not envoy.send([listing])[0].get("error"), 60,
+                 diagnose=lambda: log.read_text()[-3000:])
+        answers = envoy.send([completion(model, "Say hello.", host="models.example.com") for model in MODELS.values()] + [listing])
+    for answer, model in zip(answers, MODELS.values()):
+        assert {k.lower(): v for k, v in answer["set_headers"].items()}.get("x-gateway-model-name") == model, answer
+    assert answers[-1]["set_headers"] == {} and not answers[-1].get("error"), answers[-1]
+
+
+def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, cluster, e2e_bin, tmp_path):
     # The routes are awaited until their Gateway accepts them: a stand-in Gateway controller does.
     with StatusPublisher(cluster, NAMESPACE):
         example.up(STACK, timeout=300)
@@ -68,6 +90,7 @@ def test_the_example_comes_up_beside_what_it_uses_and_goes_without_it(example, c
     assert envoy_filter["spec"]["targetRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}]
     outputs = example.run("stack", "output", "--json", stack=STACK).json()
     assert outputs == {"endpoint": "https://models.example.com/v1", "models": list(MODELS.values())}
+    assert_the_router_names_the_model(cluster, e2e_bin, tmp_path)
 
     example.run("destroy", "--yes", stack=STACK, timeout=300)
     assert example.resources(STACK) == []

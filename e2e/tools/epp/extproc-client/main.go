@@ -5,7 +5,8 @@
 //	{"headers": {":path": "/v1/completions", ...}, "body": "{...}", "respond": true}
 //
 // and for each one opens a stream, sends the request headers and the whole body (end of stream),
-// and prints one JSON line with what the processor answered: the headers it set, the dynamic
+// or, for a request without "body" (a GET), the headers alone, ending the stream, and prints one
+// JSON line with what the processor answered: the headers it set, the dynamic
 // metadata it returned, and the status of an immediate response if it sent one. With "respond",
 // it then plays the model server's answer (a 200 and a small JSON body), which completes the
 // request in the processor's bookkeeping.
@@ -32,7 +33,7 @@ import (
 
 type request struct {
 	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
+	Body    *string           `json:"body"`
 	Respond bool              `json:"respond"`
 }
 
@@ -78,15 +79,16 @@ func exchange(ctx context.Context, client extprocv3.ExternalProcessorClient, r r
 		return true
 	}
 	if !send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(r.Headers)}}}) {
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: headerMap(r.Headers), EndOfStream: r.Body == nil}}}) {
 		return a
 	}
-	if !send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-		RequestBody: &extprocv3.HttpBody{Body: []byte(r.Body), EndOfStream: true}}}) {
+	if r.Body != nil && !send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+		RequestBody: &extprocv3.HttpBody{Body: []byte(*r.Body), EndOfStream: true}}}) {
 		return a
 	}
-	bodyAnswered := false
-	for !bodyAnswered {
+	// Without a body, the answer to the headers is the whole answer to the request.
+	bodyAnswered, headersAnswered := false, false
+	for !bodyAnswered && !(r.Body == nil && headersAnswered) {
 		resp, err := stream.Recv()
 		if err == io.EOF {
 			break
@@ -103,6 +105,7 @@ func exchange(ctx context.Context, client extprocv3.ExternalProcessorClient, r r
 		switch v := resp.Response.(type) {
 		case *extprocv3.ProcessingResponse_RequestHeaders:
 			collect(&a, v.RequestHeaders.GetResponse().GetHeaderMutation())
+			headersAnswered = true
 		case *extprocv3.ProcessingResponse_RequestBody:
 			collect(&a, v.RequestBody.GetResponse().GetHeaderMutation())
 			body := v.RequestBody.GetResponse().GetBodyMutation()

@@ -52,7 +52,13 @@ cache in use (pkg/epp/framework/plugins/flowcontrol/saturationdetector/utilizati
 picker holds new requests in its own queues, up to 1 GB of request bodies per priority band
 (pkg/epp/flowcontrol/registry/config.go), instead of piling them onto the servers' queues; each
 is dispatched, to the pod that scores best then, when a pod has room, or fails when its client
-gives up. Without the gate, every request goes to a pod at once."""
+gives up. Without the gate, every request goes to a pod at once.
+
+The detector's saturation is the mean over the pods of each one's larger ratio, waiting/5 or KV
+use/0.8 (utilization/detector.go Saturation): one pod with 40 requests waiting makes a pool of
+three saturated (8/3) while the other two are idle, and then every request waits in the picker
+until that queue drains or the request's deadline passes (measured in tests/e2e/
+test_endpoint_picker.py). So it is not on by default."""
 
 
 def picker_config(lora_affinity: bool, flow_control: bool) -> str:

@@ -94,10 +94,11 @@ class ExposureArgs(TypedDict):
     BodyRouter with adapters sets from a ConfigMap that Exposure creates (<name>-adapters, in its
     namespace, which must be the BodyRouter's). Other routes ignore it. Default none."""
     flow_control: NotRequired[bool]
-    """route inference only: the Endpoint Picker's flow control layer. While every pod is saturated
-    (more than 5 requests waiting or 80% of its KV cache used), the picker holds new requests in
-    its own queue and sends each to the best pod once one has room, rather than adding to the
-    servers' queues. Default true."""
+    """route inference only: the Endpoint Picker's flow control layer. While the pool is saturated
+    (the mean over its pods of waiting/5 or KV cache use/0.8, whichever is larger, reaches 1), the
+    picker holds new requests in its own queue and sends each to the best pod once there is room,
+    rather than adding to the servers' queues. One pod with a long queue can saturate the mean
+    while others are idle, holding every request: so default false."""
     model_name: NotRequired[Optional[str]]
     """route inference only: the server's served model name (VLLMServer's served_model_name). The
     HTTPRoute then takes only requests whose body names this model, by the X-Gateway-Model-Name
@@ -151,7 +152,7 @@ DEFAULTS: dict[str, Any] = {
     "picker_image": PICKER_IMAGE,
     "failure_mode": "FailOpen",
     "adapter_names": [],
-    "flow_control": True,
+    "flow_control": False,
     "model_name": None,
     "path_prefix": None,
     "ingress_class": "nginx",

@@ -57,8 +57,8 @@ def test_the_picker_reads_its_pool_with_least_privilege(rendering):
         {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
     ]
     config = yaml.safe_load(rendering.find("ConfigMap", "srv-epp")["data"]["epp.yaml"])
-    assert config == yaml.safe_load(picker_config(lora_affinity=False, flow_control=True))
-    assert config["featureGates"] == ["flowControl"]
+    assert config == yaml.safe_load(picker_config(lora_affinity=False, flow_control=False))
+    assert "featureGates" not in config
     weights = {p["pluginRef"]: p["weight"] for p in config["schedulingProfiles"][0]["plugins"]}
     assert weights == {"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3}
     policy = rendering.find("NetworkPolicy", "srv-epp")["spec"]
@@ -106,7 +106,8 @@ def test_inference_mistakes_are_refused(changes, key, words):
 
 
 def test_flow_control_is_a_setting_of_the_inference_route_alone():
-    args = exposure_args(host="chat.example.com", route="inference", gateway_name="public", flow_control=False)
+    args = exposure_args(host="chat.example.com", route="inference", gateway_name="public", flow_control=True)
     config = yaml.safe_load(run_component(lambda: Exposure("srv", args)).find("ConfigMap", "srv-epp")["data"]["epp.yaml"])
-    assert "featureGates" not in config and config == yaml.safe_load(picker_config(lora_affinity=False, flow_control=False))
+    assert config["featureGates"] == ["flowControl"]
+    assert config == yaml.safe_load(picker_config(lora_affinity=False, flow_control=True))
     assert_refused(Exposure, {**args, "route": "gateway"}, ["flow_control"])

@@ -164,7 +164,7 @@ def test_lora_memory_is_bounded_from_the_weights_on_each_gpu():
 
 
 def test_the_picker_scores_lora_affinity_only_with_adapters():
-    plain, lora = yaml.safe_load(picker_config(False, True)), yaml.safe_load(picker_config(True, True))
+    plain, lora = yaml.safe_load(picker_config(False, False)), yaml.safe_load(picker_config(True, False))
     assert {"type": "lora-affinity-scorer"} in lora["plugins"] and {"type": "lora-affinity-scorer"} not in plain["plugins"]
     assert lora["schedulingProfiles"][0]["plugins"][-1] == {"pluginRef": "lora-affinity-scorer", "weight": 1}
     assert {**lora, "plugins": plain["plugins"], "schedulingProfiles": plain["schedulingProfiles"]} == plain
@@ -173,7 +173,7 @@ def test_the_picker_scores_lora_affinity_only_with_adapters():
 def test_exposure_passes_the_adapters_to_the_picker():
     args = exposure_args(host="chat.example.com", route="inference", gateway_name="public", adapter_names=["sql"])
     config = run_component(lambda: Exposure("srv", args)).find("ConfigMap", "srv-epp")["data"]["epp.yaml"]
-    assert config == picker_config(True, True)
+    assert config == picker_config(True, False)
     assert_refused(Exposure, {**args, "adapter_names": ["a b"]}, ["adapter_names"])
 
 

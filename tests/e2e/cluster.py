@@ -506,7 +506,10 @@ class LocalCluster:
         # then the ones the stacks use.
         crds = [self.share / "kwok" / "kwok.x-k8s.io_stages.yaml", *self.crd_files]
         self.kubectl("apply", "--server-side", "--field-manager=e2e", *sum((["-f", str(f)] for f in crds), []))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all", timeout=90)
+        # kubectl wait fails at once on a CRD the API server has not yet given any condition.
+        wait_for("CRDs Established", lambda: self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=30s", "crd", "--all", timeout=45, check=False).returncode == 0,
+            timeout, interval=0.5, diagnose=self.logs)
         self.timings["crds"] = time.monotonic() - t0
         stages = sorted((self.share / "kwok" / "stages").glob("*.yaml"))
         self.kubectl("apply", "--server-side", "--field-manager=e2e", *sum((["-f", str(f)] for f in stages), []))

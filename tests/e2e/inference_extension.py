@@ -120,12 +120,11 @@ def process(binary: Path, args: list[str], env: dict[str, str], log: Path):
 
 
 def prometheus_gauge(url: str, name: str) -> float | None:
-    """The value of an unlabelled-or-single-series gauge at a /metrics URL, or None."""
+    """The sum of a gauge's series at a /metrics URL, or None when it has none."""
     with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return None
+        values = [float(line.rsplit(" ", 1)[1]) for line in response.read().decode().splitlines()
+                  if line.startswith(name + "{") or line.startswith(name + " ")]
+    return sum(values) if values else None
 
 
 class Envoy:
@@ -136,15 +135,20 @@ class Envoy:
         self.command = [str(bin_dir / "extproc-client"), "-target", target, *(["-tls"] if tls else [])]
         self.metrics = metrics
 
+    def gauge(self, name: str) -> float | None:
+        assert self.metrics, "the processor's metrics URL"
+        return prometheus_gauge(self.metrics, name)
+
     def ready_pods(self) -> float | None:
         """How many of the pool's pods the picker holds (its inference_pool_ready_pods gauge)."""
-        assert self.metrics, "the processor's metrics URL"
-        return prometheus_gauge(self.metrics, "inference_pool_ready_pods")
+        return self.gauge("inference_pool_ready_pods")
 
-    def send(self, requests: list[dict]) -> list[dict]:
-        """Each request ({headers, body?, respond?}; without a body, the headers end the request)."""
+    def send(self, requests: list[dict], deadline_seconds: int = 10) -> list[dict]:
+        """Each request ({headers, body?, respond?}; without a body, the headers end the request),
+        one after another, each given up after deadline_seconds."""
         lines = "".join(json.dumps(r) + "\n" for r in requests)
-        result = subprocess.run([*self.command, "-timeout", "10s"], input=lines, capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*self.command, "-timeout", f"{deadline_seconds}s"], input=lines, capture_output=True,
+                                text=True, timeout=60 + deadline_seconds * len(requests))
         assert result.returncode == 0, result.stderr
         answers = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(answers) == len(requests), result.stderr

@@ -3,7 +3,7 @@ cmd/epp, built with the tools), run with the args and config file of its rendere
 and ConfigMap, as its ServiceAccount, against the local control plane: it watches the
 InferencePool `up` created and the server's pods kwok runs, and scrapes fake vLLM servers at the
 pods' addresses (inside the tests' network namespace). The stack serves two LoRA adapters, so
-the config has the LoRA affinity scorer, and flow control on, as shipped. The test plays Envoy:
+the config has the LoRA affinity scorer, and turns flow control on. The test plays Envoy:
 each request goes to the picker over ext_proc, and the pod it names is counted.
 
 The spread of requests over the pods in each case is printed with the test log."""
@@ -11,6 +11,7 @@ The spread of requests over the pods in each case is printed with the test log."
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -55,6 +56,7 @@ def stack(project, cluster):
         "exposureRoute": "inference", "gatewayName": "public", "gatewayNamespace": "gateways",
         "apiKeySecretName": "chat-api-key", "routeWaitMinutes": 2,
         "loraAdapters": [f"{name}=acme/qwen3-0.6b-{name}-lora:16" for name in ADAPTERS],
+        "endpointPickerFlowControl": True,
     })
     with StatusPublisher(cluster, NAMESPACE):
         project.up(STACK, timeout=300)
@@ -119,12 +121,14 @@ def test_requests_without_a_shared_prefix_spread_over_idle_pods(envoy, pods, cap
 
 
 def test_a_pod_with_a_long_queue_and_a_full_kv_cache_receives_none(envoy, pods, capsys):
+    """10 waiting and 90% of the KV cache: that pod's saturation is 2 (10/5), the pool's mean 2/3,
+    so flow control lets requests through, and the scorers keep them off that pod."""
     busy = sorted(pods.pods)[0]
-    pods.set(busy, Engine(waiting=40, running=16, kv_cache=0.97))
+    pods.set(busy, Engine(waiting=10, running=16, kv_cache=0.9))
     try:
         pods.wait_scraped()
         counts = spread(envoy.send([completion(MODEL, p) for p in distinct_prompts(30)]), pods)
-        show(capsys, "30 distinct prompts, one pod with 40 waiting and 97% KV cache", counts)
+        show(capsys, "30 distinct prompts, one pod with 10 waiting and 90% KV cache", counts)
         assert counts[busy] == 0 and all(n > 0 for pod, n in counts.items() if pod != busy), counts
     finally:
         pods.set(busy, Engine())
@@ -181,3 +185,30 @@ def test_a_request_without_a_body_goes_to_a_ready_pod(envoy, pods):
                            "authorization": "Bearer test-key", "x-gateway-model-name": MODEL}}
     counts = spread(envoy.send([listing] * 6), pods)
     assert sum(counts.values()) == 6, counts
+
+
+def test_flow_control_holds_requests_while_the_pool_is_saturated_and_sends_them_when_it_is_not(envoy, pods, capsys):
+    """Every pod at 10 waiting (saturation 2 each): a request waits in the picker's queue, and goes
+    out when two pods have drained (mean 2/3), to one of them."""
+    busy = Engine(waiting=10, running=16, kv_cache=0.5)
+    for pod in pods.pods:
+        pods.set(pod, busy)
+    answers: list[dict] = []
+    try:
+        pods.wait_scraped()
+        waiting = threading.Thread(target=lambda: answers.extend(envoy.send([completion(MODEL, "held")], deadline_seconds=60)))
+        waiting.start()
+        wait_for("the request held in the picker's queue",
+                 lambda: (envoy.gauge("inference_extension_flow_control_queue_size") or 0) >= 1, 30)
+        assert not answers
+        drained = sorted(pods.pods)[:2]
+        for pod in drained:
+            pods.set(pod, Engine())
+        waiting.join(60)
+        counts = spread(answers, pods)
+        show(capsys, "1 request held while every pod had 10 waiting, sent when two drained", counts)
+        assert sum(counts[pod] for pod in drained) == 1, counts
+    finally:
+        for pod in pods.pods:
+            pods.set(pod, Engine())
+        pods.wait_scraped()

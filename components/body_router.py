@@ -41,7 +41,7 @@ from . import grammar
 from .arguments import ArgsSpec, DnsLabel, DnsSubdomain, Image, Problems, check, int_range
 from .labels import object_labels, selector_labels
 from .network import API_PORTS, gateway_ext_proc, grpc_service_spec
-from .pods import locked_down, projected_api_access, role_for
+from .pods import ext_proc_container, locked_down, projected_api_access, role_for
 
 ROUTER_IMAGE = "registry.k8s.io/gateway-api-inference-extension/bbr:v1.5.0"
 GRPC_PORT = 9004
@@ -83,28 +83,11 @@ def router_args(adapters: bool) -> list[str]:
 
 def router_pod_spec(name: str, image: str, adapters: bool) -> dict:
     """BBR: unprivileged, a projected token for its client, health on its gRPC health port."""
-    health = {"grpc": {"port": HEALTH_PORT}}
-    spec = {
-        "containers": [
-            {
-                "name": "bbr",
-                "image": image,
-                "args": router_args(adapters),
-                "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-                "ports": [
-                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                    {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
-                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                ],
-                # The chart sets none. BBR parses each request's JSON body and keeps no state but
-                # the adapters' names: small requests, and limits so one large body cannot take
-                # the node's memory.
-                "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
-                "readinessProbe": {**health, "periodSeconds": 5},
-                "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
-            }
-        ]
-    }
+    # The chart sets no resources. BBR parses each request's JSON body and keeps no state but the
+    # adapters' names: small requests, and limits so one large body cannot take the node's memory.
+    resources = {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}}
+    container = ext_proc_container("bbr", image, router_args(adapters), (GRPC_PORT, HEALTH_PORT, METRICS_PORT), resources)
+    spec = {"containers": [container]}
     return projected_api_access(locked_down(spec, service_account=name), "bbr")
 
 

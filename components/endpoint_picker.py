@@ -23,7 +23,7 @@ the newest release whose EPP is in the module: from v1.6 it lives in llm-d's rou
 """
 
 from .network import API_PORTS, gateway_ext_proc
-from .pods import locked_down, projected_api_access
+from .pods import ext_proc_container, locked_down, projected_api_access
 
 POOL_API_VERSION = "inference.networking.k8s.io/v1"
 POOL_GROUP = "inference.networking.k8s.io"
@@ -128,27 +128,12 @@ def picker_args(name: str, namespace: str) -> list[str]:
 
 def picker_pod_spec(name: str, namespace: str, image: str, labels: dict) -> dict:
     """The EPP: unprivileged, its config from a ConfigMap, a projected token for its Role."""
-    health = {"grpc": {"port": HEALTH_PORT, "service": "inference-extension"}}
-    spec = {
-        "containers": [
-            {
-                "name": "epp",
-                "image": image,
-                "args": picker_args(name, namespace),
-                "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-                "ports": [
-                    {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-                    {"name": "grpc-health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
-                    {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-                ],
-                "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}},
-                "readinessProbe": {**health, "periodSeconds": 5},
-                "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
-                "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
-            }
-        ],
-        "volumes": [{"name": "config", "configMap": {"name": picker_name(name)}}],
-    }
+    resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "4", "memory": "4Gi"}}
+    container = ext_proc_container(
+        "epp", image, picker_args(name, namespace), (GRPC_PORT, HEALTH_PORT, METRICS_PORT), resources, "inference-extension"
+    )
+    container["volumeMounts"] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    spec = {"containers": [container], "volumes": [{"name": "config", "configMap": {"name": picker_name(name)}}]}
     return projected_api_access(locked_down(spec, service_account=picker_name(name)), "epp")
 
 

@@ -235,6 +235,29 @@ API_ACCESS_VOLUME = {
 }
 
 
+def ext_proc_container(
+    name: str, image: str, args: list[str], ports: tuple[int, int, int], resources: dict, health_service: Optional[str] = None
+) -> dict:
+    """A Gateway API Inference Extension server (the Endpoint Picker, the body router): ext_proc
+    gRPC, gRPC health and metrics on ``ports``, its namespace in NAMESPACE, probed on its health port."""
+    grpc, health_port, metrics = ports
+    health = {"grpc": {"port": health_port, **({"service": health_service} if health_service else {})}}
+    return {
+        "name": name,
+        "image": image,
+        "args": args,
+        "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "ports": [
+            {"name": "grpc", "containerPort": grpc, "protocol": "TCP"},
+            {"name": "grpc-health", "containerPort": health_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": metrics, "protocol": "TCP"},
+        ],
+        "resources": resources,
+        "readinessProbe": {**health, "periodSeconds": 5},
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
+    }
+
+
 def role_for(
     account: k8s.core.v1.ServiceAccount, metadata: dict, rules: list[dict], parent: pulumi.Resource
 ) -> k8s.rbac.v1.RoleBinding:

@@ -113,11 +113,21 @@ def cost_rows(cost: GpuCost) -> list[tuple[str, str, str, str]]:
     return rows[1:] if cost["replicas"]["min"] == cost["replicas"]["max"] else rows
 
 
+def gpus(number: int) -> str:
+    return f"{number:,} GPU{'' if number == 1 else 's'}"
+
+
+def cost_heading(cost: GpuCost) -> str:
+    """What the figures rest on: GPUs per replica, the month, the price."""
+    return f"GPU cost ({gpus(cost['gpusPerReplica'])} per replica, {HOURS_PER_MONTH} h a month; {cost['pricedAs']})"
+
+
 def cost_lines(cost: GpuCost) -> list[str]:
     """The cost as lines of text: a heading with its basis, then one line per replica bound."""
-    lines = [f"GPU cost ({cost['gpusPerReplica']} GPUs per replica, {HOURS_PER_MONTH} h a month; {cost['pricedAs']}):"]
-    for replicas, gpus, hours, spent in cost_rows(cost):
-        lines.append(f"  {replicas}: {gpus} GPUs, {hours} GPU-hours per month, {spent} per month")
+    lines = [f"{cost_heading(cost)}:"]
+    for (replicas, _, hours, spent), side in zip(cost_rows(cost), ("min", "max")[-len(cost_rows(cost)):], strict=True):
+        spent = "cost unknown" if spent == "unknown" else f"{spent} per month"
+        lines.append(f"  {replicas}: {gpus(int(cost['gpus'][side]))}, {hours} GPU-hours per month, {spent}")
     return lines
 
 

@@ -12,7 +12,7 @@ import shlex
 import textwrap
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from .cost import COST_OUTPUT, HOURS_PER_MONTH, cost_lines, cost_rows
+from .cost import COST_OUTPUT, cost_heading, cost_lines, cost_rows
 from .gpu_claim import GPU_PRODUCT_LABEL
 from .multinode import LWS_NAME_LABEL
 from .rollout import scaled
@@ -175,7 +175,10 @@ def summary(rendering: Rendering, width: int = TABLE_WIDTH) -> str:
     lines += ["", *_wrap(note, width)]
     if cost := rendering.outputs.get(COST_OUTPUT):
         heading, *rows = cost_lines(cost)
-        lines += [*_wrap(heading, width), *rows]
+        lines += _wrap(heading, width)
+        for row in rows:
+            first, *more = _wrap(row.strip(), width - 4)
+            lines += ["  " + first, *("    " + part for part in more)]
     lines.append("Outputs:")
     for key, value in sorted(rendering.outputs.items()):
         if key == COST_OUTPUT:
@@ -205,7 +208,7 @@ def markdown_summary(rendering: Rendering, heading: str = "###") -> str:
         lines.append("| " + " | ".join([*(_cell(cell) for cell in cells), details]) + " |")
     lines += ["", DEPENDS_ON_NOTE]
     if cost := rendering.outputs.get(COST_OUTPUT):
-        lines += ["", f"**GPU cost** ({cost['gpusPerReplica']} GPUs per replica, {HOURS_PER_MONTH} h a month; {_cell(cost['pricedAs'])})", ""]
+        lines += ["", _cell(cost_heading(cost)), ""]
         lines += ["| Replicas | GPUs | GPU-hours per month | Cost per month |", "|---|---|---|---|"]
         lines += ["| " + " | ".join(row) + " |" for row in cost_rows(cost)]
     lines += ["", "| Output | Value |", "|---|---|"]

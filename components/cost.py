@@ -97,20 +97,28 @@ def money(amount: Optional[float], currency: str) -> str:
     return "unknown" if amount is None else f"{amount:,.2f} {currency}"
 
 
+def _sides(cost: GpuCost) -> tuple[str, ...]:
+    """The replica bounds worth a row: one when the fewest and the most are the same."""
+    return ("max",) if cost["replicas"]["min"] == cost["replicas"]["max"] else ("min", "max")
+
+
+def _replicas(cost: GpuCost, side: str) -> str:
+    replicas = int(cost["replicas"][side])  # type: ignore[literal-required]
+    return f"{side} {replicas} replica{'' if replicas == 1 else 's'}"
+
+
+def _spent(cost: GpuCost, side: str) -> Optional[float]:
+    return cost["costPerMonth"][side] if cost["costPerMonth"] else None  # type: ignore[literal-required]
+
+
 def cost_rows(cost: GpuCost) -> list[tuple[str, str, str, str]]:
     """(replicas, GPUs, GPU-hours per month, cost per month) at the fewest and the most replicas;
     one row when they are the same."""
-    rows = []
-    for side in ("min", "max"):
-        replicas = int(cost["replicas"][side])
-        spent = cost["costPerMonth"][side] if cost["costPerMonth"] else None
-        rows.append((
-            f"{side} {replicas} replica{'' if replicas == 1 else 's'}",
-            f"{int(cost['gpus'][side]):,}",
-            f"{int(cost['gpuHoursPerMonth'][side]):,}",
-            money(spent, cost["currency"]),
-        ))
-    return rows[1:] if cost["replicas"]["min"] == cost["replicas"]["max"] else rows
+    return [
+        (_replicas(cost, side), f"{int(cost['gpus'][side]):,}", f"{int(cost['gpuHoursPerMonth'][side]):,}",  # type: ignore[literal-required]
+         money(_spent(cost, side), cost["currency"]))
+        for side in _sides(cost)
+    ]
 
 
 def gpus(number: int) -> str:
@@ -125,9 +133,11 @@ def cost_heading(cost: GpuCost) -> str:
 def cost_lines(cost: GpuCost) -> list[str]:
     """The cost as lines of text: a heading with its basis, then one line per replica bound."""
     lines = [f"{cost_heading(cost)}:"]
-    for (replicas, _, hours, spent), side in zip(cost_rows(cost), ("min", "max")[-len(cost_rows(cost)):], strict=True):
-        spent = "cost unknown" if spent == "unknown" else f"{spent} per month"
-        lines.append(f"  {replicas}: {gpus(int(cost['gpus'][side]))}, {hours} GPU-hours per month, {spent}")
+    for side in _sides(cost):
+        spent = _spent(cost, side)
+        cost_text = "cost unknown" if spent is None else f"{money(spent, cost['currency'])} per month"
+        hours = int(cost["gpuHoursPerMonth"][side])  # type: ignore[literal-required]
+        lines.append(f"  {_replicas(cost, side)}: {gpus(int(cost['gpus'][side]))}, {hours:,} GPU-hours per month, {cost_text}")  # type: ignore[literal-required]
     return lines
 
 

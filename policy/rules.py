@@ -859,7 +859,7 @@ def gpu_budget(resources: Sequence[Resource], config: Optional[Mapping] = None) 
             continue
         where = describe(kind[1], resource.props.get("metadata"))
         gpus += per_replica * (replicas or 0)
-        parts.append(f"{where}: {show(per_replica)} GPUs x {show(replicas or 0)} replicas")
+        parts.append(f"{where}: {show(per_replica)} GPUs x {show(replicas or 0)} replica{'' if replicas == 1 else 's'}")
         products = sorted({product for pod in pods for product in pod_products(pod)})
         known = [prices[product] for product in products if isinstance(count(prices.get(product)), float)]
         if products and len(known) == len(products):

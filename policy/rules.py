@@ -895,6 +895,8 @@ class Policy(NamedTuple):
     name: str
     description: str
     rule: Callable
+    config: Optional[dict] = None
+    """A stack policy's configuration schema (JSON Schema properties), as --policy-pack-config sets it."""
 
 
 RESOURCE_POLICIES = (
@@ -910,11 +912,42 @@ STACK_POLICY = Policy(
     "vllm-public-route-needs-api-key",
     "A public route to a vLLM server needs its API key and routes /v1 alone, unless the stack allows public access without a key.",
     public_routes_need_api_key,
+    {
+        ALLOW_PUBLIC_WITHOUT_API_KEY: {
+            "type": "boolean",
+            "default": False,
+            "description": "Allow public routes to vLLM servers that take no API key, in every stack this "
+            "configuration is used for. A stack can allow it for itself with its own "
+            "allowPublicWithoutApiKey setting.",
+        }
+    },
 )
 BUDGET_POLICY = Policy(
     "vllm-gpu-budget",
     "The stack's GPUs at the most replicas, and their cost a month, stay within the caps of this policy's configuration.",
     gpu_budget,
+    {
+        MAX_GPUS: {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "The most GPUs (devices) a stack's vLLM servers may take at their most replicas; 0 for no cap.",
+        },
+        MAX_MONTHLY_GPU_COST: {
+            "type": "number",
+            "minimum": 0,
+            "default": 0,
+            "description": f"The most those GPUs may cost a month ({HOURS_PER_MONTH} h) at the dearest product each "
+            "workload may run on, in the currency of gpuHourlyPrice; 0 for no cap.",
+        },
+        GPU_HOURLY_PRICE: {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0},
+            "default": {},
+            "description": "The price of a GPU-hour by product, as the node label nvidia.com/gpu.product names it, "
+            'e.g. {"NVIDIA-H100-80GB-HBM3": 2.5}. The pack\'s own prices: a stack\'s gpuHourlyPrice does not lower its cap.',
+        },
+    },
 )
 STACK_POLICIES = (STACK_POLICY, BUDGET_POLICY)
 """The pack's stack policies: the policy's configuration is each one's own."""

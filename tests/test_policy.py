@@ -996,8 +996,9 @@ def test_main_builds_the_pack_from_the_rules_module():
     assert ast.literal_eval(keywords["name"]) == "vllm-serving"
     assert "for policy in rules.RESOURCE_POLICIES" in source
     assert "validate=rules.resource_validation(policy.rule)" in source
-    assert "validate=rules.stack_validation(rules.STACK_POLICY.rule)" in source
-    assert "validate=rules.stack_validation(rules.BUDGET_POLICY.rule)" in source
+    assert "for policy in rules.STACK_POLICIES" in source
+    assert "validate=rules.stack_validation(policy.rule)" in source
+    assert "config_schema=PolicyConfigSchema(properties=policy.config)" in source
     policies = (*rules.RESOURCE_POLICIES, *rules.STACK_POLICIES)
     assert {policy.name: policy.rule.__name__ for policy in policies} == POLICY_NAMES
     assert all(policy.description for policy in policies)

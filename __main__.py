@@ -15,6 +15,7 @@ from vllm_serving_components import (
     VLLMServer,
 )
 from vllm_serving_components.arguments import argument_words
+from vllm_serving_components.cost import COST_OUTPUT
 from vllm_serving_components.kept import kept_metadata, kept_options
 from stack.checks import stack_words
 from stack.component_args import (
@@ -27,6 +28,7 @@ from stack.component_args import (
     vllm_server_args,
 )
 from vllm_serving_components.vllm_server import time_to_ready
+from stack.cost import stack_cost
 from stack.loading import load_stack_config
 from stack.namespace import pod_security_labels
 
@@ -75,6 +77,7 @@ pulumi.export("modelPath", store.model_path)
 pulumi.export("claimName", store.claim_name)
 pulumi.export("deploymentName", server.deployment_name)
 pulumi.export("gpuCapacity", server.capacity)
+pulumi.export(COST_OUTPUT, stack_cost(config))
 pulumi.export("timeToReady", server.time_to_ready.apply(lambda ready: ready["text"]))
 if config.api_key is not None:
     pulumi.export("apiKey", pulumi.Output.secret(config.api_key))

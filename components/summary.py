@@ -12,6 +12,7 @@ import shlex
 import textwrap
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from .cost import COST_OUTPUT, cost_heading, cost_lines, cost_rows
 from .gpu_claim import GPU_PRODUCT_LABEL
 from .multinode import LWS_NAME_LABEL
 from .rollout import scaled
@@ -171,8 +172,17 @@ def summary(rendering: Rendering, width: int = TABLE_WIDTH) -> str:
     within ``width`` columns but for a single word (a URL) longer than that."""
     lines = table_lines(rendering.objects, width)
     note = f"{len(rendering.objects)} objects for stack {rendering.stack}; {DEPENDS_ON_NOTE[0].lower()}{DEPENDS_ON_NOTE[1:]}"
-    lines += ["", *_wrap(note, width), "Outputs:"]
+    lines += ["", *_wrap(note, width)]
+    if cost := rendering.outputs.get(COST_OUTPUT):
+        heading, *rows = cost_lines(cost)
+        lines += _wrap(heading, width)
+        for row in rows:
+            first, *more = _wrap(row.strip(), width - 4)
+            lines += ["  " + first, *("    " + part for part in more)]
+    lines.append("Outputs:")
     for key, value in sorted(rendering.outputs.items()):
+        if key == COST_OUTPUT:
+            continue
         text = json.dumps(value)
         if len(key) + len(text) + 4 <= width:
             lines.append(f"  {key}: {text}")
@@ -196,8 +206,13 @@ def markdown_summary(rendering: Rendering, heading: str = "###") -> str:
         details = "<br>".join(f"**{label}** {_cell(text)}" for label, text in object_details(obj, rendering.objects)) or "-"
         cells = (obj.kind, obj.namespace or "-", obj.name, _component_name(obj) or "-")
         lines.append("| " + " | ".join([*(_cell(cell) for cell in cells), details]) + " |")
-    lines += ["", DEPENDS_ON_NOTE, "", "| Output | Value |", "|---|---|"]
-    lines += [f"| {_cell(key)} | {_code(json.dumps(value))} |" for key, value in sorted(rendering.outputs.items())]
+    lines += ["", DEPENDS_ON_NOTE]
+    if cost := rendering.outputs.get(COST_OUTPUT):
+        lines += ["", _cell(cost_heading(cost)), ""]
+        lines += ["| Replicas | GPUs | GPU-hours per month | Cost per month |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cost_rows(cost)]
+    lines += ["", "| Output | Value |", "|---|---|"]
+    lines += [f"| {_cell(key)} | {_code(json.dumps(value))} |" for key, value in sorted(rendering.outputs.items()) if key != COST_OUTPUT]
     if rendering.warnings:
         lines += ["", "**Warnings**", ""] + [f"- {_cell(warning)}" for warning in rendering.warnings]
     return "\n".join(lines) + "\n"

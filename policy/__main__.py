@@ -24,21 +24,14 @@ PolicyPack(
             ResourceValidationPolicy(name=policy.name, description=policy.description, validate=rules.resource_validation(policy.rule))
             for policy in rules.RESOURCE_POLICIES
         ),
-        StackValidationPolicy(
-            name=rules.STACK_POLICY.name,
-            description=rules.STACK_POLICY.description,
-            validate=rules.stack_validation(rules.STACK_POLICY.rule),
-            config_schema=PolicyConfigSchema(
-                properties={
-                    rules.ALLOW_PUBLIC_WITHOUT_API_KEY: {
-                        "type": "boolean",
-                        "default": False,
-                        "description": "Allow public routes to vLLM servers that take no API key, in every stack this "
-                        "configuration is used for. A stack can allow it for itself with its own "
-                        "allowPublicWithoutApiKey setting.",
-                    }
-                }
-            ),
+        *(
+            StackValidationPolicy(
+                name=policy.name,
+                description=policy.description,
+                validate=rules.stack_validation(policy.rule),
+                config_schema=PolicyConfigSchema(properties=policy.config),
+            )
+            for policy in rules.STACK_POLICIES
         ),
     ],
 )

@@ -3,7 +3,7 @@
     python -m stack.render prod && python -m policy.check rendered/prod
 
 Reads ``all.yaml`` (what ``python -m stack.render`` and ``vllm_serving_components.testing``
-write) and applies every policy of the pack (``rules.RESOURCE_POLICIES`` and ``STACK_POLICY``,
+write) and applies every policy of the pack (``rules.RESOURCE_POLICIES`` and ``STACK_POLICIES``,
 the list ``__main__.py`` serves) to the objects as the pack sees them under ``pulumi preview``:
 each object under its Pulumi type token, every number a float. A rendered object's values are
 all known, so no rule is skipped for an unknown value. Prints one line per violation, naming
@@ -45,9 +45,12 @@ def object_name(manifest: dict) -> str:
     return "/".join(part for part in (manifest.get("kind"), metadata.get("namespace"), metadata.get("name")) if part)
 
 
-def violations(manifests: list[dict], allow_public_without_api_key: bool = False) -> list[tuple[str, str, str]]:
+def violations(
+    manifests: list[dict], allow_public_without_api_key: bool = False, budget: Optional[dict] = None
+) -> list[tuple[str, str, str]]:
     """(policy name, object, message) for every promise an object breaks; the object is "" for
-    the stack policy, whose message names the objects."""
+    the stack policies, whose messages name the objects. ``budget`` is the GPU budget policy's
+    configuration (maxGpus, maxMonthlyGpuCost, gpuHourlyPrice)."""
     found = []
     resources = []
     for manifest in manifests:
@@ -57,7 +60,20 @@ def violations(manifests: list[dict], allow_public_without_api_key: bool = False
         resources.append(rules.Resource(resource_type, props, urn=object_name(manifest), name=manifest["metadata"]["name"]))
     config = {rules.ALLOW_PUBLIC_WITHOUT_API_KEY: allow_public_without_api_key}
     found += [(rules.STACK_POLICY.name, "", violation.message) for violation in rules.STACK_POLICY.rule(resources, config)]
+    found += [(rules.BUDGET_POLICY.name, "", violation.message) for violation in rules.BUDGET_POLICY.rule(resources, budget or {})]
     return found
+
+
+def price(text: str) -> tuple[str, float]:
+    """PRODUCT=price, as --gpu-hourly-price takes it."""
+    product, _, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not product or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PRODUCT=price (0 or more), e.g. NVIDIA-H100-80GB-HBM3=2.50")
+    return product, value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +82,14 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument(
         "--allow-public-without-api-key", action="store_true",
         help=f"as the stack setting {rules.ALLOW_PUBLIC_WITHOUT_API_KEY}: true (or the pack's configuration)",
+    )
+    found.add_argument("--max-gpus", type=int, default=0, help=f"as the budget policy's {rules.MAX_GPUS} (0: no cap)")
+    found.add_argument(
+        "--max-monthly-gpu-cost", type=float, default=0.0, help=f"as the budget policy's {rules.MAX_MONTHLY_GPU_COST} (0: no cap)"
+    )
+    found.add_argument(
+        "--gpu-hourly-price", type=price, action="append", default=[], metavar="PRODUCT=PRICE",
+        help=f"as the budget policy's {rules.GPU_HOURLY_PRICE}, once per product",
     )
     return found
 
@@ -77,10 +101,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {args.folder} has no {ALL}; render it first, e.g. python -m stack.render prod", file=sys.stderr)
         return 2
     manifests = [manifest for manifest in yaml.safe_load_all(path.read_text()) if manifest]
-    found = violations(manifests, args.allow_public_without_api_key)
+    budget = {
+        rules.MAX_GPUS: args.max_gpus,
+        rules.MAX_MONTHLY_GPU_COST: args.max_monthly_gpu_cost,
+        rules.GPU_HOURLY_PRICE: dict(args.gpu_hourly_price),
+    }
+    found = violations(manifests, args.allow_public_without_api_key, budget)
     for name, where, message in found:
         print(f"{name}: {where}: {message}" if where else f"{name}: {message}")
-    policies = len(rules.RESOURCE_POLICIES) + 1
+    policies = len(rules.RESOURCE_POLICIES) + len(rules.STACK_POLICIES)
     print(f"{args.folder}: {len(manifests)} objects, {policies} policies, {len(found)} violation(s)")
     return 1 if found else 0
 

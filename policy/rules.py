@@ -758,10 +758,145 @@ def _open_match(match: Mapping) -> Optional[str]:
 
 # --- wiring into pulumi-policy --------------------------------------------------------------
 
+# --- the GPU budget -------------------------------------------------------------------------
+
+MAX_GPUS = "maxGpus"
+MAX_MONTHLY_GPU_COST = "maxMonthlyGpuCost"
+GPU_HOURLY_PRICE = "gpuHourlyPrice"
+"""The budget policy's configuration: caps (0 or unset for none) and the price per GPU-hour by product."""
+HOURS_PER_MONTH = 730
+"""365 days x 24 hours / 12, as components/cost.py counts a month."""
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+SCALED_KINDS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("leaderworkerset.x-k8s.io", "LeaderWorkerSet")}
+"""Workloads whose replicas run all month; a Job's or a DaemonSet's pods are not counted."""
+SCALERS = {("keda.sh", "ScaledObject"): ("maxReplicaCount", 100.0), ("autoscaling", "HorizontalPodAutoscaler"): ("maxReplicas", None)}
+"""A scaler's field of the most replicas, and its default (KEDA's is 100)."""
+
+
+def pod_gpus(pod: Pod, claim_counts: Mapping[str, Any]) -> Any:
+    """Devices a pod holds: nvidia.com/gpu (a HAMi slice counts the GPUs it spans), MIG instances
+    and the devices of its DRA claims' templates; UNKNOWN if any is unknown."""
+    total = 0.0
+    for _, container in pod.containers():
+        limits = dig(container, "resources", "limits")
+        if limits is UNKNOWN:
+            return UNKNOWN
+        for key, value in mapping(limits).items():
+            if key == GPU_RESOURCE or key.startswith(MIG_RESOURCE_PREFIX):
+                number = count(value)
+                if number is UNKNOWN:
+                    return UNKNOWN
+                total += number or 0
+    for claim in items(pod.spec.get("resourceClaims")):
+        template = dig(claim, "resourceClaimTemplateName")
+        devices = claim_counts.get(template) if isinstance(template, str) else UNKNOWN
+        if devices is UNKNOWN or devices is None:
+            return UNKNOWN
+        total += devices
+    return total
+
+
+def pod_products(pod: Pod) -> list[str]:
+    """The GPU products a pod may run on (nvidia.com/gpu.product by nodeSelector or required
+    affinity); empty when any."""
+    product = dig(pod.spec, "nodeSelector", GPU_PRODUCT_LABEL)
+    if isinstance(product, str):
+        return [product]
+    found: list[str] = []
+    terms = dig(pod.spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms")
+    for term in items(terms):
+        for expression in items(dig(term, "matchExpressions")):
+            if dig(expression, "key") == GPU_PRODUCT_LABEL and dig(expression, "operator") == "In":
+                found += [value for value in items(dig(expression, "values")) if isinstance(value, str) and value not in found]
+    return found
+
+
+def most_replicas(resource: Resource, resources: Sequence[Resource]) -> Any:
+    """The most replicas of a workload: its scaler's maximum, else spec.replicas (default 1)."""
+    kind = kind_of(resource.resource_type)
+    name = dig(resource.props, "metadata", "name")
+    for other in resources:
+        scaler = SCALERS.get(kind_of(other.resource_type) or ("", ""))
+        target = mapping(dig(other.props, "spec", "scaleTargetRef"))
+        if scaler and target.get("name") == name and target.get("kind", "Deployment") == kind[1] and \
+                same_namespace(namespace_of(other.props), namespace_of(resource.props)):
+            most = dig(other.props, "spec", scaler[0])
+            return scaler[1] if most is None else count(most)
+    replicas = dig(resource.props, "spec", "replicas")
+    return 1.0 if replicas is None else count(replicas)
+
+
+def gpu_budget(resources: Sequence[Resource], config: Optional[Mapping] = None) -> list[Violation]:
+    """The stack's GPUs at the most replicas, and what they cost a month at the dearest product
+    each workload may run on, stay within the caps the policy configuration sets."""
+    config = mapping(config)
+    max_gpus, max_cost = count(config.get(MAX_GPUS)) or 0, count(config.get(MAX_MONTHLY_GPU_COST)) or 0
+    prices = mapping(config.get(GPU_HOURLY_PRICE))
+    if not max_gpus and not max_cost:
+        return []
+    claim_counts: dict[str, Any] = {}
+    for resource in resources:
+        if kind_of(resource.resource_type) == ("resource.k8s.io", "ResourceClaimTemplate"):
+            requests = items(dig(resource.props, "spec", "spec", "devices", "requests"))
+            counts = [count(dig(request, "exactly", "count")) or 1.0 for request in requests]
+            claim_counts[dig(resource.props, "metadata", "name")] = UNKNOWN if UNKNOWN in counts else sum(counts)
+    gpus, cost, parts, unpriced = 0.0, 0.0, [], []
+    for resource in resources:
+        kind = kind_of(resource.resource_type)
+        if kind not in SCALED_KINDS:
+            continue
+        pods = pods_of(resource.resource_type, resource.props)
+        size = count(dig(resource.props, "spec", "leaderWorkerTemplate", "size")) if kind[0] == "leaderworkerset.x-k8s.io" else 1.0
+        per_pod = [pod_gpus(pod, claim_counts) for pod in pods]
+        replicas = most_replicas(resource, resources)
+        if UNKNOWN in (*per_pod, replicas, size):
+            continue  # pulumi up runs the rule again on the known values
+        size = size or 1.0
+        # A LeaderWorkerSet group: its leader, and size - 1 workers (the leader's template is the
+        # workers' when it has none of its own).
+        per_replica = per_pod[0] + per_pod[-1] * (size - 1) if len(pods) > 1 else (per_pod[0] * size if pods else 0.0)
+        if not per_replica:
+            continue
+        where = describe(kind[1], resource.props.get("metadata"))
+        gpus += per_replica * (replicas or 0)
+        parts.append(f"{where}: {show(per_replica)} GPUs x {show(replicas or 0)} replica{'' if replicas == 1 else 's'}")
+        products = sorted({product for pod in pods for product in pod_products(pod)})
+        known = [prices[product] for product in products if isinstance(count(prices.get(product)), float)]
+        if products and len(known) == len(products):
+            cost += per_replica * (replicas or 0) * HOURS_PER_MONTH * max(count(price) for price in known)
+        else:
+            missing = ", ".join(product for product in products if product not in prices) or "any GPU (no nvidia.com/gpu.product pinned)"
+            unpriced.append(f"{where} runs on {missing}")
+    violations = []
+    fix = f"in the policy configuration of this policy ({MAX_GPUS}, {MAX_MONTHLY_GPU_COST}, {GPU_HOURLY_PRICE})"
+    if max_gpus and gpus > max_gpus:
+        violations.append(Violation(
+            f"The stack's vLLM servers take up to {show(gpus)} GPUs at their most replicas ({'; '.join(parts)}), above "
+            f"{MAX_GPUS} ({show(max_gpus)}). Lower the most replicas (autoscalingMaxReplicas or replicas) or the GPUs "
+            f"per replica (gpuCount), or raise {MAX_GPUS} {fix}."
+        ))
+    if max_cost and unpriced:
+        violations.append(Violation(
+            f"The stack's GPU cost cannot be held to {MAX_MONTHLY_GPU_COST} ({show(max_cost)} a month): "
+            f"{'; '.join(unpriced)}, with no price in {GPU_HOURLY_PRICE}. Pin the GPU products (gpuProducts) and "
+            f"give each a price per GPU-hour {fix}."
+        ))
+    elif max_cost and cost > max_cost:
+        violations.append(Violation(
+            f"The stack's GPUs cost up to {cost:,.2f} a month at their most replicas ({'; '.join(parts)}; "
+            f"{HOURS_PER_MONTH} h at the dearest product each may run on), above {MAX_MONTHLY_GPU_COST} "
+            f"({show(max_cost)}). Lower the most replicas or the GPUs per replica, pin cheaper products, or "
+            f"raise {MAX_MONTHLY_GPU_COST} {fix}."
+        ))
+    return violations
+
+
 class Policy(NamedTuple):
     name: str
     description: str
     rule: Callable
+    config: Optional[dict] = None
+    """A stack policy's configuration schema (JSON Schema properties), as --policy-pack-config sets it."""
 
 
 RESOURCE_POLICIES = (
@@ -777,9 +912,47 @@ STACK_POLICY = Policy(
     "vllm-public-route-needs-api-key",
     "A public route to a vLLM server needs its API key and routes /v1 alone, unless the stack allows public access without a key.",
     public_routes_need_api_key,
+    {
+        ALLOW_PUBLIC_WITHOUT_API_KEY: {
+            "type": "boolean",
+            "default": False,
+            "description": "Allow public routes to vLLM servers that take no API key, in every stack this "
+            "configuration is used for. A stack can allow it for itself with its own "
+            "allowPublicWithoutApiKey setting.",
+        }
+    },
 )
+BUDGET_POLICY = Policy(
+    "vllm-gpu-budget",
+    "The stack's GPUs at the most replicas, and their cost a month, stay within the caps of this policy's configuration.",
+    gpu_budget,
+    {
+        MAX_GPUS: {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "The most GPUs (devices) a stack's vLLM servers may take at their most replicas; 0 for no cap.",
+        },
+        MAX_MONTHLY_GPU_COST: {
+            "type": "number",
+            "minimum": 0,
+            "default": 0,
+            "description": f"The most those GPUs may cost a month ({HOURS_PER_MONTH} h) at the dearest product each "
+            "workload may run on, in the currency of gpuHourlyPrice; 0 for no cap.",
+        },
+        GPU_HOURLY_PRICE: {
+            "type": "object",
+            "additionalProperties": {"type": "number", "minimum": 0},
+            "default": {},
+            "description": "The price of a GPU-hour by product, as the node label nvidia.com/gpu.product names it, "
+            'e.g. {"NVIDIA-H100-80GB-HBM3": 2.5}. The pack\'s own prices: a stack\'s gpuHourlyPrice does not lower its cap.',
+        },
+    },
+)
+STACK_POLICIES = (STACK_POLICY, BUDGET_POLICY)
+"""The pack's stack policies: the policy's configuration is each one's own."""
 RESOURCE_RULES: tuple[Callable[[str, Mapping], list[str]], ...] = tuple(policy.rule for policy in RESOURCE_POLICIES)
-STACK_RULES: tuple[Callable[..., list[Violation]], ...] = (STACK_POLICY.rule,)
+STACK_RULES: tuple[Callable[..., list[Violation]], ...] = tuple(policy.rule for policy in STACK_POLICIES)
 
 
 def plain(value: Any) -> Any:

@@ -210,6 +210,31 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             problems.append(Problem(key="imageRegistry", message=str(error)))
     problems += credential_problems(config)
     problems += tls_secret_problems(config, ok)
+    problems += price_problems(config, ok)
+    return problems
+
+
+def price_problems(config: StackConfig, ok) -> list[Problem]:
+    """Each priced product is one the pods may run on (a misspelt product would leave the cost
+    unknown), and the currency is a code."""
+    problems = []
+    if ok("gpuPriceCurrency") and not re.fullmatch("[A-Z]{3}", config.gpu_price_currency):
+        problems.append(Problem(key="gpuPriceCurrency", message="must be an ISO 4217 currency code of three capital letters, e.g. USD or EUR"))
+    if not ok("gpuHourlyPrice", "gpuProducts") or not config.gpu_hourly_price:
+        return problems
+    if not config.gpu_products:
+        message = ("prices GPU products but gpuProducts is empty, so the pods may run on any GPU and no price "
+                   "applies; pin the products with gpuProducts, or remove gpuHourlyPrice")
+        return [*problems, Problem(key="gpuHourlyPrice", message=message)]
+    unknown = [product for product in config.gpu_hourly_price if product not in config.gpu_products]
+    if unknown:
+        problems.append(
+            Problem(
+                key="gpuHourlyPrice",
+                message=f"prices {', '.join(unknown)}, which gpuProducts does not list ({', '.join(config.gpu_products)}); "
+                "give each product as its node label nvidia.com/gpu.product spells it, or add it to gpuProducts",
+            )
+        )
     return problems
 
 

@@ -156,6 +156,8 @@ class StackConfig(BaseModel):
     gpu_backend: str
     gpu_count: int
     gpu_products: list[str]
+    gpu_hourly_price: dict[str, float]
+    gpu_price_currency: str
     gpus_per_node: int
     nccl_socket_ifname: Optional[str]
     nccl_ib_hca: Optional[str]
@@ -362,7 +364,20 @@ def _signals(items: list[str]) -> list[dict[str, Any]]:
     return signals
 
 
+def _prices(items: list[str]) -> dict[str, float]:
+    """PRODUCT=price strings (a price per GPU-hour, at least 0) as a mapping."""
+    example = "PRODUCT=price per GPU-hour, e.g. NVIDIA-H100-80GB-HBM3=2.50"
+    prices = {}
+    for product, text in _pairs(example)(items).items():
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+            problem = "is negative" if text.startswith("-") else "is not a number"
+            raise ValueError(f"{product}={text}: the price {problem}; give each as {example} (0 or more)")
+        prices[product] = float(text)
+    return prices
+
+
 ITEM_PARSERS: dict[str, Callable[[list[str]], Any]] = {
+    "gpu_hourly_price": _prices,
     "autoscaling_signals": _signals,
     "autoscaling_pod_monitor_labels": _pairs("key=value, e.g. release=kube-prometheus-stack"),
     "node_selector": _pairs("key=value, e.g. node-pool=gpu"),

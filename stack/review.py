@@ -34,6 +34,8 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
+from vllm_serving_components.cost import COST_OUTPUT, HOURS_PER_MONTH, GpuCost, cost_change, money
+
 from .render import DUMPER, PROJECT_DIR, object_key, stack_of_file
 
 COMMENT_MARKER = "<!-- vllm-serving:stack-review -->"
@@ -267,6 +269,43 @@ def _count(side: Side) -> str:
     return str(len(side.manifests)) if side.rendered else "failed"
 
 
+def _range(cost: Optional[GpuCost], key: str) -> str:
+    """A figure of a GpuCost at the fewest and the most replicas, e.g. 8-16 GPUs."""
+    if cost is None:
+        return "-"
+    figure = cost[key]  # type: ignore[literal-required]
+    if key == "costPerMonth":
+        low, high = (money(figure[side] if figure else None, cost["currency"]) for side in ("min", "max"))
+    else:
+        low, high = (f"{int(figure[side]):,}" for side in ("min", "max"))
+    return low if low == high else f"{low} – {high}"
+
+
+def cost_table(changes: list[StackChange]) -> list[str]:
+    """GPUs, GPU-hours and cost per month of each stack that has them, at the fewest – the most
+    replicas: base → head where they differ."""
+    rows = []
+    for change in changes:
+        before, after = (side.outputs.get(COST_OUTPUT) if side.rendered else None for side in (change.base, change.head))
+        if before is None and after is None:
+            continue
+        cells = []
+        for key in ("gpus", "gpuHoursPerMonth", "costPerMonth"):
+            old, new = _range(before, key), _range(after, key)
+            cells.append(new if old == new else f"{old} → {new}")
+        rows.append(f"| `{change.stack}` | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        f"GPUs and their cost a month ({HOURS_PER_MONTH} h) at the fewest – the most replicas (base → head where they differ):",
+        "",
+        "| Stack | GPUs | GPU-hours per month | Cost per month |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def review_markdown(changes: list[StackChange], base_label: str, head_label: str, head_dir: Optional[Path] = None) -> str:
     """summary.md of a review: a table of stacks, what changed in each, then the diffs and head's
     tables as far as they fit in COMMENT_LIMIT characters."""
@@ -282,6 +321,7 @@ def review_markdown(changes: list[StackChange], base_label: str, head_label: str
         cells = [str(count) for count in counts] if change.compared else ["-"] * 5
         lines.append(f"| `{change.stack}` | {_count(change.base)} → {_count(change.head)} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += cost_table(changes)
     unchanged = [f"`{change.stack}`" for change in changes if change.unchanged]
     if unchanged:
         lines += [f"No change to any object, resource option or output of {', '.join(unchanged)}.", ""]
@@ -305,6 +345,9 @@ def review_markdown(changes: list[StackChange], base_label: str, head_label: str
             lines += [f"  - `{key}` {name}: {before} → {after}" for key, name, before, after in change.options_changed]
         if change.outputs_changed:
             lines.append(f"- Outputs changed: {_names(change.outputs_changed)}")
+        if COST_OUTPUT in change.outputs_changed and change.base.exists and change.head.exists:
+            moved = cost_change(change.base.outputs.get(COST_OUTPUT), change.head.outputs.get(COST_OUTPUT))
+            lines += [f"- GPU cost: {'; '.join(moved)}"] if moved else []
         if change.compared and not change.options_compared:
             lines.append("- Resource options were not compared: one side's renderer does not write options.json.")
         lines.append("")

@@ -210,6 +210,14 @@ BAD_CONFIGS = [
     ({**WITH_HOST, "exposureRoute": "gateway"}, "gatewayName", "required"),
     ({"existingClaim": "shared", "storageSize": "1Ti"}, "storageSize", "existingClaim"),
     ({**AUTOSCALING, "autoscalingMinReplicas": 0}, "autoscalingMinReplicas", "at least 1"),
+    # GPU prices: a number of 0 or more per product, each product one the pods may run on.
+    ({"gpuProducts": ["NVIDIA-L4"], "gpuHourlyPrice": ["NVIDIA-L4=-0.5"]}, "gpuHourlyPrice", "NVIDIA-L4=-0.5: the price is negative"),
+    ({"gpuProducts": ["NVIDIA-L4"], "gpuHourlyPrice": ["NVIDIA-L4=cheap"]}, "gpuHourlyPrice", "the price is not a number"),
+    ({"gpuProducts": ["NVIDIA-L4"], "gpuHourlyPrice": ["NVIDIA-L4"]}, "gpuHourlyPrice", "has no '='; give each as PRODUCT=price"),
+    ({"gpuProducts": ["NVIDIA-L4"], "gpuHourlyPrice": ["NVIDIA-L40=0.9"]}, "gpuHourlyPrice",
+     "prices NVIDIA-L40, which gpuProducts does not list (NVIDIA-L4)"),
+    ({"gpuHourlyPrice": ["NVIDIA-L4=0.8"]}, "gpuHourlyPrice", "gpuProducts is empty, so the pods may run on any GPU"),
+    ({"gpuPriceCurrency": "dollars"}, "gpuPriceCurrency", "ISO 4217 currency code"),
 ]
 
 

@@ -182,7 +182,8 @@ def test_kv_offload_holds_each_engines_buffer_of_whole_tokens():
     ("settings", "words"),
     [
         ({"tensorParallelSize": 4, "gpuCount": 4, "gpuQuota": 8}, "117.5 GB of weights per GPU over 4 GPUs"),
-        ({"gpuProducts": ["NVIDIA-A100-SXM4-40GB"]}, "58.8 GB of weights per GPU over 8 GPUs"),
+        # Prod's prices are for its own products: dropped with them.
+        ({"gpuProducts": ["NVIDIA-A100-SXM4-40GB"], "gpuHourlyPrice": []}, "58.8 GB of weights per GPU over 8 GPUs"),
     ],
 )
 def test_prod_on_too_little_gpu_memory_is_refused_before_anything_is_created(tmp_path, settings, words):

@@ -52,6 +52,7 @@ POLICY_NAMES = {
     "vllm-no-plain-secret-env": "no_plain_secret_env",
     "vllm-non-root": "runs_as_non_root",
     "vllm-public-route-needs-api-key": STACK_RULE,
+    "vllm-gpu-budget": "gpu_budget",
 }
 
 
@@ -902,6 +903,80 @@ def test_what_dev_does_not_promise_breaks_nothing_there(rendered):
     assert failing(manifests) == {STACK_RULE}
 
 
+# --- the GPU budget ---------------------------------------------------------------------------
+
+PROD_PRICES = {"NVIDIA-H100-80GB-HBM3": 2.5, "NVIDIA-A100-SXM4-80GB": 1.8, "NVIDIA-H200": 3.2}
+PROD_MONTH = 16 * 730 * 3.2
+"""prod at its most replicas: 2 x 8 GPUs, a month at the dearest of its products."""
+
+
+def check_budget(manifests: list[dict], config: dict) -> list[str]:
+    """What the budget policy reports on these objects under this policy configuration."""
+    resources = [
+        PolicyResource(type_token(m), as_seen(m), urn_of(m), m["metadata"]["name"], OPTIONS, None, None, [], {}) for m in manifests
+    ]
+    reported: list[str] = []
+    rules.stack_validation(rules.gpu_budget)(StackValidationArgs(resources, config), lambda message, urn=None: reported.append(message))
+    return reported
+
+
+@pytest.mark.parametrize(("cap", "over"), [(17, False), (16, False), (15, True), (0, False)])
+def test_the_gpu_cap_under_at_and_over(rendered, cap, over):
+    prod = [obj.manifest for obj in rendered["prod"].objects]
+    found = check_budget(prod, {"maxGpus": cap})
+    assert bool(found) == over
+    if over:
+        assert found == [
+            "The stack's vLLM servers take up to 16 GPUs at their most replicas (Deployment ai-serving/vllm-qwen3-235b: "
+            "8 GPUs x 2 replicas), above maxGpus (15). Lower the most replicas (autoscalingMaxReplicas or replicas) or the "
+            "GPUs per replica (gpuCount), or raise maxGpus in the policy configuration of this policy (maxGpus, "
+            "maxMonthlyGpuCost, gpuHourlyPrice)."
+        ]
+
+
+@pytest.mark.parametrize(("cap", "over"), [(PROD_MONTH + 1, False), (PROD_MONTH, False), (PROD_MONTH - 1, True)])
+def test_the_monthly_cost_cap_under_at_and_over(rendered, cap, over):
+    prod = [obj.manifest for obj in rendered["prod"].objects]
+    found = check_budget(prod, {"maxMonthlyGpuCost": cap, "gpuHourlyPrice": PROD_PRICES})
+    assert bool(found) == over
+    if over:
+        assert found[0].startswith(f"The stack's GPUs cost up to 37,376.00 a month at their most replicas (Deployment "
+                                   f"ai-serving/vllm-qwen3-235b: 8 GPUs x 2 replicas; 730 h at the dearest product each may "
+                                   f"run on), above maxMonthlyGpuCost ({PROD_MONTH - 1:g}).")
+
+
+def test_a_cost_cap_needs_a_price_for_every_product(rendered):
+    prod = [obj.manifest for obj in rendered["prod"].objects]
+    (found,) = check_budget(prod, {"maxMonthlyGpuCost": 10**6, "gpuHourlyPrice": {"NVIDIA-H200": 3.2}})
+    assert "Deployment ai-serving/vllm-qwen3-235b runs on NVIDIA-A100-SXM4-80GB, NVIDIA-H100-80GB-HBM3, with no price" in found
+    dev = [obj.manifest for obj in rendered["dev"].objects]
+    (found,) = check_budget(dev, {"maxMonthlyGpuCost": 10**6, "gpuHourlyPrice": PROD_PRICES})
+    assert "runs on any GPU (no nvidia.com/gpu.product pinned)" in found
+    assert check_budget(dev, {"maxGpus": 1}) == [] and check_budget(dev, {}) == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "multinode", "moe"])
+def test_the_pack_counts_the_gpus_the_stack_plans(stack):
+    """A HAMi slice, a Deployment, a LeaderWorkerSet group: the pack's count is the stack's own gpuCost."""
+    rendering = render_stack(stack, ROOT)
+    most = rendering.outputs["gpuCost"]["gpus"]["max"]
+    manifests = [obj.manifest for obj in rendering.objects]
+    assert check_budget(manifests, {"maxGpus": most}) == []
+    (found,) = check_budget(manifests, {"maxGpus": most - 0.5})
+    assert f"take up to {most} GPUs" in found
+
+
+def test_dra_devices_and_a_value_preview_cannot_know(tmp_path, rendered):
+    settings = {"gpuBackend": "dra", "kubernetesVersion": "1.34", "gpuCount": 2, "tensorParallelSize": 2, "memory": "64Gi"}
+    rendering = render_stack(project_with_stack(tmp_path, settings, drop=("hamiMemoryMiB", "hamiCores")), tmp_path)
+    manifests = [obj.manifest for obj in rendering.objects]
+    (found,) = check_budget(manifests, {"maxGpus": 1})
+    assert "take up to 2 GPUs" in found
+    prod = [copy.deepcopy(obj.manifest) for obj in rendered["prod"].objects]
+    _only(prod, "ScaledObject")["spec"]["maxReplicaCount"] = UNKNOWN_STRING_VALUE
+    assert check_budget(prod, {"maxGpus": 1}) == [], "pulumi up checks it once known"
+
+
 # --- the pack's wiring ----------------------------------------------------------------------
 
 
@@ -921,8 +996,10 @@ def test_main_builds_the_pack_from_the_rules_module():
     assert ast.literal_eval(keywords["name"]) == "vllm-serving"
     assert "for policy in rules.RESOURCE_POLICIES" in source
     assert "validate=rules.resource_validation(policy.rule)" in source
-    assert "validate=rules.stack_validation(rules.STACK_POLICY.rule)" in source
-    policies = (*rules.RESOURCE_POLICIES, rules.STACK_POLICY)
+    assert "for policy in rules.STACK_POLICIES" in source
+    assert "validate=rules.stack_validation(policy.rule)" in source
+    assert "config_schema=PolicyConfigSchema(properties=policy.config)" in source
+    policies = (*rules.RESOURCE_POLICIES, *rules.STACK_POLICIES)
     assert {policy.name: policy.rule.__name__ for policy in policies} == POLICY_NAMES
     assert all(policy.description for policy in policies)
     for node in ast.walk(tree):
@@ -988,8 +1065,14 @@ def test_the_served_pack_enforces_every_policy_as_mandatory(rendered):
         assert info.name == "vllm-serving"
         assert {policy.name for policy in info.policies} == set(POLICY_NAMES)
         assert {policy.enforcementLevel for policy in info.policies} == {analyzer_pb2.MANDATORY}
-        (stack_policy,) = [p for p in info.policies if p.policy_type == analyzer_pb2.POLICY_TYPE_STACK]
-        assert json_format.MessageToDict(stack_policy.configSchema.properties)["allowPublicWithoutApiKey"]["type"] == "boolean"
+        stack_policies = {p.name: p for p in info.policies if p.policy_type == analyzer_pb2.POLICY_TYPE_STACK}
+        assert set(stack_policies) == {"vllm-public-route-needs-api-key", "vllm-gpu-budget"}
+        schema = json_format.MessageToDict(stack_policies["vllm-public-route-needs-api-key"].configSchema.properties)
+        assert schema["allowPublicWithoutApiKey"]["type"] == "boolean"
+        budget_schema = json_format.MessageToDict(stack_policies["vllm-gpu-budget"].configSchema.properties)
+        assert {key: budget_schema[key]["type"] for key in budget_schema} == {
+            "maxGpus": "integer", "maxMonthlyGpuCost": "number", "gpuHourlyPrice": "object"
+        }
 
         for manifest in prod:
             request = analyzer_pb2.AnalyzeRequest(type=type_token(manifest), urn=urn_of(manifest), properties=_struct(manifest))
@@ -1016,6 +1099,14 @@ def test_the_served_pack_enforces_every_policy_as_mandatory(rendered):
                                           properties=_struct({"allowPublicWithoutApiKey": True}))
         pack.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={"vllm-public-route-needs-api-key": allow}), timeout=30)
         assert list(pack.AnalyzeStack(_stack_request(prod), timeout=30).diagnostics) == []
+
+        # --policy-pack-config capping the GPUs below prod's 16.
+        cap = analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY, properties=_struct({"maxGpus": 15}))
+        pack.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig={"vllm-public-route-needs-api-key": allow,
+                                                                           "vllm-gpu-budget": cap}), timeout=30)
+        (diagnostic,) = pack.AnalyzeStack(_stack_request(prod), timeout=30).diagnostics
+        assert diagnostic.policyName == "vllm-gpu-budget" and diagnostic.enforcementLevel == analyzer_pb2.MANDATORY
+        assert "take up to 16 GPUs at their most replicas" in diagnostic.message
 
     with served_pack({"vllm-serving:allowPublicWithoutApiKey": "true"}) as pack:
         assert list(pack.AnalyzeStack(_stack_request(prod), timeout=30).diagnostics) == []

@@ -29,7 +29,7 @@ def rendered_folder(tmp_path, settings, name="bad"):
 def test_every_shipped_stack_keeps_every_promise(tmp_path, stack, capsys):
     write_rendering(render.render_stack(stack), tmp_path / stack)
     assert offline.main([str(tmp_path / stack)]) == 0
-    assert capsys.readouterr().out.strip().endswith("7 policies, 0 violation(s)")
+    assert capsys.readouterr().out.strip().endswith("8 policies, 0 violation(s)")
 
 
 def test_it_reports_what_the_pack_reports(tmp_path, capsys):
@@ -52,6 +52,20 @@ def test_it_reports_what_the_pack_reports(tmp_path, capsys):
     assert [name for name, _, _ in offline.violations(broken, allow_public_without_api_key=True)] == [
         "vllm-pinned-images", "vllm-server-probes"
     ]
+
+
+def test_the_gpu_budget_as_the_packs_configuration_sets_it(tmp_path, capsys):
+    write_rendering(render.render_stack("prod"), tmp_path / "prod")
+    prices = ["--gpu-hourly-price", "NVIDIA-H100-80GB-HBM3=2.50", "--gpu-hourly-price", "NVIDIA-A100-SXM4-80GB=1.80",
+              "--gpu-hourly-price", "NVIDIA-H200=3.20"]
+    assert offline.main([str(tmp_path / "prod"), "--max-gpus", "16", "--max-monthly-gpu-cost", "37376", *prices]) == 0
+    assert capsys.readouterr().out.strip().endswith("8 policies, 0 violation(s)")
+    assert offline.main([str(tmp_path / "prod"), "--max-gpus", "8", "--max-monthly-gpu-cost", "37375", *prices]) == 1
+    out = capsys.readouterr().out
+    assert out.count("vllm-gpu-budget: The stack's") == 2 and "above maxGpus (8)" in out and "2 violation(s)" in out
+    with pytest.raises(SystemExit):
+        offline.main([str(tmp_path / "prod"), "--gpu-hourly-price", "NVIDIA-H200=-1"])
+    assert "is not PRODUCT=price (0 or more)" in capsys.readouterr().err
 
 
 def test_a_folder_without_a_rendering_is_a_usage_error(tmp_path, capsys):

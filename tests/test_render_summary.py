@@ -196,7 +196,8 @@ def test_the_table_fits_the_terminal(rendered, multinode, width):
 
 def test_the_summary_ends_with_the_outputs_and_the_warnings(rendered):
     text = summary(rendered["prod"])
-    assert "\n33 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nOutputs:\n" in text
+    assert "\n33 objects for stack prod; dependsOn leaves out the Namespace each object lives in.\nGPU cost (" in text
+    assert "\n  max 2 replicas: 16 GPUs, 11,680 GPU-hours per month, 37,376.00 USD per month\nOutputs:\n" in text
     assert '  servedModelName: "qwen3-235b"\n  timeToReady: "28 min: image pull 15 min + read 470 GB from node-local disk at 1000 MB/s 8 min + engine start 5 min"\nWarnings:\n  - ModelStore vllm-qwen3-235b: revision master' in text
     assert text.endswith("/models/Qwen/Qwen3-235B-A22B-Instruct-2507/master/.modelstore-complete.json)")
 
@@ -222,7 +223,8 @@ def test_summary_md_is_a_markdown_table_of_the_same(rendered):
     assert "| ServiceAccount | ai-serving | vllm-qwen3-235b-stage | ModelStore | - |" in lines
     assert "| endpoint | `\"https://vllm.ai-serving.company.com/v1\"` |" in lines
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| Kind") and not line.startswith("| Output")]
-    assert len(rows) == 33 + len(rendered["prod"].outputs)
+    # The GPU cost's header and its two rows; gpuCost shows there, not among the outputs.
+    assert len(rows) == 33 + 3 + len(rendered["prod"].outputs) - 1
     assert all(line.count(" | ") == 4 for line in rows[:33]), "no cell breaks the table"
 
 

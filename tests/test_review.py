@@ -37,7 +37,8 @@ def edit(path: Path, old: str, new: str) -> None:
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory) -> Path:
     """A copy of the project in a git repository of two commits. The second: prod gives the model
-    longer to load, the components label what they make differently, and a stack is added."""
+    longer to load and prices its dearest GPU higher, the components label what they make
+    differently, and a stack is added."""
     repo = tmp_path_factory.mktemp("project")
     for name in COPIED:
         source = ROOT / name
@@ -49,6 +50,7 @@ def repository(tmp_path_factory) -> Path:
     run_git(repo, "add", ".")
     run_git(repo, "commit", "--quiet", "-m", "base")
     edit(repo / "Pulumi.prod.yaml", "vllm-serving:nodeCache: true", "vllm-serving:nodeCache: true\n  vllm-serving:nodeCacheReadMBps: 500")
+    edit(repo / "Pulumi.prod.yaml", "NVIDIA-H200=3.20", "NVIDIA-H200=3.60")
     edit(repo / "components" / "labels.py", 'MANAGED_BY = "pulumi"', 'MANAGED_BY = "pulumi-at-head"')
     staging = (repo / "Pulumi.dev.yaml").read_text().replace("ai-serving-dev", "ai-serving-staging")
     (repo / "Pulumi.staging.yaml").write_text(staging)
@@ -115,8 +117,16 @@ def test_the_summary_counts_each_stack_and_names_the_changed_options(reviewed):
     assert "| `dev` | 12 → 12 | 1 | 1 | 10 | 1 | 0 |" in lines
     # In prod the node cache's read rate changed too: the server's budget, its timeouts and the
     # stated time to ready follow it.
-    assert "| `prod` | 33 → 33 | 1 | 1 | 31 | 3 | 1 |" in lines
-    assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 9 |" in lines
+    assert "| `prod` | 33 → 33 | 1 | 1 | 31 | 3 | 2 |" in lines
+    assert "| `staging` | - → 12 | 12 | 0 | 0 | 0 | 10 |" in lines
+    # Each stack's GPUs and their cost a month, and what the higher price changed.
+    assert "| `prod` | 8 – 16 | 5,840 – 11,680 | 18,688.00 USD – 37,376.00 USD → 21,024.00 USD – 42,048.00 USD |" in lines
+    assert "| `staging` | - → 1 | - → 730 | - → unknown |" in lines
+    assert (
+        "- GPU cost: cost per month at min replicas 18,688.00 USD → 21,024.00 USD; cost per month at max replicas "
+        "37,376.00 USD → 42,048.00 USD; priced as NVIDIA-H200 at 3.60 USD per GPU-hour, the dearest of the 3 products "
+        "the pods may run on (was NVIDIA-H200 at 3.20 USD per GPU-hour, the dearest of the 3 products the pods may run on)"
+    ) in lines
     assert "A new stack: every object is added." in text
     timeouts = [line for line in lines if line.startswith("  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: ")]
     assert timeouts == ["  - `Deployment/ai-serving/vllm-qwen3-235b` customTimeouts: create 33m, update 72m → create 41m, update 88m"]

@@ -77,6 +77,11 @@ def test_outputs(rendered):
         "claimName": "vllm-qwen3-235b-models",
         "deploymentName": "vllm-qwen3-235b",
         "gpuCapacity": {"weightsGBPerGpu": 58.75, "budgetGBPerGpu": 77.31, "kvCacheGBPerGpu": 17.49, "kvCacheTokens": 363315},
+        "gpuCost": {
+            "gpusPerReplica": 8, "replicas": {"min": 1, "max": 2}, "gpus": {"min": 8, "max": 16},
+            "gpuHoursPerMonth": {"min": 5840, "max": 11680}, "costPerMonth": {"min": 18688.0, "max": 37376.0}, "currency": "USD",
+            "pricedAs": "NVIDIA-H200 at 3.20 USD per GPU-hour, the dearest of the 3 products the pods may run on",
+        },
         "timeToReady": "28 min: image pull 15 min + read 470 GB from node-local disk at 1000 MB/s 8 min + engine start 5 min",
     }
     dev = rendered["dev"].outputs

@@ -1,4 +1,11 @@
-"""The inference route's Endpoint Picker, the real one (gateway-api-inference-extension v1.5.0's
+"""A stack published through an inference route, and its Endpoint Picker at work.
+
+`up` goes through the real provider and API server: the InferencePool (validated against the
+extension's v1.5.0 CRD), the picker's Deployment under Pod Security restricted with a Role that
+reads pools and pods and not Secrets, and the HTTPRoute to the pool, awaited until a stand-in
+Gateway accepts it.
+
+Then the picker, the real one (gateway-api-inference-extension v1.5.0's
 cmd/epp, built with the tools), run with the args and config file of its rendered Deployment
 and ConfigMap, as its ServiceAccount, against the local control plane: it watches the
 InferencePool `up` created and the server's pods kwok runs, and scrapes fake vLLM servers at the
@@ -20,6 +27,7 @@ from tests.fake_vllm_metrics import Engine, Lora
 
 from .cluster import wait_for
 from .conftest import kubectl_json
+from .plans import assert_next_run_creates_nothing_that_exists
 from .inference_extension import (
     Envoy,
     FakeVllmPods,
@@ -60,7 +68,27 @@ def stack(project, cluster):
     })
     with StatusPublisher(cluster, NAMESPACE):
         project.up(STACK, timeout=300)
+        assert_next_run_creates_nothing_that_exists(project, STACK, cluster)
     return project
+
+
+def test_up_creates_the_pool_its_picker_and_the_route_to_it(stack, cluster):
+    pool = kubectl_json(cluster, "get", "inferencepools.inference.networking.k8s.io", NAME, "-n", NAMESPACE)
+    ref = pool["spec"]["endpointPickerRef"]
+    assert {key: ref[key] for key in ("kind", "name", "port", "failureMode")} == {
+        "kind": "Service", "name": f"{NAME}-epp", "port": {"number": 9002}, "failureMode": "FailOpen"}
+    picker = kubectl_json(cluster, "get", "deployment", f"{NAME}-epp", "-n", NAMESPACE)
+    assert picker["status"].get("readyReplicas") == 1
+    route = kubectl_json(cluster, "get", "httproutes", NAME, "-n", NAMESPACE)
+    assert route["spec"]["rules"][0]["backendRefs"][0]["kind"] == "InferencePool"
+    # The pool selects every server pod, which the picker's Role may read.
+    servers = kubectl_json(cluster, "get", "pods", "-n", NAMESPACE, "-l", SERVER_SELECTOR)["items"]
+    assert len(servers) == REPLICAS
+    assert all(pool["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items() for pod in servers)
+    account = f"--as=system:serviceaccount:{NAMESPACE}:{NAME}-epp"
+    can = lambda *what: cluster.kubectl("auth", "can-i", *what, "-n", NAMESPACE, account, check=False).stdout.strip()  # noqa: E731
+    assert can("list", "inferencepools.inference.networking.k8s.io") == "yes" and can("list", "secrets") == "no"
+    assert stack.run("stack", "output", "endpoint", stack=STACK).stdout.strip() == "http://chat.example.com/v1"
 
 
 @pytest.fixture(scope="module")

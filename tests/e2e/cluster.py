@@ -280,9 +280,9 @@ def storage_objects(tmp: Path) -> list[dict]:
     ]
     for i in range(6):
         objects.append(_pv(f"e2e-rwo-{i}", "standard", "20Gi", "ReadWriteOnce", tmp))
-    # Room for the 1Ti claims of prod, multinode, moe and the upgraded stack (two revisions of a
-    # 470 GB model), the example's, and the picker's three replicas.
-    for i in range(8):
+    # Room for the 1Ti claims of prod, multinode, moe, the scaled prod-like stack and the upgraded
+    # stack (two revisions of a 470 GB model), the example's, and the picker's three replicas.
+    for i in range(9):
         objects.append(_pv(f"e2e-rwx-{i}", "nfs-client", "2Ti", "ReadWriteMany", tmp))
     return objects
 

@@ -328,7 +328,7 @@ def _value(target: float) -> str:
     return format(target, "g")
 
 
-def keda_trigger(signal: SignalArgs, scope: queries.Scope, prometheus: str) -> dict:
+def keda_trigger(signal: SignalArgs, scope: queries.Scope, prometheus: str, scale_to_zero: bool = False) -> dict:
     if signal["kind"] == "cpu":
         return {"type": "cpu", "metricType": "Utilization", "metadata": {"value": _value(signal["target"])}}
     return {
@@ -340,7 +340,11 @@ def keda_trigger(signal: SignalArgs, scope: queries.Scope, prometheus: str) -> d
             "threshold": _value(signal["target"]),
             # KEDA reads an empty result as 0 by default, so a metric Prometheus never
             # scrapes looks like an idle server; this makes it an error on the ScaledObject.
-            "ignoreNullValues": "false",
+            # Except for a server that may scale to zero, where vLLM exports nothing by design:
+            # there the error would hold the ScaledObject not Ready (TriggerError) for as long as
+            # the server sleeps, and fail the next `up` that waits for it; the missing-metric alert
+            # (silent at zero replicas) reports a metric missing while replicas run.
+            "ignoreNullValues": "true" if scale_to_zero else "false",
         },
     }
 
@@ -348,7 +352,7 @@ def keda_trigger(signal: SignalArgs, scope: queries.Scope, prometheus: str) -> d
 def scaled_object_spec(args: AutoscalerArgs, deployment: str) -> dict:
     args = with_defaults(args, DEFAULTS)
     scope = scope_of(args)
-    triggers = [keda_trigger(signal, scope, args["prometheus_address"]) for signal in args["signals"]]
+    triggers = [keda_trigger(signal, scope, args["prometheus_address"], args["scale_to_zero"]) for signal in args["signals"]]
     spec: dict = {
         "scaleTargetRef": scale_target(args, deployment),
         "minReplicaCount": args["min_replicas"],

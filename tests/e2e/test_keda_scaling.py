@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,15 @@ NAME = "vllm-qwen3-235b"
 MN_STACK = "scaling-multinode"
 MN_NAMESPACE = "ai-serving-scaling-mn"
 MN_NAME = "vllm-qwen3-235b-mn"
+ZERO_STACK = "scaling-zero"
+ZERO_NAMESPACE = "ai-serving-scaling-zero"
+ZERO_HOST = "zero.ai-serving.company.com"
+POLLING_SECONDS = 5
+"""autoscalingPollingSeconds of the stack that scales to zero: KEDA's own loop decides 0 <-> 1."""
+INGRESS_SCRAPE = "5s"
+ACTIVATION_QUERY = f'sum(rate(nginx_ingress_controller_requests{{host="{ZERO_HOST}"}}[30s]))'
+"""What wakes the server at zero replicas: the ingress controller's request rate for its host, the
+example of docs/operations.md on a shorter window."""
 MODEL = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]["vllm-serving:servedModelName"]
 """The served model name of prod (and multinode): the vLLM model_name label the queries select."""
 SECRET = "vllm-api-key"
@@ -144,8 +154,21 @@ class PrometheusOperator(Poller):
     def __init__(self, cluster, namespaces: list[str], prometheus: Prometheus):
         super().__init__(cluster, namespaces[0])
         self.namespaces, self.prometheus = namespaces, prometheus
+        self.lock = threading.RLock()
         self.monitors: dict[str, dict] = {}
         self.targets: dict[str, list[dict]] = {}
+        self.static_jobs: list[dict] = []
+
+    def add_job(self, job: dict) -> None:
+        """A scrape job of something outside the stacks (an ingress controller's metrics)."""
+        with self.lock:
+            self.static_jobs.append(job)
+            self._reload()
+
+    def _reload(self) -> None:
+        with self.lock:
+            self.prometheus.reload([*(pod_monitor_scrape_config(monitor, self.targets_file(ns))
+                                      for ns, monitor in self.monitors.items()), *self.static_jobs], "15s")
 
     def targets_file(self, namespace: str) -> Path:
         return self.prometheus.directory / f"targets-{namespace}.json"
@@ -156,10 +179,10 @@ class PrometheusOperator(Poller):
                 monitors = kubectl_json(self.cluster, "get", "podmonitors", "-n", namespace)["items"]
                 if not monitors:
                     continue
-                (self.monitors[namespace],) = monitors
                 self._write_targets(namespace, [])
-                self.prometheus.reload([pod_monitor_scrape_config(monitor, self.targets_file(ns))
-                                        for ns, monitor in self.monitors.items()], "15s")
+                with self.lock:
+                    (self.monitors[namespace],) = monitors
+                    self._reload()
             self._write_targets(namespace, pod_monitor_targets(self.cluster, self.monitors[namespace]))
 
     def _write_targets(self, namespace: str, targets: list[dict]) -> None:
@@ -197,6 +220,7 @@ class Target:
 
 
 PROD = Target(NAMESPACE, "deployment", NAME)
+ZERO = Target(ZERO_NAMESPACE, "deployment", NAME)
 MULTINODE = Target(MN_NAMESPACE, "leaderworkerset", MN_NAME)
 
 
@@ -223,6 +247,10 @@ class Replicas(Poller):
             self.history.append((time.monotonic() - self.t0, line))
 
     def show(self, capsys, case: str) -> None:
+        try:
+            self.step()  # the state the test ended on, which the last poll may not have seen
+        except Exception:  # noqa: BLE001 - the record is for the log only
+            pass
         with capsys.disabled():
             print(f"\n  {self.target.resource} replicas over time, {case}:")
             for at, line in self.history:
@@ -232,7 +260,7 @@ class Replicas(Poller):
 
 @pytest.fixture(scope="module")
 def keda(cluster, e2e_bin, tmp_path_factory):
-    with Keda(cluster, e2e_bin, tmp_path_factory.mktemp("keda"), [NAMESPACE, MN_NAMESPACE]) as running:
+    with Keda(cluster, e2e_bin, tmp_path_factory.mktemp("keda"), [NAMESPACE, MN_NAMESPACE, ZERO_NAMESPACE]) as running:
         yield running
 
 
@@ -251,7 +279,7 @@ def prometheus(cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def operator(cluster, prometheus):
-    with PrometheusOperator(cluster, [NAMESPACE, MN_NAMESPACE], prometheus) as running:
+    with PrometheusOperator(cluster, [NAMESPACE, MN_NAMESPACE, ZERO_NAMESPACE], prometheus) as running:
         yield running
 
 
@@ -288,7 +316,7 @@ def pod_monitor_targets(cluster, monitor: dict) -> list[dict]:
 
 
 def scaled_stack(project, cluster, keda, prometheus, operator, servers, stack: str, base: str, namespace: str,
-                 settings: dict):
+                 settings: dict, serving: bool = True):
     """A stack like ``base`` in ``namespace``, made as the docs say (the namespace and the API key's
     Secret first), scaling on the test's Prometheus with the windows shortened. `up` waits for the
     ScaledObject's Ready condition, which the real KEDA operator reports: no stand-in does here."""
@@ -309,6 +337,8 @@ def scaled_stack(project, cluster, keda, prometheus, operator, servers, stack: s
     except Exception as error:
         raise AssertionError(f"{error}\n{keda.log_tails()}") from None
     servers.scrape_seconds = operator.scrape_seconds(namespace)
+    if not serving:
+        return
     scaled = kubectl_json(cluster, "get", "scaledobjects", "-n", namespace)["items"][0]
     query = scaled["spec"]["triggers"][0]["metadata"]["query"]
     prometheus.wait_for(f"the queue of {namespace}'s server in Prometheus", lambda: prometheus.query(query) != [],
@@ -452,3 +482,92 @@ def test_a_multinode_server_scales_its_leader_worker_set_through_the_scale_subre
         wait_hpa_reads(cluster, MULTINODE, multinode_servers, str(WAITING_HIGH // 2))
         assert MULTINODE.hpa_status(cluster)["desiredReplicas"] == 2
         history.show(capsys, f"{WAITING_HIGH} requests waiting on a multinode server")
+
+
+class FakeIngress:
+    """An ingress controller's /metrics (ingress-nginx's request counter), for one host, counting
+    the requests at the rate the test sets."""
+
+    def __init__(self, host: str):
+        self.host, self.rate, self.count, self.since = host, 0.0, 0.0, time.monotonic()
+        self.endpoint = MetricsEndpoint(self._render)
+
+    def set_rate(self, per_second: float) -> None:
+        now = time.monotonic()
+        self.count += self.rate * (now - self.since)
+        self.rate, self.since = per_second, now
+
+    def _render(self) -> str:
+        count = self.count + self.rate * (time.monotonic() - self.since)
+        return ("# HELP nginx_ingress_controller_requests The total number of client requests\n"
+                "# TYPE nginx_ingress_controller_requests counter\n"
+                f'nginx_ingress_controller_requests{{host="{self.host}",status="200"}} {count}\n')
+
+    def __enter__(self):
+        self.endpoint.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.endpoint.stop()
+
+
+@pytest.fixture(scope="module")
+def ingress(operator):
+    with FakeIngress(ZERO_HOST) as fake:
+        operator.add_job({"job_name": "serviceMonitor/ingress-nginx/ingress-nginx-controller/0", "honor_labels": True,
+                          "scrape_interval": INGRESS_SCRAPE, "scrape_timeout": INGRESS_SCRAPE,
+                          "static_configs": [{"targets": [fake.endpoint.address]}]})
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def zero_servers(cluster):
+    with FakeServers(cluster, ZERO_NAMESPACE, PORT_NAME, MODEL) as fakes:
+        yield fakes
+
+
+@pytest.fixture(scope="module")
+def zero_stack(project, cluster, keda, prometheus, operator, zero_servers, ingress):
+    """prod as before, allowed to scale to zero, woken by its host's request rate at the ingress
+    controller, KEDA polling every POLLING_SECONDS."""
+    scaled_stack(project, cluster, keda, prometheus, operator, zero_servers, ZERO_STACK, "prod", ZERO_NAMESPACE, {
+        "nodeCache": False, "imagePrePull": False, "host": ZERO_HOST, "ingressWaitForAddress": False,
+        "autoscalingMinReplicas": 0, "autoscalingScaleToZero": True, "autoscalingActivationQuery": ACTIVATION_QUERY,
+        "autoscalingPollingSeconds": POLLING_SECONDS,
+    }, serving=False)
+    yield project
+    project.run("destroy", "--yes", "--skip-preview", stack=ZERO_STACK, timeout=600, check=False)
+
+
+def activation_deadline() -> float:
+    """From a change of requests at the ingress to KEDA acting on it: two scrapes (a rate), then
+    KEDA's next poll."""
+    return 2 * seconds(INGRESS_SCRAPE) + 2 * POLLING_SECONDS + SLACK_SECONDS
+
+
+def test_below_the_activation_threshold_a_server_that_may_scale_to_zero_stays_at_zero(zero_stack, cluster, capsys):
+    with Replicas(cluster, ZERO) as history:
+        wait_for("the server at zero replicas", lambda: ZERO.replicas(cluster) == 0, activation_deadline(), interval=1)
+        scaled = kubectl_json(cluster, "get", "scaledobject", NAME, "-n", ZERO_NAMESPACE)
+        active = {c["type"]: c for c in scaled["status"]["conditions"]}["Active"]
+        assert active["status"] == "False", active
+        # No request at the ingress for longer than KEDA takes to act on one: still none.
+        deadline = time.monotonic() + activation_deadline()
+        while time.monotonic() < deadline:
+            assert ZERO.replicas(cluster) == 0
+            time.sleep(1)
+        # Idle, not broken: at zero replicas vLLM exports nothing by design, which the
+        # ScaledObject must not report as an error (a later `up` waits for its Ready condition).
+        scaled = kubectl_json(cluster, "get", "scaledobject", NAME, "-n", ZERO_NAMESPACE)
+        ready = {c["type"]: c for c in scaled["status"]["conditions"]}["Ready"]
+        assert ready["status"] == "True", ready
+        history.show(capsys, "no requests at the ingress")
+
+
+def test_a_request_at_the_ingress_wakes_the_server(zero_stack, cluster, ingress, capsys):
+    with Replicas(cluster, ZERO) as history:
+        ingress.set_rate(2)
+        wait_for("the server woken to one replica", lambda: ZERO.replicas(cluster) == 1, activation_deadline(),
+                 interval=1, diagnose=lambda: json.dumps(kubectl_json(cluster, "get", "scaledobject", NAME, "-n",
+                                                                      ZERO_NAMESPACE)["status"]))
+        history.show(capsys, "2 requests per second at the ingress")

@@ -260,6 +260,39 @@ def _pv(name: str, storage_class: str, size: str, mode: str, tmp: Path) -> dict:
     }
 
 
+INGRESS_CLASS = "nginx"
+GATEWAY_NAMESPACE, GATEWAY = "gateways", "public"
+CLUSTER_ISSUER = "letsencrypt-prod"
+
+
+def routing_objects() -> list[dict]:
+    """What the stacks' routes name and do not create, as a cluster with an ingress controller, a
+    Gateway and cert-manager has them: nginx's IngressClass, the Gateway gateways/public and the
+    ClusterIssuer letsencrypt-prod (cert-manager's CRD is among schemas/crds). The preflight looks
+    for each; nothing acts on them (the stand-ins write the routes' status)."""
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": INGRESS_CLASS},
+         "spec": {"controller": "k8s.io/ingress-nginx"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+         "metadata": {"name": GATEWAY, "namespace": GATEWAY_NAMESPACE},
+         "spec": {"gatewayClassName": "e2e", "listeners": [
+             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": CLUSTER_ISSUER},
+         "spec": {"selfSigned": {}}},
+    ]
+
+
+def namespace_with_key(namespace: str, secret: str, key: str = "api-key") -> list[dict]:
+    """A namespace made before the first `up`, with the API key's Secret in it, as a user makes them
+    (the stack adopts the namespace; the preflight checks the Secret and its key)."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": namespace},
+         "stringData": {key: "e2e-key"}},
+    ]
+
+
 JOB_POD_FAIL_STAGE = {
     # Weighted above kwok's pod-complete stage, so that while it exists every running pod of a
     # Job in the selected namespace fails instead of completing.
@@ -529,7 +562,7 @@ class LocalCluster:
         wait_for("kwok /healthz", lambda: self._check_alive() or self._get(f"http://127.0.0.1:{p['kwok']}/healthz", None),
                  timeout, diagnose=self.logs)
 
-        self.apply(default_nodes() + storage_objects(self.work))
+        self.apply(default_nodes() + storage_objects(self.work) + routing_objects())
         wait_for("nodes Ready", self._nodes_ready, timeout, interval=0.5, diagnose=self.logs)
         wait_for("default service account", lambda: self.kubectl(
             "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout)

@@ -171,6 +171,7 @@ def preflight(needs: Needs, reader: ClusterReader) -> list[Finding]:
         findings += _namespace(needs.namespace, reader)
     if needs.gpus:
         findings += _gpus(needs.gpus, reader)
+        findings += _quotas(needs.gpus, reader)
     if needs.storage:
         findings += _storage(needs.storage, reader)
     for need in needs.objects:
@@ -391,9 +392,35 @@ def _gpus(need: GpuNeed, reader: ClusterReader) -> list[Finding]:
     return []
 
 
-def _own(pod: dict, need: GpuNeed) -> bool:
-    labels = pod.get("metadata", {}).get("labels", {})
-    return pod.get("metadata", {}).get("namespace") == need.namespace and all(
+def _quotas(need: GpuNeed, reader: ClusterReader) -> list[Finding]:
+    """Quotas of the namespace other than the plan's own must let its pods in. Extended resources
+    are quoted only as requests.<name> (kubernetes.io/docs/concepts/policy/resource-quotas)."""
+    try:
+        quotas = reader.get(f"/api/v1/namespaces/{need.namespace}/resourcequotas")["items"]
+    except NotFound:
+        return []
+    except ReadError as error:
+        return [Finding("unchecked", need.setting, f"could not read the namespace's ResourceQuotas: {error}")]
+    findings = []
+    for quota in quotas:
+        if _own(quota, need):
+            continue
+        hard = quota.get("spec", {}).get("hard", {})
+        for resource, amount in need.limits.items():
+            cap = hard.get(f"requests.{resource}")
+            if cap is not None and quantity(cap) < quantity(amount) * need.pods:
+                findings.append(Finding(
+                    "problem", need.setting,
+                    f"ResourceQuota {need.namespace}/{quota['metadata']['name']} caps requests.{resource} at {cap}, but the "
+                    f"{need.pods} pod(s) at the minimum replicas take {quantity(amount) * need.pods:f}; raise the quota or "
+                    "ask for less"))
+    return findings
+
+
+def _own(thing: dict, need: GpuNeed) -> bool:
+    """Whether a pod or quota is the plan's own: in its namespace, with its labels."""
+    labels = thing.get("metadata", {}).get("labels", {})
+    return thing.get("metadata", {}).get("namespace") == need.namespace and all(
         labels.get(k) == v for k, v in need.own_labels.items())
 
 

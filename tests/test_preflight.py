@@ -137,6 +137,14 @@ def set_path(path: str, value: dict):
     return change
 
 
+def quota(name: str, gpus: str, labels=None):
+    def change(objects):
+        objects["/api/v1/namespaces/ai-serving/resourcequotas"] = {"items": [{
+            "metadata": {"name": name, "namespace": "ai-serving", "labels": labels or {}},
+            "spec": {"hard": {"requests.nvidia.com/gpu": gpus}}}]}
+    return change
+
+
 # One prerequisite taken away at a time: (change, severity, subject, words in the message).
 MISSING = {
     "no node of the product": (
@@ -148,6 +156,8 @@ MISSING = {
         lambda o: (with_nodes(gpu_node("gpu-0"))(o), other_pods_take("gpu-0", 2)(o)), "problem", "gpuCount",
         ["1 pod(s) of 8 nvidia.com/gpu must run", "hold 0"]),
     "no room for the surge": (with_nodes(gpu_node("gpu-0")), "warning", "gpuCount", ["a rollout adds 1 pod(s)", "maxSurge 0"]),
+    "another quota caps the GPUs": (quota("team-cap", "4"), "problem", "gpuCount",
+                                    ["ResourceQuota ai-serving/team-cap caps requests.nvidia.com/gpu at 4", "take 8"]),
     "missing storage class": (without("/apis/storage.k8s.io/v1/storageclasses/nfs-client"), "problem", "storageClass",
                               ["StorageClass nfs-client does not exist"]),
     "block provisioner for ReadWriteMany": (
@@ -212,6 +222,14 @@ def test_reads_the_credentials_may_not_make_are_unchecked_not_problems(prod):
 def test_an_unreachable_cluster_is_one_problem(prod):
     (finding,) = findings_of(prod, prod_cluster(), unreachable=True)
     assert finding.severity == "problem" and "cannot read the cluster" in finding.message
+
+
+def test_the_stacks_own_quota_is_not_another_cap(prod):
+    objects = prod_cluster()
+    quota("vllm-qwen3-235b", "4", {"app.kubernetes.io/instance": "vllm-qwen3-235b"})(objects)
+    assert findings_of(prod, objects) == []
+    quota("roomy", "16")(objects)
+    assert findings_of(prod, objects) == []
 
 
 def test_the_stacks_own_pods_do_not_count_as_taking_gpus(prod):

@@ -211,24 +211,28 @@ def _apis_served(apis: tuple[ApiNeed, ...], reader: ClusterReader, findings: lis
     return served
 
 
-def _object(need: ObjectNeed, reader: ClusterReader) -> list[Finding]:
+def _lookup(reader: ClusterReader, path: str, setting: str, what: str, missing: Optional[Finding]) -> tuple[Optional[dict], list[Finding]]:
+    """The object at path, or None with what that means: ``missing`` when it does not exist (None:
+    nothing), unchecked when it may not be read."""
     try:
-        reader.get(need.path)
+        return reader.get(path), []
     except NotFound:
-        return [Finding("problem", need.setting, f"{need.what} does not exist; {need.fix}")]
+        return None, [missing] if missing else []
     except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not read {need.what}: {error}")]
-    return []
+        return None, [Finding("unchecked", setting, f"could not read {what}: {error}")]
+
+
+def _object(need: ObjectNeed, reader: ClusterReader) -> list[Finding]:
+    missing = Finding("problem", need.setting, f"{need.what} does not exist; {need.fix}")
+    return _lookup(reader, need.path, need.setting, need.what, missing)[1]
 
 
 def _secret(need: SecretNeed, reader: ClusterReader) -> list[Finding]:
     what = f"Secret {need.namespace}/{need.name}"
-    try:
-        secret = reader.get(f"/api/v1/namespaces/{need.namespace}/secrets/{quote(need.name)}")
-    except NotFound:
-        return [Finding("problem", need.setting, f"{what} does not exist; create it with the key {need.key} before up")]
-    except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not read {what}: {error}")]
+    missing = Finding("problem", need.setting, f"{what} does not exist; create it with the key {need.key} before up")
+    secret, found = _lookup(reader, f"/api/v1/namespaces/{need.namespace}/secrets/{quote(need.name)}", need.setting, what, missing)
+    if secret is None:
+        return found
     if need.key not in {**secret.get("data", {}), **secret.get("stringData", {})}:
         keys = ", ".join(sorted(secret.get("data", {}))) or "none"
         return [Finding("problem", need.setting, f"{what} has no key {need.key} (it has: {keys}); add it or name the key it has")]
@@ -240,14 +244,11 @@ POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
 
 
 def _namespace(need: NamespaceNeed, reader: ClusterReader) -> list[Finding]:
-    try:
-        namespace = reader.get(f"/api/v1/namespaces/{need.name}")
-    except NotFound:
-        if need.created:
-            return []
-        return [Finding("problem", need.setting, f"namespace {need.name} does not exist; create it first, or let the stack create it")]
-    except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not read namespace {need.name}: {error}")]
+    missing = None if need.created else Finding(
+        "problem", need.setting, f"namespace {need.name} does not exist; create it first, or let the stack create it")
+    namespace, found = _lookup(reader, f"/api/v1/namespaces/{need.name}", need.setting, f"namespace {need.name}", missing)
+    if namespace is None:
+        return found
     labels = namespace.get("metadata", {}).get("labels", {})
     # Without the label the cluster's admission default applies, which the API does not show.
     enforced = labels.get("pod-security.kubernetes.io/enforce")
@@ -262,12 +263,11 @@ def _namespace(need: NamespaceNeed, reader: ClusterReader) -> list[Finding]:
 
 
 def _service(need: ServiceNeed, reader: ClusterReader) -> list[Finding]:
-    try:
-        service = reader.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{need.api_service}")
-    except NotFound:
-        return [Finding("warning", need.setting, f"no APIService {need.api_service}: {need.what} is not installed; {need.fix}")]
-    except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not read APIService {need.api_service}: {error}")]
+    missing = Finding("warning", need.setting, f"no APIService {need.api_service}: {need.what} is not installed; {need.fix}")
+    service, found = _lookup(reader, f"/apis/apiregistration.k8s.io/v1/apiservices/{need.api_service}", need.setting,
+                             f"APIService {need.api_service}", missing)
+    if service is None:
+        return found
     available = next((c for c in service.get("status", {}).get("conditions", []) if c.get("type") == "Available"), {})
     if available.get("status") != "True":
         reason = available.get("message") or available.get("reason") or "no Available condition"
@@ -528,12 +528,11 @@ def _static_volumes(need: StorageNeed, name: str, reader: ClusterReader) -> list
 
 def _existing_claim(need: StorageNeed, reader: ClusterReader) -> list[Finding]:
     what = f"PersistentVolumeClaim {need.namespace}/{need.existing_claim}"
-    try:
-        claim = reader.get(f"/api/v1/namespaces/{need.namespace}/persistentvolumeclaims/{quote(need.existing_claim or '')}")
-    except NotFound:
-        return [Finding("problem", need.setting, f"{what} does not exist; create it, or leave existingClaim unset to have one made")]
-    except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not read {what}: {error}")]
+    missing = Finding("problem", need.setting, f"{what} does not exist; create it, or leave existingClaim unset to have one made")
+    path = f"/api/v1/namespaces/{need.namespace}/persistentvolumeclaims/{quote(need.existing_claim or '')}"
+    claim, found = _lookup(reader, path, need.setting, what, missing)
+    if claim is None:
+        return found
     status = claim.get("status", {})
     if status.get("phase") != "Bound":
         return [Finding("problem", need.setting, f"{what} is {status.get('phase', 'not bound')}, not Bound; bind it before up")]

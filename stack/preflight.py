@@ -44,7 +44,7 @@ class PreflightError(pulumi.RunError):
 
     def __init__(self, stack: str, where: str, problems: list[Finding]):
         self.problems = problems
-        lines = [f"the cluster ({where}) lacks what stack {stack} needs, nothing was created ({len(problems)} problem(s)):"]
+        lines = [f"the cluster ({where}) lacks what {stack} needs, nothing was created ({len(problems)} problem(s)):"]
         lines += [f"  {finding.subject}: {finding.message}" for finding in problems]
         lines.append("(preflight: warn reports these without failing; preflight: off reads nothing)")
         super().__init__("\n".join(lines))

@@ -361,7 +361,7 @@ def test_error_mode_fails_with_every_problem_and_warns_of_the_rest(prod):
     with pytest.raises(PreflightError) as raised:
         run_preflight(prod, FakeCluster(objects, forbidden=("/api/v1/pods",)), warn=warnings.append)
     text = str(raised.value)
-    assert text.startswith("the cluster (context fake (https://127.0.0.1:6443)) lacks what stack vllm-qwen3-235b needs")
+    assert text.startswith("the cluster (context fake (https://127.0.0.1:6443)) lacks what vllm-qwen3-235b needs")
     assert "ingressClass: IngressClass nginx does not exist" in text and "(1 problem(s))" in text
     assert warnings == [w for w in warnings if w.startswith("unchecked: ")] and len(warnings) == 1
 

@@ -356,6 +356,22 @@ def _gpus(need: GpuNeed, reader: ClusterReader) -> list[Finding]:
         nodes = reader.get("/api/v1/nodes")["items"]
     except ReadError as error:
         return [Finding("unchecked", need.setting, f"could not list nodes, so GPUs were not checked: {error}")]
+    try:
+        pods: Optional[list[dict]] = reader.get("/api/v1/pods")["items"]
+    except ReadError as error:
+        pods, unread = None, error
+    findings = _gpu_room(need, nodes, pods) if pods is not None else _gpu_room(need, nodes, [], unread)
+    running = sum(1 for pod in pods or [] if _own(pod, need) and pod.get("spec", {}).get("nodeName")
+                  and pod.get("status", {}).get("phase") == "Running")
+    if running >= need.pods and findings and findings[0].severity == "problem":
+        # The minimum already runs (a second up): nothing more need be placed but a rollout's surge.
+        return [Finding("warning", need.setting, f"the {running} pod(s) running stay, but no more would be placed: "
+                        f"{findings[0].message}. The next rollout would wait for GPUs")]
+    return findings
+
+
+def _gpu_room(need: GpuNeed, nodes: list[dict], pods: list[dict], unread: Optional[ReadError] = None) -> list[Finding]:
+    """Whether the pods at the minimum replicas, and a rollout's surge, fit on the nodes they may run on."""
     placed = [n for n in nodes if node_matches(n, need.node_selector, need.affinity)]
     usable = [n for n in placed if schedulable(n) and tolerates(n.get("spec", {}).get("taints", []), need.tolerations)]
     if not usable:
@@ -369,10 +385,8 @@ def _gpus(need: GpuNeed, reader: ClusterReader) -> list[Finding]:
         return [Finding("problem", need.setting,
                         f"no node can hold one pod of {wanted}: of the {len(usable)} node(s) the pods may run on, "
                         f"{most[0]} offers the most ({offered}); ask for fewer GPUs per pod or add larger nodes")]
-    try:
-        pods = reader.get("/api/v1/pods")["items"]
-    except ReadError as error:
-        return [Finding("unchecked", need.setting, f"could not list pods, so the GPUs other pods take were not counted: {error}")]
+    if unread:
+        return [Finding("unchecked", need.setting, f"could not list pods, so the GPUs other pods take were not counted: {unread}")]
     free = {name: dict(values) for name, values in allocatable.items()}
     for pod in pods:
         node = pod.get("spec", {}).get("nodeName")

@@ -246,6 +246,21 @@ def test_the_stacks_own_pods_do_not_count_as_taking_gpus(prod):
     assert [f.severity for f in findings_of(prod, objects)] == ["warning"]  # one node left: no room for the surge
 
 
+def test_a_second_up_on_cordoned_nodes_only_warns_while_the_stacks_pods_run(prod):
+    objects = prod_cluster()
+    for node in objects["/api/v1/nodes"]["items"]:
+        node["spec"]["unschedulable"] = True
+    (finding,) = findings_of(prod, objects)
+    assert finding.severity == "problem" and "cordoned" in finding.message
+    own = {"metadata": {"namespace": "ai-serving", "labels": {"app.kubernetes.io/instance": "vllm-qwen3-235b"}},
+           "spec": {"nodeName": "gpu-0", "containers": [{"resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
+           "status": {"phase": "Running"}}
+    objects["/api/v1/pods"] = {"items": [own]}
+    (finding,) = findings_of(prod, objects)
+    assert finding.severity == "warning"
+    assert finding.message.startswith("the 1 pod(s) running stay, but no more would be placed") and "cordoned" in finding.message
+
+
 def test_a_namespace_at_restricted_refuses_a_server_that_adds_ipc_lock():
     config = config_of("prod", ncclIbHca="mlx5_0", ncclSocketIfname="eth0")
     objects = prod_cluster()

@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import yaml
 
+from .gpu_claim import kubernetes_minor
+
 Severity = Literal["problem", "warning", "unchecked"]
 
 
@@ -144,7 +146,16 @@ class ServiceNeed:
 
 
 @dataclass(frozen=True)
+class VersionNeed:
+    """The Kubernetes version the plan was made for: the cluster must run it (major.minor)."""
+
+    version: str
+    setting: str
+
+
+@dataclass(frozen=True)
 class Needs:
+    version: Optional[VersionNeed] = None
     apis: tuple[ApiNeed, ...] = ()
     gpus: Optional[GpuNeed] = None
     storage: Optional[StorageNeed] = None
@@ -159,13 +170,16 @@ class Needs:
 
 def preflight(needs: Needs, reader: ClusterReader) -> list[Finding]:
     """Every finding of every check, in one pass. An unreachable cluster is one problem."""
+    findings: list[Finding] = []
     try:
-        reader.get("/version")
+        version = reader.get("/version")
     except Unreachable as error:
         return [Finding("problem", reader.where, f"cannot read the cluster: {error}")]
-    except ReadError:
-        pass  # the version is not needed; what may not be read is reported by the checks
-    findings: list[Finding] = []
+    except ReadError as error:
+        if needs.version:
+            findings.append(Finding("unchecked", needs.version.setting, f"could not read the cluster's version: {error}"))
+    else:
+        findings += _version(needs.version, version)
     served = _apis_served(needs.apis, reader, findings)
     if needs.namespace:
         findings += _namespace(needs.namespace, reader)
@@ -182,6 +196,16 @@ def preflight(needs: Needs, reader: ClusterReader) -> list[Finding]:
     for service in needs.services:
         findings += _service(service, reader)
     return findings
+
+
+def _version(need: Optional[VersionNeed], version: dict) -> list[Finding]:
+    if need is None:
+        return []
+    running = kubernetes_minor(f"{version.get('major', '')}.{version.get('minor', '').rstrip('+')}")
+    if running is not None and kubernetes_minor(need.version) != running:
+        return [Finding("problem", need.setting, f"says {need.version}, but the cluster runs "
+                        f"{version.get('gitVersion', '%d.%d' % running)}; set it to {'%d.%d' % running}")]
+    return []
 
 
 def _api_version_of(path: str) -> str:

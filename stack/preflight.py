@@ -26,6 +26,7 @@ from vllm_serving_components.preflight import (
     SecretNeed,
     ServiceNeed,
     StorageNeed,
+    VersionNeed,
     preflight,
 )
 from vllm_serving_components.vllm_server import server_capabilities
@@ -150,6 +151,7 @@ def gpu_need(config: StackConfig) -> Optional[GpuNeed]:
 def stack_needs(config: StackConfig) -> Needs:
     capabilities = server_capabilities(config.nccl_ib_hca)
     return Needs(
+        version=VersionNeed(config.kubernetes_version, "kubernetesVersion") if config.kubernetes_version else None,
         apis=plan_apis(config),
         gpus=gpu_need(config),
         storage=StorageNeed(

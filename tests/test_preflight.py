@@ -219,6 +219,15 @@ def test_reads_the_credentials_may_not_make_are_unchecked_not_problems(prod):
     assert any("could not read Secret ai-serving/vllm-api-key" in f.message for f in findings)
 
 
+def test_a_declared_kubernetes_version_must_be_the_clusters():
+    objects = {**prod_cluster(), "/version": {"major": "1", "minor": "33+", "gitVersion": "v1.33.5-gke.1"}}
+    (finding,) = findings_of(config_of("prod", kubernetesVersion="1.34"), objects)
+    assert finding.subject == "kubernetesVersion"
+    assert finding.message == "says 1.34, but the cluster runs v1.33.5-gke.1; set it to 1.33"
+    assert findings_of(config_of("prod", kubernetesVersion="v1.33.2"), objects) == []
+    assert findings_of(config_of("prod"), objects) == []
+
+
 def test_an_unreachable_cluster_is_one_problem(prod):
     (finding,) = findings_of(prod, prod_cluster(), unreachable=True)
     assert finding.severity == "problem" and "cannot read the cluster" in finding.message

@@ -4,7 +4,7 @@ before anything is created.
 What a plan needs is given as ``Needs`` (built from a component's arguments or a stack's config:
 every need names the setting it comes from). ``preflight`` reads the cluster through a
 ``ClusterReader`` and returns one ``Finding`` per thing wrong; a read the credentials may not make
-(401/403) becomes an ``unchecked`` finding, never a problem. ``kube_reader`` is the reader of a
+(401/403) becomes an ``unchecked`` finding, never a problem. ``KubeReader`` is the reader of a
 real cluster: the official Kubernetes Python client (``kubernetes``, pinned in requirements.txt),
 loaded from the kubeconfig, context and cluster the Kubernetes provider would use.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, Optional, Protocol
 from urllib.parse import quote
@@ -162,7 +162,7 @@ class Needs:
     namespace: Optional[NamespaceNeed] = None
     objects: tuple[ObjectNeed, ...] = ()
     secrets: tuple[SecretNeed, ...] = ()
-    services: tuple[ServiceNeed, ...] = field(default=())
+    services: tuple[ServiceNeed, ...] = ()
 
 
 # --- checks ---------------------------------------------------------------------------------

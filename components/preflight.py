@@ -84,6 +84,9 @@ class GpuNeed:
     namespace: str
     own_labels: dict[str, str]
     """Labels of the plan's own GPU pods: their GPUs are not counted as taken by others."""
+    registration: Optional[str] = None
+    """A node annotation the GPUs' scheduler needs (HAMi's device plugin writes the node's GPUs into
+    hami.io/node-nvidia-register for the HAMi scheduler: Project-HAMi docs, developers/protocol)."""
 
 
 @dataclass(frozen=True)
@@ -409,6 +412,10 @@ def _gpu_room(need: GpuNeed, nodes: list[dict], pods: list[dict], unread: Option
         return [Finding("problem", need.setting,
                         f"no node can hold one pod of {wanted}: of the {len(usable)} node(s) the pods may run on, "
                         f"{most[0]} offers the most ({offered}); ask for fewer GPUs per pod or add larger nodes")]
+    registered = [n for n in usable if need.registration in n["metadata"].get("annotations", {})] if need.registration else usable
+    if not registered:
+        return [Finding("warning", need.setting, f"no node the pods may run on carries {need.registration}: HAMi's device "
+                        "plugin has registered no GPU there, so the HAMi scheduler cannot place the pods; check its DaemonSet")]
     if unread:
         return [Finding("unchecked", need.setting, f"could not list pods, so the GPUs other pods take were not counted: {unread}")]
     free = {name: dict(values) for name, values in allocatable.items()}

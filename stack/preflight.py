@@ -38,6 +38,8 @@ from .cost import fewest_replicas
 PROVIDER_SETTINGS = ("kubeconfig", "context", "cluster")
 """The Kubernetes provider's settings that choose the cluster and credentials (kubernetes:<name>)."""
 EXTERNAL_METRICS = "v1beta1.external.metrics.k8s.io"
+HAMI_REGISTRATION = "hami.io/node-nvidia-register"
+"""The node annotation in which HAMi's device plugin registers the node's GPUs for its scheduler."""
 
 
 class PreflightError(pulumi.RunError):
@@ -145,6 +147,7 @@ def gpu_need(config: StackConfig) -> Optional[GpuNeed]:
         surge=config.max_surge * pods_per_replica,
         namespace=config.namespace,
         own_labels={"app.kubernetes.io/instance": config.name},
+        registration=HAMI_REGISTRATION if config.gpu_backend == "hami" else None,
     )
 
 

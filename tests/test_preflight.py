@@ -372,6 +372,9 @@ def test_a_hami_slice_is_checked_on_hamis_resources():
     assert "nvidia.com/gpumem" in finding.message
     node["status"]["allocatable"]["nvidia.com/gpumem"] = str(8 * 81559)
     node["status"]["allocatable"]["nvidia.com/gpucores"] = "800"
+    (finding,) = preflight(Needs(gpus=need), FakeCluster(objects))
+    assert finding.severity == "warning" and "carries hami.io/node-nvidia-register" in finding.message
+    node["metadata"]["annotations"] = {"hami.io/node-nvidia-register": "GPU-0,10,81559,100,NVIDIA-H100-80GB-HBM3,0,true:"}
     assert preflight(Needs(gpus=need), FakeCluster(objects)) == []
 
 

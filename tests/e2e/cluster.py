@@ -170,7 +170,7 @@ class Pki:
 
 # --- objects the cluster starts with ------------------------------------------------------
 
-def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None) -> dict:
+def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None, annotations: dict | None = None) -> dict:
     base = {"cpu": "64", "memory": "512Gi", "pods": "110", "ephemeral-storage": "1Ti"}
     resources = {**base, **capacity}
     return {
@@ -178,7 +178,7 @@ def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None)
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {**KWOK_NODE_ANNOTATION, "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {**KWOK_NODE_ANNOTATION, "node.alpha.kubernetes.io/ttl": "0", **(annotations or {})},
             "labels": {
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                 "type": "kwok", **labels,
@@ -215,6 +215,9 @@ def default_nodes() -> list[dict]:
         node(
             "gpu-hami-0",
             labels={**GPU_LABELS, "gpu": "on"},
+            # HAMi's device plugin registers each GPU (uuid,split,memory MiB,cores,type,numa,healthy).
+            annotations={"hami.io/node-nvidia-register": "".join(
+                f"GPU-e2e-{i},10,81559,100,{GPU_PRODUCT},0,true:" for i in range(8))},
             # HAMi advertises device-memory (MiB) and core-percent totals over all GPUs of the node.
             capacity={"nvidia.com/gpu": "8", "nvidia.com/gpumem": str(8 * 81559), "nvidia.com/gpucores": "800"},
             taints=GPU_TAINT,

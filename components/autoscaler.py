@@ -43,6 +43,9 @@ COMPONENT = "autoscaler"
 MAX_PERIOD_SECONDS = 1800
 """The HPA's limit for a scaling policy's period (autoscaling/v2 HPAScalingPolicy)."""
 MAX_STABILIZATION_SECONDS = 3600
+KEDA_POLLING_SECONDS = 30
+"""KEDA's default pollingInterval (keda.sh/v1alpha1 ScaledObject, pkg/apis/keda/v1alpha1)."""
+MAX_POLLING_SECONDS = 3600
 GRAFANA_DASHBOARD_LABEL = {"grafana_dashboard": "1"}
 """What the Grafana Helm chart's dashboard sidecar looks for by default."""
 
@@ -95,6 +98,11 @@ class AutoscalerArgs(TypedDict):
     """How long load must stay low before a replica is removed. Default 600."""
     scale_down_period_seconds: NotRequired[int]
     """Replicas removed at most one per this period. Default 300."""
+    polling_seconds: NotRequired[Optional[int]]
+    """keda with scale_to_zero: KEDA's pollingInterval, how often its operator queries the triggers
+    to decide scaling from and to zero replicas. With at least one replica the HPA reads the metric
+    through KEDA's metrics server every sync period of kube-controller-manager (15 s by default)
+    and KEDA does not poll (ScaledObject.IsPollingIntervalRelevant). None: 30 (KEDA's default)."""
     fallback_replicas: NotRequired[Optional[int]]
     """keda only: the replicas to hold while Prometheus cannot be queried. None: none, and the
     ScaledObject reports the error (a fallback would hide a missing metric)."""
@@ -131,6 +139,7 @@ DEFAULTS: dict[str, Any] = {
     "scale_up_period_seconds": 300,
     "scale_down_stabilization_seconds": 600,
     "scale_down_period_seconds": 300,
+    "polling_seconds": None,
     "fallback_replicas": None,
     "scale_to_zero": False,
     "activation_query": None,
@@ -183,11 +192,11 @@ def _signals(args: dict) -> Problems:
     return {}
 
 
-@check("engine", "fallback_replicas", "scale_to_zero", "activation_query", "signals")
+@check("engine", "fallback_replicas", "scale_to_zero", "activation_query", "signals", "polling_seconds")
 def _engine_settings(args: dict) -> Problems:
     problems = {}
     if args["engine"] == "hpa":
-        for field in ("fallback_replicas", "activation_query"):
+        for field in ("fallback_replicas", "activation_query", "polling_seconds"):
             if args[field] is not None:
                 problems[field] = "only applies with engine keda"
         if args["scale_to_zero"]:
@@ -199,6 +208,11 @@ def _engine_settings(args: dict) -> Problems:
         )
     if args["activation_query"] and not args["scale_to_zero"]:
         problems["activation_query"] = "has no effect without scale_to_zero; remove it"
+    if args["polling_seconds"] is not None and args["engine"] == "keda" and not args["scale_to_zero"]:
+        problems["polling_seconds"] = (
+            "has no effect without scale_to_zero: from one replica up the HPA reads the metric every sync period of "
+            "kube-controller-manager and KEDA does not poll; remove it"
+        )
     if args["fallback_replicas"] is not None and any(s["kind"] == "cpu" for s in args["signals"]):
         problems["fallback_replicas"] = "KEDA's fallback does not apply to a cpu trigger; drop one of them"
     return problems
@@ -241,6 +255,7 @@ SPEC = ArgsSpec(
         "scale_down_period_seconds": int_range(1, MAX_PERIOD_SECONDS),
         "not_ready_alert_minutes": int_range(1, 7 * 24 * 60),
         "fallback_replicas": int_range(1),
+        "polling_seconds": int_range(1, MAX_POLLING_SECONDS),
         "activation_query": rule(grammar.single_line),
         "pod_selector": Labels,
         "metrics_port_name": rule(grammar.port_name),
@@ -338,7 +353,7 @@ def scaled_object_spec(args: AutoscalerArgs, deployment: str) -> dict:
         "scaleTargetRef": scale_target(args, deployment),
         "minReplicaCount": args["min_replicas"],
         "maxReplicaCount": args["max_replicas"],
-        "pollingInterval": 30,
+        "pollingInterval": KEDA_POLLING_SECONDS if args["polling_seconds"] is None else args["polling_seconds"],
         "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scaling_behavior(args)}},
         "triggers": triggers,
     }

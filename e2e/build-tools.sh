@@ -27,6 +27,10 @@ PROVIDER_SCHEMA_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.0-20
 # v1.5.0 is the last release whose module holds cmd/epp and cmd/bbr; components/endpoint_picker.py
 # pins the images of the same release.
 GIE_VERSION=v1.5.0
+# KEDA's operator and metrics API server (tools/keda/go.mod, with KEDA's own replace and exclude
+# directives). v2.21.1 declares go 1.27.4 and needs a google/pprof pseudo-version the proxy
+# refuses; v2.21.0 builds with the Go these tools use. schemas/crds/ holds this release's CRDs.
+KEDA_VERSION=v2.21.0
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 tools="$here/tools"
@@ -88,7 +92,7 @@ provider_src="$(provider_source "$stage/provider-src")"
 rm -rf "$provider_src/cmd/pulumi-gen-kubernetes"
 cp "$tools/provider/go.mod" "$tools/provider/go.sum" "$provider_src/"
 
-for m in kube kwok pulumi epp; do (cd "$tools/$m" && go mod download) & done
+for m in kube kwok pulumi epp keda; do (cd "$tools/$m" && go mod download) & done
 (cd "$provider_src" && go mod download) &
 wait
 
@@ -119,6 +123,22 @@ lane_kube() {
     [[ "$(cd "$tools/epp" && go list -m -f '{{.Version}}' "$gie")" == "$GIE_VERSION" ]] \
         || { echo "tools: tools/epp/go.mod does not pin $gie@$GIE_VERSION" >&2; exit 1; }
     build "$tools/epp" "" "$gie/cmd/epp" "$gie/cmd/bbr" ./extproc-client
+
+    # KEDA's operator and metrics API server (as keda-operator and keda-adapter), and every CRD of
+    # the release (the operator watches them all; schemas/crds/ keeps the two the program renders).
+    local keda=github.com/kedacore/keda/v2 keda_dir
+    [[ "$(cd "$tools/keda" && go list -m -f '{{.Version}}' "$keda")" == "$KEDA_VERSION" ]] \
+        || { echo "tools: tools/keda/go.mod does not pin $keda@$KEDA_VERSION" >&2; exit 1; }
+    local t=$SECONDS
+    mkdir -p "$stage/keda-bin" "$stage/share/keda/crds"
+    (cd "$tools/keda" && go build -p "$jobs" -ldflags "-s -w -X $keda/version.Version=$KEDA_VERSION" \
+        -o "$stage/keda-bin/" "$keda/cmd/operator" "$keda/cmd/adapter")
+    mv "$stage/keda-bin/operator" "$stage/bin/keda-operator"
+    mv "$stage/keda-bin/adapter" "$stage/bin/keda-adapter"
+    rmdir "$stage/keda-bin"
+    echo "tools: built $keda/cmd/operator $keda/cmd/adapter in $((SECONDS - t))s" >&2
+    keda_dir="$(moddir "$tools/keda" "$keda")"
+    cp "$keda_dir"/config/crd/bases/*.yaml "$stage/share/keda/crds/"
 }
 
 lane_pulumi() {
@@ -167,8 +187,8 @@ fi
 
 "$stage/bin/kube-apiserver" --version >&2
 "$stage/bin/pulumi" version >&2
-printf '{"kubernetes": "%s", "pulumi": "%s", "pulumi-kubernetes": "%s", "gateway-api-inference-extension": "%s"}\n' \
-    "$KUBE_VERSION" "$PULUMI_VERSION" "$PROVIDER_VERSION" "$GIE_VERSION" > "$stage/versions.json"
+printf '{"kubernetes": "%s", "pulumi": "%s", "pulumi-kubernetes": "%s", "gateway-api-inference-extension": "%s", "keda": "%s"}\n' \
+    "$KUBE_VERSION" "$PULUMI_VERSION" "$PROVIDER_VERSION" "$GIE_VERSION" "$KEDA_VERSION" > "$stage/versions.json"
 
 rm -rf "$out"
 mv "$stage" "$out"

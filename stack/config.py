@@ -213,6 +213,7 @@ class StackConfig(BaseModel):
     autoscaling_fallback_replicas: int
     autoscaling_scale_to_zero: bool
     autoscaling_activation_query: Optional[str]
+    autoscaling_polling_seconds: int
     monitoring_alerts: bool
     monitoring_dashboard: bool
     autoscaling_prometheus_address: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -24,7 +25,8 @@ import yaml
 STARTUP_SECONDS = 30
 """How long Prometheus may take to answer /-/ready."""
 LIFETIME_SECONDS = 300
-"""A Prometheus still running after this long is killed, whatever the tests are doing."""
+"""A Prometheus still running after this long is killed, whatever the tests are doing (unless
+the test gives another ``lifetime``)."""
 HTTP_TIMEOUT = 10
 
 
@@ -63,8 +65,10 @@ class Prometheus:
     """``prometheus`` on 127.0.0.1 (a free port), storing in ``directory``, scraping
     ``scrape_configs`` every ``interval``. Stop it with ``stop``, or use it as a context manager."""
 
-    def __init__(self, directory: Path, scrape_configs: list[dict], interval: str = "1s"):
+    def __init__(self, directory: Path, scrape_configs: list[dict], interval: str = "1s",
+                 lifetime: float = LIFETIME_SECONDS):
         binary("prometheus")
+        self.lifetime = lifetime
         self.directory = directory
         self.config = directory / "prometheus.yml"
         self.config.write_text(
@@ -102,7 +106,7 @@ class Prometheus:
                 command = [setpriv, "--pdeathsig", "KILL", "--", *command]
             with self.log.open("w") as log:
                 self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            self._watchdog = threading.Timer(LIFETIME_SECONDS, self._kill)
+            self._watchdog = threading.Timer(self.lifetime, self._kill)
             self._watchdog.daemon = True
             self._watchdog.start()
             if self._wait_ready():
@@ -140,6 +144,14 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+    def reload(self, scrape_configs: list[dict], interval: str) -> None:
+        """A new configuration, read again on SIGHUP as Prometheus does (no restart, data kept)."""
+        self.config.write_text(yaml.safe_dump(
+            {"global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+             "scrape_configs": scrape_configs}, sort_keys=False))
+        assert self.process is not None and self.process.poll() is None, self.log_tail()
+        self.process.send_signal(signal.SIGHUP)
 
     def __enter__(self) -> "Prometheus":
         self.start()

@@ -88,8 +88,21 @@ def test_a_fallback_only_when_configured_and_scale_to_zero_with_an_outside_signa
     spec = rendering.only("ScaledObject")["spec"]
     assert spec["fallback"] == {"failureThreshold": 3, "replicas": 1}
     assert spec["minReplicaCount"] == 0
+    assert spec["pollingInterval"] == 30  # KEDA's default, unless autoscalingPollingSeconds says otherwise
     wake = spec["triggers"][-1]["metadata"]
     assert wake["activationThreshold"] == "0" and "nginx_ingress_controller_requests" in wake["query"]
+
+
+def test_the_polling_interval_of_a_server_that_scales_to_zero_is_a_setting(tmp_path):
+    rendering = render_prod(
+        tmp_path,
+        autoscalingScaleToZero=True,
+        autoscalingMinReplicas=0,
+        autoscalingActivationQuery='sum(rate(nginx_ingress_controller_requests{host="vllm.ai-serving.company.com"}[2m]))',
+        autoscalingPollingSeconds=5,
+    )
+    assert_valid(rendering)
+    assert rendering.only("ScaledObject")["spec"]["pollingInterval"] == 5
 
 
 @pytest.mark.parametrize(
@@ -103,6 +116,14 @@ def test_a_fallback_only_when_configured_and_scale_to_zero_with_an_outside_signa
         ({"autoscalingMinReplicas": 0}, "autoscalingMinReplicas", "autoscalingScaleToZero"),
         ({"autoscalingScaleToZero": True, "autoscalingMinReplicas": 0}, "autoscalingActivationQuery", "outside the pods"),
         ({"autoscalingScaleUpPeriodSeconds": 3600}, "autoscalingScaleUpPeriodSeconds", "at most 1800"),
+        # From one replica up the HPA reads the metric itself; KEDA 2.21 does not poll then.
+        ({"autoscalingPollingSeconds": 5}, "autoscalingPollingSeconds", "has no effect without autoscalingScaleToZero"),
+        ({"autoscalingEngine": "hpa", "autoscalingPollingSeconds": 5}, "autoscalingPollingSeconds", "engine keda"),
+        (
+            {"autoscalingScaleToZero": True, "autoscalingMinReplicas": 0, "autoscalingPollingSeconds": 7200,
+             "autoscalingActivationQuery": "sum(rate(nginx_ingress_controller_requests[2m]))"},
+            "autoscalingPollingSeconds", "at most 3600",
+        ),
     ],
 )
 def test_autoscaling_mistakes(tmp_path, settings, key, words):

@@ -35,6 +35,13 @@ ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 """kwok's pod addresses: local addresses of the tests' network namespace (netns.py)."""
+PLATFORM_CIDR = "10.250.0.0/24"
+"""Addresses of the platform's servers the tests run as processes (KEDA's): local addresses of the
+tests' network namespace too, outside kwok's range, and not loopback, which the API server refuses
+in an EndpointSlice it routes to (--enable-aggregator-routing)."""
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""The name the API server's aggregation layer presents to extension API servers
+(--requestheader-allowed-names)."""
 HAMI_SCHEDULER = "hami-scheduler"
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 KWOK_NODE_ANNOTATION = {"kwok.x-k8s.io/node": "fake"}
@@ -127,6 +134,9 @@ class Pki:
     admin_key: Path = field(init=False)
     sa_key: Path = field(init=False)
     sa_pub: Path = field(init=False)
+    front_proxy_ca: Path = field(init=False)
+    front_proxy_cert: Path = field(init=False)
+    front_proxy_key: Path = field(init=False)
 
     def __post_init__(self):
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +159,16 @@ class Pki:
             admin_key, ca_cert, ca_key, client=True,
         )
         sa_key = new_key()
+        # The aggregation layer: a CA of its own for the client certificate the API server proxies
+        # with, whose requests extension API servers trust for the X-Remote-* headers
+        # (kubernetes.io/docs/tasks/extend-kubernetes/configure-aggregation-layer/).
+        front_proxy_ca_key = new_key()
+        front_proxy_ca = _certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e2e-front-proxy-ca")]),
+                                      front_proxy_ca_key, None, None, ca=True)
+        front_proxy_key = new_key()
+        front_proxy = _certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, FRONT_PROXY_CLIENT)]),
+                                   front_proxy_key, front_proxy_ca, front_proxy_ca_key, client=True)
+        self._ca = (ca_cert, ca_key)
         files = {
             "ca.crt": _pem_cert(ca_cert),
             "apiserver.crt": _pem_cert(serving),
@@ -159,6 +179,9 @@ class Pki:
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
+            "front-proxy-ca.crt": _pem_cert(front_proxy_ca),
+            "front-proxy-client.crt": _pem_cert(front_proxy),
+            "front-proxy-client.key": _pem_key(front_proxy_key),
         }
         for name, data in files.items():
             (self.dir / name).write_bytes(data)
@@ -166,6 +189,21 @@ class Pki:
         self.ca, self.serving_cert, self.serving_key = self.dir / "ca.crt", self.dir / "apiserver.crt", self.dir / "apiserver.key"
         self.admin_cert, self.admin_key = self.dir / "admin.crt", self.dir / "admin.key"
         self.sa_key, self.sa_pub = self.dir / "sa.key", self.dir / "sa.pub"
+        self.front_proxy_ca = self.dir / "front-proxy-ca.crt"
+        self.front_proxy_cert, self.front_proxy_key = self.dir / "front-proxy-client.crt", self.dir / "front-proxy-client.key"
+
+    def issue(self, directory: Path, common_name: str, sans: tuple[str, ...]) -> Path:
+        """A key and a certificate for both serving and client use, signed by the cluster's CA, as
+        ca.crt, tls.crt and tls.key in ``directory`` (the layout KEDA reads its certificates in)."""
+        ca_cert, ca_key = self._ca
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), key, ca_cert, ca_key,
+                            client=True, server=True, sans=sans)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in (("ca.crt", _pem_cert(ca_cert)), ("tls.crt", _pem_cert(cert)), ("tls.key", _pem_key(key))):
+            (directory / name).write_bytes(data)
+            (directory / name).chmod(0o600)
+        return directory
 
 
 # --- objects the cluster starts with ------------------------------------------------------
@@ -245,9 +283,9 @@ def storage_objects(tmp: Path) -> list[dict]:
     ]
     for i in range(6):
         objects.append(_pv(f"e2e-rwo-{i}", "standard", "20Gi", "ReadWriteOnce", tmp))
-    # Room for the 1Ti claims of prod, multinode, moe and the upgraded stack (two revisions of a
-    # 470 GB model), the example's, and the picker's three replicas.
-    for i in range(8):
+    # Room for the 1Ti claims of prod, multinode, moe, the scaled prod-like stack and the upgraded
+    # stack (two revisions of a 470 GB model), the example's, and the picker's three replicas.
+    for i in range(9):
         objects.append(_pv(f"e2e-rwx-{i}", "nfs-client", "2Ti", "ReadWriteMany", tmp))
     return objects
 
@@ -518,6 +556,15 @@ class LocalCluster:
             f"--cert-dir={self.work / 'apiserver-certs'}",
             f"--audit-policy-file={self.work / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
             "--audit-log-maxsize=200", "--audit-log-mode=blocking",
+            # The aggregation layer, for extension API servers (KEDA's metrics server): the client
+            # certificate it proxies with, and the headers that carry the user it authenticated. No
+            # kube-proxy runs, so it goes to the Service's endpoint rather than its cluster IP.
+            f"--requestheader-client-ca-file={self.pki.front_proxy_ca}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={self.pki.front_proxy_cert}", f"--proxy-client-key-file={self.pki.front_proxy_key}",
+            "--enable-aggregator-routing=true",
         ])
         ctx = self._ssl()
         wait_for("kube-apiserver /readyz", lambda: self._check_alive() or self._get(f"{self.server}/readyz", ctx),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from . import netns
-from .cluster import POD_CIDR, LocalCluster
+from .cluster import PLATFORM_CIDR, POD_CIDR, LocalCluster
 from .pulumi_cli import ROOT, PulumiProject
 
 CRDS = ROOT / "schemas" / "crds"
@@ -62,7 +62,7 @@ def cluster(e2e_bin, e2e_work, request) -> LocalCluster:
     crds = sorted(CRDS.glob("*.yaml"))
     c = LocalCluster(e2e_bin, e2e_bin.parent / "share", e2e_work / "cluster", crds)
     (e2e_work / "cluster").mkdir()
-    namespace = netns.NetworkNamespace([POD_CIDR])
+    namespace = netns.NetworkNamespace([POD_CIDR, PLATFORM_CIDR])
     namespace.enter()
     netns.CURRENT = namespace
     t0 = time.monotonic()

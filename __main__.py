@@ -31,9 +31,12 @@ from vllm_serving_components.vllm_server import time_to_ready
 from stack.cost import stack_cost
 from stack.loading import load_stack_config
 from stack.namespace import pod_security_labels
+from stack.preflight import run_preflight
 
 config = load_stack_config()
 name = config.name
+# The cluster read for every prerequisite the plan needs, before any resource is registered.
+run_preflight(config)
 
 namespace: pulumi.Input[str] = config.namespace
 if config.create_namespace:

@@ -49,6 +49,8 @@ from .component_args import (
 )
 from .config import CREDENTIAL_KEYS, FIELD_OF_KEY, INVALID, Problem, StackConfig
 
+PREFLIGHT_MODES = ("error", "warn", "off")
+"""What the preflight does with what it finds (stack/preflight.py)."""
 SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 """The namespaces Kubernetes creates itself (kubernetes.io/docs/concepts/overview/working-with-objects/namespaces,
 "Initial namespaces")."""
@@ -208,6 +210,9 @@ def stack_problems(config: StackConfig, bad: set[str]) -> list[Problem]:
             registry(config.image_registry)
         except ValueError as error:
             problems.append(Problem(key="imageRegistry", message=str(error)))
+    if ok("preflight") and config.preflight not in PREFLIGHT_MODES:
+        problems.append(Problem(key="preflight", message=f"must be one of {', '.join(PREFLIGHT_MODES)}: error fails the run on a "
+                                "missing prerequisite, warn only reports it, off does not read the cluster"))
     problems += credential_problems(config)
     problems += tls_secret_problems(config, ok)
     problems += price_problems(config, ok)

@@ -77,6 +77,7 @@ class StackConfig(BaseModel):
     name: str
     namespace: str
     create_namespace: bool
+    preflight: str
 
     model_id: str
     model_source: str

@@ -377,3 +377,34 @@ def test_the_comment_step_updates_its_own_comment_or_posts_one(workflow, tmp_pat
     log = (tmp_path / "gh.log").read_text().splitlines()
     assert log[0].startswith("api --paginate repos/o/r/issues/7/comments --jq ")
     assert log[1:] == [call]
+
+
+FAKE_PULUMI = """#!/bin/bash
+# pulumi as the preview step uses it: every call logged; `config get vllm-serving:preflight` answers
+# from $PREFLIGHT_OF_<stack> (unset: the key is not set, as the CLI exits 1).
+printf '%s\\n' "$*" >> "$PULUMI_LOG"
+if [ "$1 $2" = "config get" ]; then
+  var="PREFLIGHT_OF_${5#acme/}"
+  [ -n "${!var:-}" ] && { echo "${!var}"; exit 0; }
+  exit 1
+fi
+"""
+
+
+def test_the_preview_keeps_each_stacks_preflight_only_on_the_cluster_it_is_aimed_at(workflow, tmp_path):
+    script = next(step["run"] for step in workflow["jobs"]["preview"]["steps"] if "pulumi preview --stack" in step.get("run", ""))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pulumi").write_text(FAKE_PULUMI)
+    (tmp_path / "bin" / "pulumi").chmod(0o755)
+    for stack in ("dev", "prod", "staging"):
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text("config: {}\n")
+    log = tmp_path / "pulumi.log"
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "PULUMI_LOG": str(log), "PULUMI_STACK_PREFIX": "acme/",
+           "PREFLIGHT_STACKS": "dev", "PREFLIGHT_OF_staging": "off", "RUNNER_TEMP": str(tmp_path), "POLICY_PACK_CONFIG": ""}
+    subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=env, check=True, capture_output=True, text=True)
+    previews = {line.split("--stack ")[1].split()[0]: line for line in log.read_text().splitlines() if line.startswith("preview ")}
+    assert set(previews) == {"acme/dev", "acme/prod", "acme/staging"}
+    # dev's cluster is the kubeconfig's: its own mode; prod's is not: warn; staging reads nothing: off stays.
+    assert "preflight" not in previews["acme/dev"]
+    assert "--config vllm-serving:preflight=warn" in previews["acme/prod"]
+    assert "preflight" not in previews["acme/staging"]

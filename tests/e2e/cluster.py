@@ -208,7 +208,7 @@ class Pki:
 
 # --- objects the cluster starts with ------------------------------------------------------
 
-def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None) -> dict:
+def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None, annotations: dict | None = None) -> dict:
     base = {"cpu": "64", "memory": "512Gi", "pods": "110", "ephemeral-storage": "1Ti"}
     resources = {**base, **capacity}
     return {
@@ -216,7 +216,7 @@ def node(name: str, *, labels: dict, capacity: dict, taints: list | None = None)
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {**KWOK_NODE_ANNOTATION, "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {**KWOK_NODE_ANNOTATION, "node.alpha.kubernetes.io/ttl": "0", **(annotations or {})},
             "labels": {
                 "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                 "type": "kwok", **labels,
@@ -253,6 +253,9 @@ def default_nodes() -> list[dict]:
         node(
             "gpu-hami-0",
             labels={**GPU_LABELS, "gpu": "on"},
+            # HAMi's device plugin registers each GPU (uuid,split,memory MiB,cores,type,numa,healthy).
+            annotations={"hami.io/node-nvidia-register": "".join(
+                f"GPU-e2e-{i},10,81559,100,{GPU_PRODUCT},0,true:" for i in range(8))},
             # HAMi advertises device-memory (MiB) and core-percent totals over all GPUs of the node.
             capacity={"nvidia.com/gpu": "8", "nvidia.com/gpumem": str(8 * 81559), "nvidia.com/gpucores": "800"},
             taints=GPU_TAINT,
@@ -296,6 +299,39 @@ def _pv(name: str, storage_class: str, size: str, mode: str, tmp: Path) -> dict:
             "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(tmp / "volumes" / name)},
         },
     }
+
+
+INGRESS_CLASS = "nginx"
+GATEWAY_NAMESPACE, GATEWAY = "gateways", "public"
+CLUSTER_ISSUER = "letsencrypt-prod"
+
+
+def routing_objects() -> list[dict]:
+    """What the stacks' routes name and do not create, as a cluster with an ingress controller, a
+    Gateway and cert-manager has them: nginx's IngressClass, the Gateway gateways/public and the
+    ClusterIssuer letsencrypt-prod (cert-manager's CRD is among schemas/crds). The preflight looks
+    for each; nothing acts on them (the stand-ins write the routes' status)."""
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": INGRESS_CLASS},
+         "spec": {"controller": "k8s.io/ingress-nginx"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+         "metadata": {"name": GATEWAY, "namespace": GATEWAY_NAMESPACE},
+         "spec": {"gatewayClassName": "e2e", "listeners": [
+             {"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
+        {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": CLUSTER_ISSUER},
+         "spec": {"selfSigned": {}}},
+    ]
+
+
+def namespace_with_key(namespace: str, secret: str, key: str = "api-key") -> list[dict]:
+    """A namespace made before the first `up`, with the API key's Secret in it, as a user makes them
+    (the stack adopts the namespace; the preflight checks the Secret and its key)."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": namespace},
+         "stringData": {key: "e2e-key"}},
+    ]
 
 
 JOB_POD_FAIL_STAGE = {
@@ -576,7 +612,7 @@ class LocalCluster:
         wait_for("kwok /healthz", lambda: self._check_alive() or self._get(f"http://127.0.0.1:{p['kwok']}/healthz", None),
                  timeout, diagnose=self.logs)
 
-        self.apply(default_nodes() + storage_objects(self.work))
+        self.apply(default_nodes() + storage_objects(self.work) + routing_objects())
         wait_for("nodes Ready", self._nodes_ready, timeout, interval=0.5, diagnose=self.logs)
         wait_for("default service account", lambda: self.kubectl(
             "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0, timeout)

@@ -25,7 +25,7 @@ import pytest
 
 from tests.fake_vllm_metrics import Engine, Lora
 
-from .cluster import wait_for
+from .cluster import namespace_with_key, wait_for
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .inference_extension import (
@@ -58,6 +58,7 @@ def show(capsys, case: str, counts) -> None:
 
 @pytest.fixture(scope="module")
 def stack(project, cluster):
+    cluster.apply(namespace_with_key(NAMESPACE, "chat-api-key"))
     project.init_stack_like(STACK, "dev", {
         "namespace": NAMESPACE, "host": "chat.example.com", "replicas": REPLICAS,
         "storageAccessMode": "ReadWriteMany", "storageClass": "nfs-client",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from .cluster import namespace_with_key
 from .plans import assert_next_run_creates_nothing_that_exists
 from .standins import StatusPublisher
 
@@ -16,7 +17,8 @@ NAMESPACE = "ai-serving-route"
 
 
 @pytest.fixture(scope="module")
-def routed(project):
+def routed(project, cluster):
+    cluster.apply(namespace_with_key(NAMESPACE, "chat-api-key"))
     project.init_stack_like(STACK, "dev", {
         "namespace": NAMESPACE, "host": "chat.example.com",
         "exposureRoute": "gateway", "gatewayName": "public",

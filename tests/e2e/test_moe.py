@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from .cluster import namespace_with_key
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists
 from .standins import LeaderWorkerSetController, StatusPublisher
@@ -18,7 +19,9 @@ NAME = "vllm-qwen3-235b-ep"
 
 
 @pytest.fixture(scope="module")
-def moe(project):
+def moe(project, cluster):
+    # The namespace and the API key's Secret made first, as the docs have prod's made.
+    cluster.apply(namespace_with_key(NAMESPACE, "vllm-api-key"))
     project.run("stack", "init", STACK)
     return project
 

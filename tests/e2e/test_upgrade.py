@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from . import netns
+from .cluster import namespace_with_key
 from .conftest import kubectl_json
 from .plans import assert_next_run_creates_nothing_that_exists, object_of, planned_steps
 from .pulumi_cli import PROJECT_DIRS, PROJECT_FILES, ROOT, PulumiProject
@@ -93,6 +94,8 @@ def test_a_stack_of_the_old_code_and_pin_moves_without_touching_its_claim(before
     assert old["pulumi:providers:kubernetes"]["inputs"]["version"] == BEFORE_PROVIDER
     claim_uid = kubectl_json(cluster, "get", "pvc", CLAIM, "-n", NAMESPACE)["metadata"]["uid"]
     namespace_uid = kubectl_json(cluster, "get", "namespace", NAMESPACE)["metadata"]["uid"]
+    # The API key's Secret the server reads, which today's preflight checks before the plan.
+    cluster.apply(namespace_with_key(NAMESPACE, "vllm-api-key")[1:])
 
     to_todays_code(before)
     ops = {object_of(step): step["op"] for step in planned_steps(before, STACK) if object_of(step)}

@@ -20,8 +20,11 @@ multinode stack, its LeaderWorkerSet made by the stand-in controller (which main
 the scale subresource reads), scales 1 -> 2 groups the same way. The replica counts over time are
 printed with the test log.
 
-KEDA's activation threshold only decides scaling from and to zero replicas, which neither stack
-does (from one replica up the HPA alone decides): "below the threshold" is the HPA's target."""
+KEDA's activation threshold only decides scaling from and to zero replicas (from one replica up
+the HPA alone decides, so "below the threshold" above is the HPA's target). A third prod-like
+stack may scale to zero, woken by its host's request rate at a fake ingress controller: without
+requests it stays at zero, its ScaledObject inactive and Ready; requests wake it to one replica,
+KEDA's own loop deciding every POLLING_SECONDS."""
 
 from __future__ import annotations
 

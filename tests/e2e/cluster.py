@@ -283,9 +283,10 @@ def storage_objects(tmp: Path) -> list[dict]:
     ]
     for i in range(6):
         objects.append(_pv(f"e2e-rwo-{i}", "standard", "20Gi", "ReadWriteOnce", tmp))
-    # Room for the 1Ti claims of prod, multinode, moe, the scaled prod-like stack and the upgraded
+    # Room for the 1Ti claims of prod, multinode, moe, the three autoscaled stacks (prod-like,
+    # multinode and scale-to-zero; a destroyed claim's volume is not bound again) and the upgraded
     # stack (two revisions of a 470 GB model), the example's, and the picker's three replicas.
-    for i in range(9):
+    for i in range(12):
         objects.append(_pv(f"e2e-rwx-{i}", "nfs-client", "2Ti", "ReadWriteMany", tmp))
     return objects
 

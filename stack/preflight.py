@@ -31,7 +31,7 @@ from vllm_serving_components.preflight import (
 )
 from vllm_serving_components.vllm_server import server_capabilities
 
-from .component_args import gpu_claim_args, lora_adapters, nodes
+from .component_args import gpu_claim_args, nodes
 from .config import StackConfig
 from .cost import fewest_replicas
 
